@@ -1,0 +1,80 @@
+//! Which agent adapters exist and which drivers each can run on (the capability map behind
+//! `GET /companies/:cid/environments/capabilities` and the selection guards).
+
+use crate::enums::Driver;
+
+/// Every adapter type Berth knows.
+pub const ADAPTER_TYPES: &[&str] = &[
+    "claude_local",
+    "codex_local",
+    "cursor",
+    "gemini_local",
+    "opencode_local",
+    "pi_local",
+    "process",
+];
+
+/// The drivers an adapter can run on; `None` for an unknown adapter type. Every adapter,
+/// `process` included, runs on every driver: they all reduce to the same transport.
+pub fn supported_drivers(adapter_type: &str) -> Option<&'static [Driver]> {
+    ADAPTER_TYPES.contains(&adapter_type).then_some(Driver::ALL)
+}
+
+/// Environment variables an agent config may not set, because they change how the remote
+/// shell or the dynamic loader behaves (SPEC §9).
+pub fn is_forbidden_env_key(key: &str) -> bool {
+    let upper = key.to_ascii_uppercase();
+    upper.starts_with("LD_")
+        || upper.starts_with("DYLD_")
+        || [
+            "BASH_ENV",
+            "ENV",
+            "BASHOPTS",
+            "SHELLOPTS",
+            "PS4",
+            "ZDOTDIR",
+            "GCONV_PATH",
+            "KSH_ENV",
+            "IFS",
+        ]
+        .contains(&upper.as_str())
+}
+
+/// A valid POSIX environment variable name.
+pub fn is_valid_env_key(key: &str) -> bool {
+    let mut chars = key.chars();
+    matches!(chars.next(), Some(c) if c == '_' || c.is_ascii_alphabetic())
+        && chars.all(|c| c == '_' || c.is_ascii_alphanumeric())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_known_adapter_runs_on_every_driver() {
+        for a in ADAPTER_TYPES {
+            assert_eq!(supported_drivers(a), Some(Driver::ALL));
+        }
+        assert_eq!(supported_drivers("http"), None);
+    }
+
+    #[test]
+    fn loader_and_shell_startup_variables_are_forbidden() {
+        for k in [
+            "LD_PRELOAD",
+            "ld_library_path",
+            "BASH_ENV",
+            "ENV",
+            "DYLD_INSERT_LIBRARIES",
+        ] {
+            assert!(is_forbidden_env_key(k), "{k}");
+        }
+        for k in ["ANTHROPIC_API_KEY", "PATHS", "ENVIRONMENT"] {
+            assert!(!is_forbidden_env_key(k), "{k}");
+        }
+        assert!(is_valid_env_key("A_1"));
+        assert!(!is_valid_env_key("1A"));
+        assert!(!is_valid_env_key("BAD KEY"));
+    }
+}

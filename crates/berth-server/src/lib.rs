@@ -1,0 +1,216 @@
+//! Berth's HTTP API (axum): routes, auth, secrets at rest, OpenAPI, metrics and the web UI.
+//!
+//! The entry point takes a listener and a shutdown signal ([`launch_with_listener`]) so tests
+//! start the real server on port 0 and drive it with the real client. Background loops (the
+//! reaper, run workers) do not live here.
+
+pub mod activity;
+pub mod auth;
+pub mod crypto;
+pub mod error;
+pub mod extract;
+pub mod guards;
+pub mod json;
+pub mod metrics;
+pub mod routes;
+pub mod state;
+mod ui;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use berth_store::Store;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::crypto::SecretBox;
+use crate::state::{AppState, SharedState};
+
+/// Everything the server needs, already layered (defaults < file < env < flags) by the binary.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// `sqlite://…` or `postgres://…`.
+    pub database_url: String,
+    /// `$BERTH_HOME`: holds `master.key` (created 0600 on first start) and `lab/`.
+    pub berth_home: PathBuf,
+    /// `BERTH_MASTER_KEY` (64 hex chars); when set, `master.key` is not read or created.
+    pub master_key_hex: Option<String>,
+    /// Directories under which execution workspaces may live. Empty = `/` in local_trusted
+    /// mode; must be configured when bound elsewhere.
+    pub workspace_roots: Vec<PathBuf>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    #[error("failed to open the database: {0}")]
+    Database(String),
+    #[error("failed to load the master key: {0}")]
+    MasterKey(String),
+    #[error("failed to serve HTTP: {0}")]
+    Serve(#[from] std::io::Error),
+    #[error("invalid configuration: {0}")]
+    Config(String),
+}
+
+#[derive(OpenApi)]
+#[openapi(info(
+    title = "Berth API",
+    description = "Execution environments, leases and runs for AI coding agents."
+))]
+struct ApiDoc;
+
+/// Open the store named by a database URL (`sqlite://…`, a plain path, or `postgres://…`).
+pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, ServerError> {
+    let store: Arc<dyn Store> =
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Arc::new(
+                berth_store::postgres::PgStore::connect(url)
+                    .await
+                    .map_err(|e| ServerError::Database(e.to_string()))?,
+            )
+        } else {
+            Arc::new(
+                berth_store::sqlite::SqliteStore::open(url)
+                    .await
+                    .map_err(|e| ServerError::Database(e.to_string()))?,
+            )
+        };
+    Ok(store)
+}
+
+/// Build the application state: store, master key, auth mode inputs.
+pub async fn build_state(
+    config: &ServerConfig,
+    loopback: bool,
+) -> Result<SharedState, ServerError> {
+    let store = open_store(&config.database_url).await?;
+    store
+        .ensure_default_company()
+        .await
+        .map_err(|e| ServerError::Database(e.to_string()))?;
+    let secrets = SecretBox::load_or_create(&config.berth_home, config.master_key_hex.as_deref())
+        .map_err(|e| ServerError::MasterKey(e.to_string()))?;
+    let tokens = store
+        .count_active_tokens()
+        .await
+        .map_err(|e| ServerError::Database(e.to_string()))?;
+    let roots = if config.workspace_roots.is_empty() {
+        if !loopback {
+            return Err(ServerError::Config(
+                "workspaceRoots must be configured when the server is not bound to loopback".into(),
+            ));
+        }
+        vec![PathBuf::from("/")]
+    } else {
+        config
+            .workspace_roots
+            .iter()
+            .map(|r| {
+                std::fs::canonicalize(r).map_err(|e| {
+                    ServerError::Config(format!(
+                        "workspace root {} cannot be resolved: {e}",
+                        r.display()
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    };
+    Ok(Arc::new(AppState {
+        store,
+        secrets,
+        loopback,
+        active_tokens: AtomicU64::new(tokens),
+        workspace_roots: roots,
+        metrics: metrics::Metrics::default(),
+    }))
+}
+
+/// The full router: `/api/*`, `/api/openapi.json`, `/metrics`, and the UI at `/`.
+pub fn router(state: SharedState) -> Router {
+    let (api, mut openapi) = OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(routes::system::router())
+        .merge(routes::companies::router())
+        .merge(routes::environments::router())
+        .merge(routes::leases::router())
+        .merge(routes::secrets::router())
+        .merge(routes::agents::router())
+        .merge(routes::projects::router())
+        .merge(routes::issues::router())
+        .merge(routes::workspaces::router())
+        .merge(routes::settings::router())
+        .merge(routes::activity::router())
+        .merge(routes::tokens::router())
+        .split_for_parts();
+    openapi.info.version = env!("CARGO_PKG_VERSION").to_string();
+    let openapi = Arc::new(openapi);
+    api.route(
+        "/api/openapi.json",
+        axum::routing::get(move || {
+            let doc = openapi.clone();
+            async move { axum::Json(doc.as_ref().clone()) }
+        }),
+    )
+    .route("/metrics", axum::routing::get(routes::system::metrics))
+    .merge(ui::router())
+    .fallback(|| async { error::ApiError::NotFound("Not found".into()) })
+    .layer(middleware::from_fn_with_state(state.clone(), observe))
+    .with_state(state)
+}
+
+/// Per-request span, access log and metrics (the matched route, never the raw path, so ids do
+/// not explode label cardinality).
+async fn observe(State(state): State<SharedState>, req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_else(|| "unmatched".to_string());
+    let span = tracing::info_span!("request", %method, route = %route);
+    let response = {
+        let _enter = span.enter();
+        drop(_enter);
+        next.run(req).await
+    };
+    let status = response.status().as_u16().to_string();
+    let elapsed = started.elapsed();
+    state.metrics.inc(
+        "berth_http_requests_total",
+        &[
+            ("method", method.as_str()),
+            ("route", &route),
+            ("status", &status),
+        ],
+        1,
+    );
+    state.metrics.observe(
+        "berth_http_request_duration_seconds",
+        &[("route", &route)],
+        elapsed.as_secs_f64(),
+    );
+    tracing::info!(parent: &span, status = %status, elapsed_ms = elapsed.as_millis() as u64, "request");
+    response
+}
+
+/// Serve the API on `listener` until `shutdown` resolves.
+pub async fn launch_with_listener(
+    config: ServerConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServerError> {
+    let addr = listener.local_addr()?;
+    let state = build_state(&config, addr.ip().is_loopback()).await?;
+    tracing::info!(%addr, auth_mode = state.auth_mode(), "berth server listening");
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(shutdown)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! Agents: `{name, adapterType, adapterConfig, defaultEnvironmentId}`.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use berth_core::adapters::{
+    ADAPTER_TYPES, is_forbidden_env_key, is_valid_env_key, supported_drivers,
+};
+use berth_core::model::Agent;
+use berth_core::{AgentId, CompanyId, EnvironmentId};
+use berth_store::{AgentPatch, NewAgent};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::activity;
+use crate::auth::{Actor, company_for};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{PageQuery, StrictQuery, list_response};
+use crate::guards;
+use crate::json::{StrictJson, double_option};
+use crate::state::{AppState, SharedState};
+
+pub fn router() -> OpenApiRouter<SharedState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_agents, create_agent))
+        .routes(routes!(get_agent, update_agent, delete_agent))
+}
+
+/// The agent if it exists and the actor may see its company; 404 otherwise.
+pub async fn agent_for(state: &AppState, actor: &Actor, id: AgentId) -> ApiResult<Agent> {
+    match state.store.get_agent(id).await? {
+        Some(a) if actor.can_access_company(a.company_id) => Ok(a),
+        _ => Err(ApiError::NotFound("Agent not found".into())),
+    }
+}
+
+fn check_adapter(adapter_type: &str) -> ApiResult<()> {
+    if supported_drivers(adapter_type).is_none() {
+        return Err(ApiError::unprocessable(format!(
+            "Unknown adapter type \"{adapter_type}\". Known adapter types: {}",
+            ADAPTER_TYPES.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// `adapterConfig` must be an object; its `env` keys must be valid names and must not change
+/// how the shell or the loader behaves (SPEC §9).
+fn check_adapter_config(config: &Value) -> ApiResult<()> {
+    let Some(map) = config.as_object() else {
+        return Err(ApiError::field(
+            "adapterConfig",
+            "adapterConfig must be an object",
+        ));
+    };
+    if let Some(env) = map.get("env") {
+        let Some(env) = env.as_object() else {
+            return Err(ApiError::field(
+                "adapterConfig.env",
+                "env must be an object",
+            ));
+        };
+        for key in env.keys() {
+            if !is_valid_env_key(key) {
+                return Err(ApiError::unprocessable(format!(
+                    "Invalid environment variable name \"{key}\" in adapterConfig.env."
+                )));
+            }
+            if is_forbidden_env_key(key) {
+                return Err(ApiError::unprocessable(format!(
+                    "Environment variable \"{key}\" is not allowed in adapterConfig.env: it changes how the shell or dynamic loader behaves."
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateAgent {
+    name: String,
+    adapter_type: String,
+    #[serde(default)]
+    adapter_config: Option<Value>,
+    #[serde(default)]
+    default_environment_id: Option<EnvironmentId>,
+    #[serde(default)]
+    grants: Vec<String>,
+}
+
+#[utoipa::path(get, path = "/api/companies/{company_id}/agents", tag = "agents",
+    params(("company_id" = CompanyId, Path)), responses((status = 200, body = [Agent]), (status = 404)))]
+async fn list_agents(
+    State(state): State<SharedState>,
+    actor: Actor,
+    Path(company_id): Path<CompanyId>,
+    StrictQuery(q): StrictQuery<PageQuery>,
+) -> ApiResult<Response> {
+    company_for(&state, &actor, company_id).await?;
+    Ok(list_response(
+        state.store.list_agents(company_id, &q.page()?).await?,
+    ))
+}
+
+#[utoipa::path(post, path = "/api/companies/{company_id}/agents", tag = "agents",
+    params(("company_id" = CompanyId, Path)), request_body = Object,
+    responses((status = 201, body = Agent), (status = 400), (status = 403), (status = 422)))]
+async fn create_agent(
+    State(state): State<SharedState>,
+    actor: Actor,
+    Path(company_id): Path<CompanyId>,
+    StrictJson(body): StrictJson<CreateAgent>,
+) -> ApiResult<Response> {
+    company_for(&state, &actor, company_id).await?;
+    actor.require_board()?;
+    let name = body.name.trim().to_string();
+    if name.is_empty() {
+        return Err(ApiError::field("name", "name must not be empty"));
+    }
+    check_adapter(&body.adapter_type)?;
+    let adapter_config = body.adapter_config.unwrap_or_else(|| json!({}));
+    check_adapter_config(&adapter_config)?;
+    let allowed = supported_drivers(&body.adapter_type).unwrap_or(&[]);
+    guards::environment_selection(&state, company_id, body.default_environment_id, allowed).await?;
+    let agent = state
+        .store
+        .create_agent(NewAgent {
+            company_id,
+            name,
+            adapter_type: body.adapter_type,
+            adapter_config,
+            default_environment_id: body.default_environment_id,
+            grants: body.grants,
+        })
+        .await?;
+    activity::record(
+        &state,
+        &actor,
+        company_id,
+        "agent.created",
+        "agent",
+        agent.id,
+        json!({"name": agent.name, "adapterType": agent.adapter_type}),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(agent)).into_response())
+}
+
+#[utoipa::path(get, path = "/api/agents/{id}", tag = "agents",
+    params(("id" = AgentId, Path)), responses((status = 200, body = Agent), (status = 404)))]
+async fn get_agent(
+    State(state): State<SharedState>,
+    actor: Actor,
+    Path(id): Path<AgentId>,
+) -> ApiResult<Json<Agent>> {
+    Ok(Json(agent_for(&state, &actor, id).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PatchAgent {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    adapter_type: Option<String>,
+    #[serde(default)]
+    adapter_config: Option<Value>,
+    #[serde(default, deserialize_with = "double_option")]
+    default_environment_id: Option<Option<EnvironmentId>>,
+    #[serde(default)]
+    grants: Option<Vec<String>>,
+}
+
+#[utoipa::path(patch, path = "/api/agents/{id}", tag = "agents",
+    params(("id" = AgentId, Path)), request_body = Object,
+    responses((status = 200, body = Agent), (status = 400), (status = 403), (status = 404), (status = 422)))]
+async fn update_agent(
+    State(state): State<SharedState>,
+    actor: Actor,
+    Path(id): Path<AgentId>,
+    StrictJson(body): StrictJson<PatchAgent>,
+) -> ApiResult<Json<Agent>> {
+    let agent = agent_for(&state, &actor, id).await?;
+    actor.require_board()?;
+    if let Some(t) = &body.adapter_type {
+        check_adapter(t)?;
+    }
+    if let Some(c) = &body.adapter_config {
+        check_adapter_config(c)?;
+    }
+    if let Some(n) = &body.name
+        && n.trim().is_empty()
+    {
+        return Err(ApiError::field("name", "name must not be empty"));
+    }
+    // The guard runs with the drivers of the *requested* adapter whenever the adapter or the
+    // default environment changes, so switching adapters cannot strand an incompatible default.
+    if body.adapter_type.is_some()
+        || body.adapter_config.is_some()
+        || body.default_environment_id.is_some()
+    {
+        let adapter = body.adapter_type.as_deref().unwrap_or(&agent.adapter_type);
+        let allowed = supported_drivers(adapter).unwrap_or(&[]);
+        let env = body
+            .default_environment_id
+            .unwrap_or(agent.default_environment_id);
+        guards::environment_selection(&state, agent.company_id, env, allowed).await?;
+    }
+    let mut fields: Vec<&str> = Vec::new();
+    for (present, name) in [
+        (body.name.is_some(), "name"),
+        (body.adapter_type.is_some(), "adapterType"),
+        (body.adapter_config.is_some(), "adapterConfig"),
+        (
+            body.default_environment_id.is_some(),
+            "defaultEnvironmentId",
+        ),
+        (body.grants.is_some(), "grants"),
+    ] {
+        if present {
+            fields.push(name);
+        }
+    }
+    let updated = state
+        .store
+        .update_agent(
+            id,
+            AgentPatch {
+                name: body.name.map(|n| n.trim().to_string()),
+                adapter_type: body.adapter_type,
+                adapter_config: body.adapter_config,
+                default_environment_id: body.default_environment_id,
+                grants: body.grants,
+            },
+        )
+        .await?;
+    activity::record(
+        &state,
+        &actor,
+        agent.company_id,
+        "agent.updated",
+        "agent",
+        id,
+        json!({"changedFields": fields}),
+    )
+    .await?;
+    Ok(Json(updated))
+}
+
+#[utoipa::path(delete, path = "/api/agents/{id}", tag = "agents",
+    params(("id" = AgentId, Path)), responses((status = 200, body = Agent), (status = 403), (status = 404)))]
+async fn delete_agent(
+    State(state): State<SharedState>,
+    actor: Actor,
+    Path(id): Path<AgentId>,
+) -> ApiResult<Json<Agent>> {
+    let agent = agent_for(&state, &actor, id).await?;
+    actor.require_board()?;
+    state.store.delete_agent(id).await?;
+    activity::record(
+        &state,
+        &actor,
+        agent.company_id,
+        "agent.deleted",
+        "agent",
+        id,
+        json!({"name": agent.name}),
+    )
+    .await?;
+    Ok(Json(agent))
+}

@@ -1,0 +1,635 @@
+//! Environment routes (route-compatible with Paperclip's, see reference §5): list,
+//! capabilities, create, get, patch (config merge), delete, probe, probe-config, trust.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use berth_core::adapters::{ADAPTER_TYPES, supported_drivers};
+use berth_core::config::{DriverConfig, ParseMode, SecretRef, parse_config};
+use berth_core::model::{Environment, EnvironmentPatch, NewEnvironment};
+use berth_core::{
+    CompanyId, Driver, EnvironmentId, EnvironmentStatus, LeasePolicy, Secret, SecretId,
+};
+use berth_store::{EnvironmentFilter, NewSecret};
+use serde::Deserialize;
+use serde_json::{Map, Value, json};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::activity;
+use crate::auth::{Actor, company_for};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::{PageQuery, StrictQuery, list_values};
+use crate::json::{StrictJson, double_option};
+use crate::state::{AppState, SharedState};
+
+pub fn router() -> OpenApiRouter<SharedState> {
+    OpenApiRouter::new()
+        .routes(routes!(list_environments, create_environment))
+        .routes(routes!(capabilities))
+        .routes(routes!(
+            get_environment,
+            update_environment,
+            delete_environment
+        ))
+        .routes(routes!(probe_environment))
+        .routes(routes!(probe_config))
+        .routes(routes!(trust_host_key))
+}
+
+/// The environment as this actor may see it: non-privileged readers get the redacted view.
+pub fn view(env: &Environment, privileged: bool) -> Value {
+    let mut value = serde_json::to_value(env).unwrap_or(Value::Null);
+    if !privileged && let Value::Object(map) = &mut value {
+        map.insert("config".into(), json!({}));
+        map.insert("metadata".into(), Value::Null);
+        map.insert("configRedacted".into(), json!(true));
+        map.insert("metadataRedacted".into(), json!(true));
+    }
+    value
+}
+
+/// The environment if it exists and the actor may see its company; 404 otherwise.
+pub async fn environment_for(
+    state: &AppState,
+    actor: &Actor,
+    id: EnvironmentId,
+) -> ApiResult<Environment> {
+    match state.store.get_environment(id).await? {
+        Some(env) if actor.can_access_company(env.company_id) => Ok(env),
+        _ => Err(ApiError::NotFound("Environment not found".into())),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ListQuery {
+    status: Option<EnvironmentStatus>,
+    driver: Option<Driver>,
+    limit: Option<u32>,
+    cursor: Option<String>,
+}
+
+#[utoipa::path(get, path = "/api/companies/{company_id}/environments", tag = "environments",
+    params(("company_id" = CompanyId, Path), ("status" = Option<EnvironmentStatus>, Query),
+        ("driver" = Option<Driver>, Query), ("limit" = Option<u32>, Query), ("cursor" = Option<String>, Query)),
+    responses((status = 200, body = [Environment]), (status = 404)))]
+async fn list_environments(
+    State(state): State<SharedState>,
+    actor: Actor,
+    Path(company_id): Path<CompanyId>,
+    StrictQuery(q): StrictQuery<ListQuery>,
+) -> ApiResult<Response> {
+    company_for(&state, &actor, company_id).await?;
+    let page = PageQuery {
+        limit: q.limit,
+        cursor: q.cursor,
+    }
+    .page()?;
+    let filter = EnvironmentFilter {
+        status: q.status,
+        driver: q.driver,
+    };
+    let result = state
+        .store
+        .list_environments(company_id, &filter, &page)
+        .await?;
+    let privileged = actor.is_privileged(company_id);
+    let items = result.items.iter().map(|e| view(e, privileged)).collect();
+    Ok(list_values(items, result.next_cursor))
+}
+
+#[utoipa::path(get, path = "/api/companies/{company_id}/environments/capabilities", tag = "environments",
+    params(("company_id" = CompanyId, Path)), responses((status = 200, body = Object)))]
+async fn capabilities(
+    State(state): State<SharedState>,
+    actor: Actor,
+    Path(company_id): Path<CompanyId>,
+) -> ApiResult<Json<Value>> {
+    company_for(&state, &actor, company_id).await?;
+    let adapters: Vec<Value> = ADAPTER_TYPES
+        .iter()
+        .map(|a| {
+            let supported = supported_drivers(a).unwrap_or(&[]);
+            let drivers: Map<String, Value> = Driver::ALL
+                .iter()
+                .map(|d| {
+                    let s = if supported.contains(d) {
+                        "supported"
+                    } else {
+                        "unsupported"
+                    };
+                    (d.as_str().to_string(), json!(s))
+                })
+                .collect();
+            json!({"adapterType": a, "drivers": drivers})
+        })
+        .collect();
+    let drivers: Map<String, Value> = Driver::ALL
+        .iter()
+        .map(|d| (d.as_str().to_string(), json!("supported")))
+        .collect();
+    Ok(Json(json!({"adapters": adapters, "drivers": drivers})))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct CreateBody {
+    name: String,
+    #[serde(default)]
+    description: Option<String>,
+    driver: Driver,
+    #[serde(default)]
+    status: Option<EnvironmentStatus>,
+    #[serde(default)]
+    config: Option<Value>,
+    #[serde(default)]
+    metadata: Option<Value>,
+    #[serde(default, deserialize_with = "double_option")]
+    capacity: Option<Option<i64>>,
+    #[serde(default)]
+    lease_policy: Option<LeasePolicy>,
+}
+
+fn check_name(name: &str) -> ApiResult<String> {
+    let trimmed = name.trim();
+    if trimmed.is_empty() {
+        return Err(ApiError::field("name", "name must not be empty"));
+    }
+    if trimmed.chars().count() > 200 {
+        return Err(ApiError::field(
+            "name",
+            "name must be at most 200 characters",
+        ));
+    }
+    Ok(trimmed.to_string())
+}
+
+fn check_metadata(metadata: &Option<Value>) -> ApiResult<()> {
+    match metadata {
+        None | Some(Value::Object(_)) => Ok(()),
+        Some(_) => Err(ApiError::field(
+            "metadata",
+            "metadata must be an object or null",
+        )),
+    }
+}
+
+fn check_capacity(capacity: Option<i64>) -> ApiResult<()> {
+    match capacity {
+        Some(c) if !(1..=10_000).contains(&c) => Err(ApiError::field(
+            "capacity",
+            "capacity must be an integer between 1 and 10000, or null for unlimited",
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn slug(name: &str) -> String {
+    let mut out = String::new();
+    for c in name.chars().flat_map(char::to_lowercase) {
+        if c.is_ascii_alphanumeric() {
+            out.push(c);
+        } else if !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    let trimmed = out.trim_matches('-');
+    trimmed
+        .chars()
+        .take(48)
+        .collect::<String>()
+        .trim_end_matches('-')
+        .to_string()
+}
+
+/// Encrypt a write-only config value into a new company secret.
+fn new_secret(
+    state: &AppState,
+    company_id: CompanyId,
+    env_name: &str,
+    driver: Driver,
+    purpose: &str,
+    value: &Secret<String>,
+) -> ApiResult<NewSecret> {
+    let id = SecretId::new();
+    let (ciphertext, nonce) = state
+        .secrets
+        .encrypt(company_id, id, value)
+        .map_err(ApiError::internal)?;
+    let tag = &id.to_string().replace('-', "")[24..32];
+    Ok(NewSecret {
+        id,
+        company_id,
+        name: format!("environment-{driver}-{}-{purpose}-{tag}", slug(env_name)),
+        description: Some(format!("Secret for {env_name} {purpose}.")),
+        ciphertext,
+        nonce,
+    })
+}
+
+/// Validate a config in persist mode and move raw secrets into new secret rows. Secret refs
+/// the request names must be secrets of this company.
+async fn persist_config(
+    state: &AppState,
+    company_id: CompanyId,
+    env_name: &str,
+    driver: Driver,
+    config: &Value,
+) -> ApiResult<(DriverConfig, Vec<NewSecret>)> {
+    let parsed =
+        parse_config(driver, config, ParseMode::Persist).map_err(ApiError::config_issues)?;
+    let mut config = parsed.config;
+    for id in config.secret_refs() {
+        match state.store.get_secret(id).await? {
+            Some(s) if s.meta.company_id == company_id => {}
+            _ => return Err(ApiError::unprocessable("Secret reference not found.")),
+        }
+    }
+    let mut secrets = Vec::new();
+    if let DriverConfig::Ssh(ssh) = &mut config {
+        if let Some(key) = &parsed.private_key {
+            let s = new_secret(state, company_id, env_name, driver, "private-key", key)?;
+            ssh.private_key_secret_ref = Some(SecretRef::latest(s.id));
+            secrets.push(s);
+        }
+        if let Some(pass) = &parsed.private_key_passphrase {
+            let s = new_secret(
+                state,
+                company_id,
+                env_name,
+                driver,
+                "private-key-passphrase",
+                pass,
+            )?;
+            ssh.private_key_passphrase_secret_ref = Some(SecretRef::latest(s.id));
+            secrets.push(s);
+        }
+    }
+    Ok((config, secrets))
+}
+
+#[utoipa::path(post, path = "/api/companies/{company_id}/environments", tag = "environments",
+    params(("company_id" = CompanyId, Path)), request_body = Object,
+    responses((status = 201, body = Environment), (status = 400), (status = 403), (status = 409), (status = 422)))]
+async fn create_environment(
+    State(state): State<SharedState>,
+    actor: Actor,
+    Path(company_id): Path<CompanyId>,
+    StrictJson(body): StrictJson<CreateBody>,
+) -> ApiResult<Response> {
+    company_for(&state, &actor, company_id).await?;
+    actor.require_privileged(company_id)?;
+    let name = check_name(&body.name)?;
+    check_metadata(&body.metadata)?;
+    let capacity = match body.capacity {
+        None => body.driver.default_capacity(),
+        Some(c) => c,
+    };
+    check_capacity(capacity)?;
+    let config = body.config.unwrap_or_else(|| json!({}));
+    let (config, secrets) = persist_config(&state, company_id, &name, body.driver, &config).await?;
+    let status = body.status.unwrap_or(EnvironmentStatus::Active);
+    let env = state
+        .store
+        .create_environment(
+            NewEnvironment {
+                company_id,
+                name,
+                description: body.description.map(|d| d.trim().to_string()),
+                driver: body.driver,
+                status,
+                config: config.to_json(),
+                metadata: body.metadata,
+                capacity,
+                lease_policy: body
+                    .lease_policy
+                    .unwrap_or_else(|| body.driver.default_lease_policy()),
+            },
+            secrets,
+        )
+        .await?;
+    activity::record(
+        &state,
+        &actor,
+        company_id,
+        "environment.created",
+        "environment",
+        env.id,
+        json!({"name": env.name, "driver": env.driver, "status": env.status}),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(view(&env, true))).into_response())
+}
+
+#[utoipa::path(get, path = "/api/environments/{id}", tag = "environments",
+    params(("id" = EnvironmentId, Path)), responses((status = 200, body = Environment), (status = 404)))]
+async fn get_environment(
+    State(state): State<SharedState>,
+    actor: Actor,
+    Path(id): Path<EnvironmentId>,
+) -> ApiResult<Json<Value>> {
+    let env = environment_for(&state, &actor, id).await?;
+    Ok(Json(view(&env, actor.is_privileged(env.company_id))))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PatchBody {
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default, deserialize_with = "double_option")]
+    description: Option<Option<String>>,
+    #[serde(default)]
+    driver: Option<Driver>,
+    #[serde(default)]
+    status: Option<EnvironmentStatus>,
+    #[serde(default)]
+    config: Option<Value>,
+    #[serde(default, deserialize_with = "double_option")]
+    metadata: Option<Option<Value>>,
+    #[serde(default, deserialize_with = "double_option")]
+    capacity: Option<Option<i64>>,
+    #[serde(default)]
+    lease_policy: Option<LeasePolicy>,
+}
+
+fn top_level_keys(v: &Value) -> usize {
+    v.as_object().map(Map::len).unwrap_or(0)
+}
+
+#[utoipa::path(patch, path = "/api/environments/{id}", tag = "environments",
+    params(("id" = EnvironmentId, Path)), request_body = Object,
+    responses((status = 200, body = Environment), (status = 400), (status = 403), (status = 404), (status = 409), (status = 422)))]
+async fn update_environment(
+    State(state): State<SharedState>,
+    actor: Actor,
+    Path(id): Path<EnvironmentId>,
+    StrictJson(body): StrictJson<PatchBody>,
+) -> ApiResult<Json<Value>> {
+    let env = environment_for(&state, &actor, id).await?;
+    actor.require_privileged(env.company_id)?;
+    let mut changed: Vec<&str> = Vec::new();
+    let mut summary = Map::new();
+    let mut patch = EnvironmentPatch::default();
+
+    let name = match &body.name {
+        Some(n) => {
+            let n = check_name(n)?;
+            changed.push("name");
+            if n != env.name {
+                summary.insert("name".into(), json!(n));
+            }
+            patch.name = Some(n.clone());
+            n
+        }
+        None => env.name.clone(),
+    };
+    if let Some(d) = &body.description {
+        changed.push("description");
+        let d = d.as_ref().map(|s| s.trim().to_string());
+        if d != env.description {
+            summary.insert("descriptionChanged".into(), json!(true));
+        }
+        patch.description = Some(d);
+    }
+    if env.is_managed_local() {
+        if body.status == Some(EnvironmentStatus::Archived) {
+            return Err(ApiError::Conflict {
+                message: "Cannot archive the managed local environment.".into(),
+                details: json!({"code": "managed_local"}),
+            });
+        }
+        if body.driver.is_some_and(|d| d != Driver::Local) {
+            return Err(ApiError::Conflict {
+                message: "Cannot change the driver of the managed local environment.".into(),
+                details: json!({"code": "managed_local"}),
+            });
+        }
+    }
+    if let Some(s) = body.status {
+        changed.push("status");
+        if s != env.status {
+            summary.insert("status".into(), json!(s));
+        }
+        patch.status = Some(s);
+    }
+    if let Some(m) = &body.metadata {
+        check_metadata(m)?;
+        changed.push("metadata");
+        summary.insert("metadataChanged".into(), json!(true));
+        summary.insert(
+            "metadataTopLevelKeyCount".into(),
+            json!(m.as_ref().map(top_level_keys).unwrap_or(0)),
+        );
+        patch.metadata = Some(m.clone());
+    }
+    if let Some(c) = body.capacity {
+        check_capacity(c)?;
+        changed.push("capacity");
+        patch.capacity = Some(c);
+    }
+    if let Some(p) = body.lease_policy {
+        changed.push("leasePolicy");
+        patch.lease_policy = Some(p);
+    }
+
+    // Config merge semantics (reference §5.3).
+    let new_driver = body.driver.unwrap_or(env.driver);
+    let driver_changed = new_driver != env.driver;
+    if body.driver.is_some() {
+        changed.push("driver");
+        if driver_changed {
+            summary.insert("driver".into(), json!(new_driver));
+        }
+        patch.driver = Some(new_driver);
+    }
+    let merged: Option<Value> = match (&body.config, driver_changed) {
+        (Some(Value::Object(req)), false) => {
+            let mut base = env.config.as_object().cloned().unwrap_or_default();
+            for (k, v) in req {
+                base.insert(k.clone(), v.clone());
+            }
+            Some(Value::Object(base))
+        }
+        (Some(Value::Object(req)), true) => Some(Value::Object(req.clone())),
+        (Some(_), _) => return Err(ApiError::field("config", "config must be an object")),
+        (None, true) => Some(json!({})),
+        (None, false) => None,
+    };
+    let mut new_secrets = Vec::new();
+    let mut drop_secrets: Vec<SecretId> = Vec::new();
+    if let Some(merged) = merged {
+        let (config, secrets) =
+            persist_config(&state, env.company_id, &name, new_driver, &merged).await?;
+        let old_refs = env
+            .typed_config()
+            .map(|p| p.config.secret_refs())
+            .unwrap_or_default();
+        let new_refs = config.secret_refs();
+        drop_secrets = old_refs
+            .into_iter()
+            .filter(|r| !new_refs.contains(r))
+            .collect();
+        let json = config.to_json();
+        changed.push("config");
+        summary.insert("configChanged".into(), json!(true));
+        summary.insert(
+            "configTopLevelKeyCount".into(),
+            json!(top_level_keys(&json)),
+        );
+        patch.config = Some(json);
+        new_secrets = secrets;
+    }
+    let updated = state
+        .store
+        .update_environment(id, patch, new_secrets, drop_secrets)
+        .await?;
+    changed.sort_unstable();
+    changed.dedup();
+    summary.insert("changedFields".into(), json!(changed));
+    activity::record(
+        &state,
+        &actor,
+        env.company_id,
+        "environment.updated",
+        "environment",
+        id,
+        Value::Object(summary),
+    )
+    .await?;
+    Ok(Json(view(&updated, true)))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DeleteQuery {
+    #[serde(default)]
+    force: bool,
+}
+
+#[utoipa::path(delete, path = "/api/environments/{id}", tag = "environments",
+    params(("id" = EnvironmentId, Path), ("force" = Option<bool>, Query)),
+    responses((status = 200, body = Environment), (status = 403), (status = 404), (status = 409)))]
+async fn delete_environment(
+    State(state): State<SharedState>,
+    actor: Actor,
+    Path(id): Path<EnvironmentId>,
+    StrictQuery(q): StrictQuery<DeleteQuery>,
+) -> ApiResult<Json<Value>> {
+    let env = environment_for(&state, &actor, id).await?;
+    actor.require_privileged(env.company_id)?;
+    let removed = state.store.delete_environment(id, q.force).await?;
+    activity::record(
+        &state,
+        &actor,
+        env.company_id,
+        "environment.deleted",
+        "environment",
+        id,
+        json!({"name": removed.name, "driver": removed.driver, "status": removed.status, "forced": q.force}),
+    )
+    .await?;
+    Ok(Json(view(&removed, true)))
+}
+
+fn probe_not_available() -> ApiError {
+    ApiError::NotImplemented(
+        "Probing is not available yet in this build: the execution layer is not wired into the server. Nothing was checked."
+            .into(),
+    )
+}
+
+#[utoipa::path(post, path = "/api/environments/{id}/probe", tag = "environments",
+    params(("id" = EnvironmentId, Path)), responses((status = 200, body = Object), (status = 404), (status = 501)))]
+async fn probe_environment(
+    State(state): State<SharedState>,
+    actor: Actor,
+    Path(id): Path<EnvironmentId>,
+) -> ApiResult<Json<Value>> {
+    let env = environment_for(&state, &actor, id).await?;
+    actor.require_privileged(env.company_id)?;
+    Err(probe_not_available())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct ProbeConfigBody {
+    #[serde(default)]
+    #[allow(
+        dead_code,
+        reason = "accepted for compatibility; the probe names the environment"
+    )]
+    name: Option<String>,
+    #[serde(default)]
+    #[allow(dead_code, reason = "accepted for compatibility")]
+    description: Option<String>,
+    driver: Driver,
+    #[serde(default)]
+    config: Option<Value>,
+    #[serde(default)]
+    #[allow(dead_code, reason = "accepted for compatibility")]
+    metadata: Option<Value>,
+}
+
+#[utoipa::path(post, path = "/api/companies/{company_id}/environments/probe-config", tag = "environments",
+    params(("company_id" = CompanyId, Path)), request_body = Object,
+    responses((status = 200, body = Object), (status = 400), (status = 422), (status = 501)))]
+async fn probe_config(
+    State(state): State<SharedState>,
+    actor: Actor,
+    Path(company_id): Path<CompanyId>,
+    StrictJson(body): StrictJson<ProbeConfigBody>,
+) -> ApiResult<Json<Value>> {
+    company_for(&state, &actor, company_id).await?;
+    actor.require_privileged(company_id)?;
+    let config = body.config.unwrap_or_else(|| json!({}));
+    parse_config(body.driver, &config, ParseMode::Probe).map_err(ApiError::config_issues)?;
+    Err(probe_not_available())
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct TrustBody {
+    fingerprint: String,
+}
+
+#[utoipa::path(post, path = "/api/environments/{id}/trust-host-key", tag = "environments",
+    params(("id" = EnvironmentId, Path)), request_body = Object,
+    responses((status = 200, body = Environment), (status = 404), (status = 422), (status = 501)))]
+async fn trust_host_key(
+    State(state): State<SharedState>,
+    actor: Actor,
+    Path(id): Path<EnvironmentId>,
+    StrictJson(body): StrictJson<TrustBody>,
+) -> ApiResult<Json<Value>> {
+    let env = environment_for(&state, &actor, id).await?;
+    actor.require_privileged(env.company_id)?;
+    if env.driver != Driver::Ssh {
+        return Err(ApiError::unprocessable(
+            "Only SSH environments have host keys to trust.",
+        ));
+    }
+    if !body.fingerprint.starts_with("SHA256:") {
+        return Err(ApiError::field(
+            "fingerprint",
+            "fingerprint must be an OpenSSH SHA256 fingerprint (SHA256:…)",
+        ));
+    }
+    Err(ApiError::NotImplemented(
+        "Trusting host keys is not available yet in this build: the SSH transport is not wired into the server. Nothing was pinned.".into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slug_is_lowercase_dashed_and_bounded() {
+        assert_eq!(slug("My  SSH Box!"), "my-ssh-box");
+        assert_eq!(slug(&"x".repeat(100)).len(), 48);
+        assert_eq!(slug("--a--"), "a");
+    }
+}

@@ -1,0 +1,72 @@
+//! Instance experimental settings (`enableEnvironments` gates the UI only; the API works
+//! regardless).
+
+use axum::Json;
+use axum::extract::State;
+use berth_core::model::ExperimentalSettings;
+use berth_store::Page;
+use serde::Deserialize;
+use serde_json::json;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::activity;
+use crate::auth::Actor;
+use crate::error::ApiResult;
+use crate::json::StrictJson;
+use crate::state::SharedState;
+
+pub fn router() -> OpenApiRouter<SharedState> {
+    OpenApiRouter::new().routes(routes!(get_experimental, patch_experimental))
+}
+
+#[utoipa::path(get, path = "/api/instance/settings/experimental", tag = "settings",
+    responses((status = 200, body = ExperimentalSettings), (status = 401), (status = 403)))]
+async fn get_experimental(
+    State(state): State<SharedState>,
+    actor: Actor,
+) -> ApiResult<Json<ExperimentalSettings>> {
+    actor.require_board()?;
+    Ok(Json(state.store.get_experimental_settings().await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct PatchExperimental {
+    #[serde(default)]
+    enable_environments: Option<bool>,
+}
+
+#[utoipa::path(patch, path = "/api/instance/settings/experimental", tag = "settings",
+    request_body = Object,
+    responses((status = 200, body = ExperimentalSettings), (status = 400), (status = 403)))]
+async fn patch_experimental(
+    State(state): State<SharedState>,
+    actor: Actor,
+    StrictJson(body): StrictJson<PatchExperimental>,
+) -> ApiResult<Json<ExperimentalSettings>> {
+    actor.require_instance_admin()?;
+    let mut settings = state.store.get_experimental_settings().await?;
+    let mut changed = Vec::new();
+    if let Some(v) = body.enable_environments {
+        if v != settings.enable_environments {
+            changed.push("enableEnvironments");
+        }
+        settings.enable_environments = v;
+    }
+    let saved = state.store.set_experimental_settings(&settings).await?;
+    // Logged once per company so each company's activity shows the change.
+    for company in state.store.list_companies(&Page::all()).await?.items {
+        activity::record(
+            &state,
+            &actor,
+            company.id,
+            "instance.settings.experimental_updated",
+            "instance_settings",
+            "experimental",
+            json!({"experimental": saved, "changedKeys": changed}),
+        )
+        .await?;
+    }
+    Ok(Json(saved))
+}

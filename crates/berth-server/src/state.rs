@@ -1,0 +1,48 @@
+//! Shared state of the HTTP server.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use berth_store::Store;
+
+use crate::crypto::SecretBox;
+use crate::metrics::Metrics;
+
+pub type SharedState = Arc<AppState>;
+
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub secrets: SecretBox,
+    /// Bound to a loopback address only.
+    pub loopback: bool,
+    /// Unrevoked API tokens. With none, a loopback server runs in `local_trusted` mode.
+    pub active_tokens: AtomicU64,
+    /// Canonical directories under which execution workspaces may live.
+    pub workspace_roots: Vec<PathBuf>,
+    pub metrics: Metrics,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("backend", &self.store.backend())
+            .field("loopback", &self.loopback)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// `local_trusted`: bound to loopback with no tokens configured (SPEC §11).
+    pub fn local_trusted(&self) -> bool {
+        self.loopback && self.active_tokens.load(Ordering::SeqCst) == 0
+    }
+
+    pub fn auth_mode(&self) -> &'static str {
+        if self.local_trusted() {
+            "local_trusted"
+        } else {
+            "token"
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! A real Berth server on `127.0.0.1:0` with a temp `BERTH_HOME`, driven over HTTP.
+
+#![allow(dead_code, reason = "each test binary uses a different subset")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helpers fail loudly"
+)]
+
+use std::path::PathBuf;
+
+use berth_server::{ServerConfig, launch_with_listener};
+use reqwest::header::HeaderMap;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub struct TestServer {
+    pub base: String,
+    pub home: tempfile::TempDir,
+    pub client: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    handle: Option<JoinHandle<()>>,
+}
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub body: Value,
+    pub text: String,
+    pub headers: HeaderMap,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(None, Vec::new()).await
+    }
+
+    /// `database_url` `None` = SQLite in the temp home.
+    pub async fn start_with(database_url: Option<String>, workspace_roots: Vec<PathBuf>) -> Self {
+        let home = tempfile::tempdir().unwrap();
+        let database_url = database_url
+            .unwrap_or_else(|| format!("sqlite://{}", home.path().join("berth.db").display()));
+        let config = ServerConfig {
+            database_url,
+            berth_home: home.path().to_path_buf(),
+            master_key_hex: None,
+            workspace_roots,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel::<()>();
+        let handle = tokio::spawn(async move {
+            launch_with_listener(config, listener, async {
+                let _ = rx.await;
+            })
+            .await
+            .unwrap();
+        });
+        let client = reqwest::Client::new();
+        // Wait until the server answers.
+        for _ in 0..200 {
+            if client
+                .get(format!("{base}/api/health"))
+                .send()
+                .await
+                .is_ok()
+            {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+        }
+        TestServer {
+            base,
+            home,
+            client,
+            shutdown: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = self
+            .client
+            .request(method, format!("{}{}", self.base, path));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let text = resp.text().await.unwrap();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            body,
+            text,
+            headers,
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Reply {
+        self.call(Method::GET, path, None, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, None, Some(body)).await
+    }
+
+    pub async fn patch(&self, path: &str, body: Value) -> Reply {
+        self.call(Method::PATCH, path, None, Some(body)).await
+    }
+
+    pub async fn delete(&self, path: &str) -> Reply {
+        self.call(Method::DELETE, path, None, None).await
+    }
+
+    /// The id of the company created on first start (`default`).
+    pub async fn default_company(&self) -> String {
+        let r = self.get("/api/companies").await;
+        assert_eq!(r.status, 200, "{}", r.text);
+        r.body
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "default")
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(h) = self.handle.take() {
+            let _ = h.await;
+        }
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A syntactically plausible private key used as a sentinel: it must never come back out.
+pub fn sentinel_key(tag: &str) -> String {
+    format!(
+        "-----BEGIN OPENSSH PRIVATE KEY-----\nSENTINEL{tag}b3BlbnNzaC1rZXktdjEAAAAABG5vbmU\n-----END OPENSSH PRIVATE KEY-----"
+    )
+}
+
+pub fn ssh_config(key: Option<&str>) -> Value {
+    let mut v = serde_json::json!({
+        "host": "127.0.0.1",
+        "port": 2222,
+        "username": "agent",
+        "remoteWorkspacePath": "/srv/berth",
+    });
+    if let Some(k) = key {
+        v["privateKey"] = Value::String(k.to_string());
+    }
+    v
+}
