@@ -20,6 +20,20 @@ pub fn supported_drivers(adapter_type: &str) -> Option<&'static [Driver]> {
     ADAPTER_TYPES.contains(&adapter_type).then_some(Driver::ALL)
 }
 
+/// The CLI an adapter runs when `adapterConfig.command` is not set (`None` for `process`,
+/// whose command is mandatory).
+pub fn default_command(adapter_type: &str) -> Option<&'static str> {
+    match adapter_type {
+        "claude_local" => Some("claude"),
+        "codex_local" => Some("codex"),
+        "cursor" => Some("agent"),
+        "gemini_local" => Some("gemini"),
+        "opencode_local" => Some("opencode"),
+        "pi_local" => Some("pi"),
+        _ => None,
+    }
+}
+
 /// Environment variables an agent config may not set, because they change how the remote
 /// shell or the dynamic loader behaves (SPEC §9).
 pub fn is_forbidden_env_key(key: &str) -> bool {

@@ -12,6 +12,7 @@ pub mod extract;
 pub mod guards;
 pub mod json;
 pub mod metrics;
+pub mod probing;
 pub mod routes;
 pub mod state;
 mod ui;
@@ -129,6 +130,8 @@ pub async fn build_state(
         active_tokens: AtomicU64::new(tokens),
         workspace_roots: roots,
         metrics: metrics::Metrics::default(),
+        berth_home: config.berth_home.clone(),
+        ssh_pool: berth_exec::SshPool::new(),
     }))
 }
 

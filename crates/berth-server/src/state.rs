@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use berth_exec::SshPool;
 use berth_store::Store;
 
 use crate::crypto::SecretBox;
@@ -21,6 +22,10 @@ pub struct AppState {
     /// Canonical directories under which execution workspaces may live.
     pub workspace_roots: Vec<PathBuf>,
     pub metrics: Metrics,
+    /// `$BERTH_HOME`: the local environment's default workspace root.
+    pub berth_home: PathBuf,
+    /// One pooled SSH connection per environment, shared by probes (and later runs).
+    pub ssh_pool: SshPool,
 }
 
 impl std::fmt::Debug for AppState {

@@ -417,22 +417,60 @@ async fn lists_paginate_with_a_cursor_header() {
 }
 
 #[tokio::test]
-async fn probing_says_clearly_that_it_is_not_available_yet() {
+async fn probes_report_checks_and_never_fail_the_request_for_an_unreachable_host() {
     let s = TestServer::start().await;
     let c = s.default_company().await;
+    // The managed local environment probes the real host.
+    let envs = s
+        .get(&format!("/api/companies/{c}/environments?driver=local"))
+        .await;
+    let local = envs.body[0]["id"].as_str().unwrap().to_string();
+    let r = s
+        .post(&format!("/api/environments/{local}/probe"), json!({}))
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["ok"], true, "{}", r.text);
+    assert_eq!(r.body["driver"], "local");
+    let codes: Vec<&str> = r.body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["code"].as_str().unwrap())
+        .collect();
+    for code in ["os", "workspace_path", "tool_sh", "tool_tar", "disk"] {
+        assert!(codes.contains(&code), "missing check {code}: {codes:?}");
+    }
+    assert!(r.body["durationMs"].as_u64().is_some());
+
+    // An unsaved SSH config against a closed port: 200, ok false, a connect error with a hint.
+    let r = s
+        .post(
+            &format!("/api/companies/{c}/environments/probe-config"),
+            json!({"driver": "ssh", "config": ssh_config(None)}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["ok"], false);
+    let check = &r.body["checks"][0];
+    assert_eq!(check["code"], "connect", "{}", r.text);
+    assert_eq!(check["level"], "error");
+    assert!(check["hint"].as_str().is_some());
+    assert!(
+        r.body["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("Probe failed for SSH environment agent@127.0.0.1:1")
+    );
+    // A key that does not parse is reported as such, before anything is sent.
     let r = s
         .post(
             &format!("/api/companies/{c}/environments/probe-config"),
             json!({"driver": "ssh", "config": ssh_config(Some(&sentinel_key("probe")))}),
         )
         .await;
-    assert_eq!(r.status, 501, "{}", r.text);
-    assert!(
-        r.body["error"]
-            .as_str()
-            .unwrap()
-            .contains("not available yet")
-    );
+    assert_eq!(r.status, 200, "{}", r.text);
+    assert_eq!(r.body["checks"][0]["code"], "auth", "{}", r.text);
+    assert!(!r.text.contains("SENTINEL"));
     let r = s
         .post(
             &format!("/api/companies/{c}/environments/probe-config"),
@@ -442,6 +480,17 @@ async fn probing_says_clearly_that_it_is_not_available_yet() {
     assert_eq!(r.status, 422, "config is still validated first");
     let secrets = s.get(&format!("/api/companies/{c}/secrets")).await;
     assert_eq!(secrets.body, json!([]), "an unsaved probe stores no secret");
+    let activity = s
+        .get(&format!("/api/companies/{c}/activity?limit=1000"))
+        .await;
+    assert!(
+        activity
+            .body
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["action"] == "environment.probed_unsaved" && a["entityId"] == "unsaved")
+    );
 }
 
 #[tokio::test]

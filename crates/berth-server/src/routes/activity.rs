@@ -27,7 +27,23 @@ async fn list_activity(
 ) -> ApiResult<Response> {
     company_for(&state, &actor, company_id).await?;
     actor.require_board()?;
-    Ok(list_response(
-        state.store.list_activity(company_id, &q.page()?).await?,
-    ))
+    let mut page = state.store.list_activity(company_id, &q.page()?).await?;
+    if !actor.is_privileged(company_id) {
+        for entry in &mut page.items {
+            redact(entry);
+        }
+    }
+    Ok(list_response(page))
+}
+
+/// Probe summaries name the environment's user, host and what failed there: configuration
+/// that readers without `environments:manage` see redacted everywhere else.
+fn redact(entry: &mut ActivityEntry) {
+    if entry.entity_type == "environment"
+        && entry.action.starts_with("environment.probed")
+        && let Some(map) = entry.details.as_object_mut()
+        && map.remove("summary").is_some()
+    {
+        map.insert("detailsRedacted".into(), serde_json::Value::Bool(true));
+    }
 }

@@ -22,6 +22,7 @@ use crate::auth::{Actor, company_for};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{PageQuery, StrictQuery, list_values};
 use crate::json::{StrictJson, double_option};
+use crate::probing;
 use crate::state::{AppState, SharedState};
 
 pub fn router() -> OpenApiRouter<SharedState> {
@@ -534,15 +535,8 @@ async fn delete_environment(
     Ok(Json(view(&removed, true)))
 }
 
-fn probe_not_available() -> ApiError {
-    ApiError::NotImplemented(
-        "Probing is not available yet in this build: the execution layer is not wired into the server. Nothing was checked."
-            .into(),
-    )
-}
-
 #[utoipa::path(post, path = "/api/environments/{id}/probe", tag = "environments",
-    params(("id" = EnvironmentId, Path)), responses((status = 200, body = Object), (status = 404), (status = 501)))]
+    params(("id" = EnvironmentId, Path)), responses((status = 200, body = Object), (status = 404)))]
 async fn probe_environment(
     State(state): State<SharedState>,
     actor: Actor,
@@ -550,7 +544,21 @@ async fn probe_environment(
 ) -> ApiResult<Json<Value>> {
     let env = environment_for(&state, &actor, id).await?;
     actor.require_privileged(env.company_id)?;
-    Err(probe_not_available())
+    let parsed = env.typed_config().map_err(ApiError::config_issues)?;
+    let result = probing::probe_config(&state, env.company_id, &parsed.config, None, None).await?;
+    activity::record(
+        &state,
+        &actor,
+        env.company_id,
+        "environment.probed",
+        "environment",
+        id,
+        json!({"driver": env.driver, "ok": result.ok, "summary": result.summary}),
+    )
+    .await?;
+    Ok(Json(
+        serde_json::to_value(result).map_err(ApiError::internal)?,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -575,7 +583,7 @@ struct ProbeConfigBody {
 
 #[utoipa::path(post, path = "/api/companies/{company_id}/environments/probe-config", tag = "environments",
     params(("company_id" = CompanyId, Path)), request_body = Object,
-    responses((status = 200, body = Object), (status = 400), (status = 422), (status = 501)))]
+    responses((status = 200, body = Object), (status = 400), (status = 422)))]
 async fn probe_config(
     State(state): State<SharedState>,
     actor: Actor,
@@ -585,8 +593,31 @@ async fn probe_config(
     company_for(&state, &actor, company_id).await?;
     actor.require_privileged(company_id)?;
     let config = body.config.unwrap_or_else(|| json!({}));
-    parse_config(body.driver, &config, ParseMode::Probe).map_err(ApiError::config_issues)?;
-    Err(probe_not_available())
+    let keys = top_level_keys(&config);
+    let parsed =
+        parse_config(body.driver, &config, ParseMode::Probe).map_err(ApiError::config_issues)?;
+    // The raw key is used in memory only: nothing of this config is persisted.
+    let result = probing::probe_config(
+        &state,
+        company_id,
+        &parsed.config,
+        parsed.private_key,
+        parsed.private_key_passphrase,
+    )
+    .await?;
+    activity::record(
+        &state,
+        &actor,
+        company_id,
+        "environment.probed_unsaved",
+        "environment",
+        "unsaved",
+        json!({"driver": body.driver, "ok": result.ok, "summary": result.summary, "configTopLevelKeyCount": keys}),
+    )
+    .await?;
+    Ok(Json(
+        serde_json::to_value(result).map_err(ApiError::internal)?,
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -597,7 +628,7 @@ struct TrustBody {
 
 #[utoipa::path(post, path = "/api/environments/{id}/trust-host-key", tag = "environments",
     params(("id" = EnvironmentId, Path)), request_body = Object,
-    responses((status = 200, body = Environment), (status = 404), (status = 422), (status = 501)))]
+    responses((status = 200, body = Environment), (status = 404), (status = 409), (status = 422)))]
 async fn trust_host_key(
     State(state): State<SharedState>,
     actor: Actor,
@@ -617,9 +648,65 @@ async fn trust_host_key(
             "fingerprint must be an OpenSSH SHA256 fingerprint (SHA256:…)",
         ));
     }
-    Err(ApiError::NotImplemented(
-        "Trusting host keys is not available yet in this build: the SSH transport is not wired into the server. Nothing was pinned.".into(),
-    ))
+    let parsed = env.typed_config().map_err(ApiError::config_issues)?;
+    let DriverConfig::Ssh(mut ssh) = parsed.config else {
+        return Err(ApiError::unprocessable(
+            "Only SSH environments have host keys to trust.",
+        ));
+    };
+    let presented = berth_exec::ssh::fetch_host_key(
+        &ssh.host,
+        ssh.port,
+        &berth_engine::probe::probe_timeouts(),
+    )
+    .await
+    .map_err(|e| ApiError::Unprocessable {
+        message: format!("Could not read the host key: {e}"),
+        details: json!({"code": "host_unreachable"}),
+    })?;
+    if presented.fingerprint_sha256 != body.fingerprint.trim() {
+        return Err(ApiError::Conflict {
+            message: format!(
+                "The host presents {} {}, not the fingerprint you confirmed ({}). Nothing was pinned.",
+                presented.key_type,
+                presented.fingerprint_sha256,
+                body.fingerprint.trim()
+            ),
+            details: json!({"code": "fingerprint_mismatch", "presentedFingerprint": presented.fingerprint_sha256}),
+        });
+    }
+    let mut known = ssh.known_hosts.clone().unwrap_or_default();
+    if !known
+        .lines()
+        .any(|l| l.trim() == presented.known_hosts_line)
+    {
+        if !known.is_empty() && !known.ends_with('\n') {
+            known.push('\n');
+        }
+        known.push_str(&presented.known_hosts_line);
+        known.push('\n');
+    }
+    ssh.known_hosts = Some(known);
+    ssh.strict_host_key_checking = true;
+    let patch = EnvironmentPatch {
+        config: Some(DriverConfig::Ssh(ssh).to_json()),
+        ..EnvironmentPatch::default()
+    };
+    let updated = state
+        .store
+        .update_environment(id, patch, Vec::new(), Vec::new())
+        .await?;
+    activity::record(
+        &state,
+        &actor,
+        env.company_id,
+        "environment.host_key_trusted",
+        "environment",
+        id,
+        json!({"keyType": presented.key_type, "fingerprint": presented.fingerprint_sha256}),
+    )
+    .await?;
+    Ok(Json(view(&updated, true)))
 }
 
 #[cfg(test)]

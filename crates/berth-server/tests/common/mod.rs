@@ -167,7 +167,7 @@ pub fn sentinel_key(tag: &str) -> String {
 pub fn ssh_config(key: Option<&str>) -> Value {
     let mut v = serde_json::json!({
         "host": "127.0.0.1",
-        "port": 2222,
+        "port": 1,
         "username": "agent",
         "remoteWorkspacePath": "/srv/berth",
     });
