@@ -121,6 +121,12 @@ pub fn transition(
             to: Expired,
             failure_reason: None,
         }),
+        // A first cleanup that succeeds leaves the terminal status as it is (the caller records
+        // `cleanup_status = success`).
+        (s @ (Released | Expired | Failed), CleanupSucceeded) => Ok(Transition {
+            to: s,
+            failure_reason: None,
+        }),
         _ => illegal,
     }
 }
@@ -254,6 +260,13 @@ mod tests {
             Expired
         );
         assert!(transition(Active, p, LeaseEvent::CleanupSucceeded).is_err());
+        assert!(transition(Retained, p, LeaseEvent::CleanupSucceeded).is_err());
+        assert_eq!(
+            transition(Failed, p, LeaseEvent::CleanupSucceeded)
+                .unwrap()
+                .to,
+            Failed
+        );
         assert!(transition(Active, p, LeaseEvent::CleanupFailed).is_err());
     }
 

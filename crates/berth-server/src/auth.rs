@@ -12,7 +12,6 @@ use axum::http::request::Parts;
 use base64::Engine;
 use berth_core::model::{Company, GRANT_ENVIRONMENTS_MANAGE};
 use berth_core::{AgentId, CompanyId, TokenId, TokenKind};
-use chacha20poly1305::aead::{OsRng, rand_core::RngCore};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, ApiResult};
@@ -143,8 +142,7 @@ pub async fn company_for(
 
 /// A fresh token value: `berth_` + 32 random bytes (base64url). Shown once, stored hashed.
 pub fn new_token_value() -> String {
-    let mut bytes = [0u8; 32];
-    OsRng.fill_bytes(&mut bytes);
+    let bytes = crate::crypto::random_bytes::<32>();
     format!(
         "berth_{}",
         base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)

@@ -6,7 +6,8 @@
 
 pub mod activity;
 pub mod auth;
-pub mod crypto;
+/// Secrets at rest live in the engine, which also needs them to reach environments.
+pub use berth_engine::secrets as crypto;
 pub mod error;
 pub mod extract;
 pub mod guards;
@@ -125,7 +126,7 @@ pub async fn build_state(
     };
     Ok(Arc::new(AppState {
         store,
-        secrets,
+        secrets: Arc::new(secrets),
         loopback,
         active_tokens: AtomicU64::new(tokens),
         workspace_roots: roots,
@@ -203,17 +204,61 @@ async fn observe(State(state): State<SharedState>, req: Request, next: Next) -> 
     response
 }
 
+/// Knobs of a running server that are not user configuration.
+#[derive(Debug, Clone)]
+pub struct LaunchOptions {
+    /// How often the lease reaper sweeps (SPEC §5); `None` disables it.
+    pub reaper_interval: Option<std::time::Duration>,
+}
+
+impl Default for LaunchOptions {
+    fn default() -> Self {
+        Self {
+            reaper_interval: Some(std::time::Duration::from_secs(5)),
+        }
+    }
+}
+
 /// Serve the API on `listener` until `shutdown` resolves.
 pub async fn launch_with_listener(
     config: ServerConfig,
     listener: tokio::net::TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServerError> {
+    launch_with_options(config, listener, shutdown, LaunchOptions::default()).await
+}
+
+/// [`launch_with_listener`] with explicit [`LaunchOptions`].
+pub async fn launch_with_options(
+    config: ServerConfig,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    options: LaunchOptions,
+) -> Result<(), ServerError> {
     let addr = listener.local_addr()?;
     let state = build_state(&config, addr.ip().is_loopback()).await?;
+    // The reaper's loop lives in the engine; the server only owns its lifetime.
+    let reaper = options.reaper_interval.map(|interval| {
+        let cleaner = berth_engine::reaper::EnvironmentCleaner {
+            store: state.store.clone(),
+            secrets: state.secrets.clone(),
+            pool: state.ssh_pool.clone(),
+            berth_home: state.berth_home.clone(),
+            grace: std::time::Duration::from_secs(5),
+        };
+        Arc::new(berth_engine::reaper::Reaper::new(
+            state.store.clone(),
+            Arc::new(cleaner),
+        ))
+        .spawn(interval)
+    });
     tracing::info!(%addr, auth_mode = state.auth_mode(), "berth server listening");
-    axum::serve(listener, router(state))
+    let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
-        .await?;
+        .await;
+    if let Some(r) = reaper {
+        r.abort();
+    }
+    served?;
     Ok(())
 }

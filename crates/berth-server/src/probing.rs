@@ -1,68 +1,24 @@
-//! Resolving an environment into something the engine can probe: secrets decrypted into
-//! memory, the agent CLIs configured for the company, and the host-key trust flow.
+//! Probing from the API: the environment's config with secrets decrypted into memory (by the
+//! engine's resolver) and the agent CLIs configured for the company.
 
 use std::path::PathBuf;
 
 use berth_core::adapters::default_command;
-use berth_core::config::{DriverConfig, SecretRef, SshConfig};
+use berth_core::config::DriverConfig;
 use berth_core::{CompanyId, Secret};
 use berth_engine::probe::{DEFAULT_DEADLINE, ProbeResult, ProbeTarget, probe};
-use berth_exec::SshTarget;
+use berth_engine::resolve::{ResolveError, ssh_root, ssh_target};
 use berth_store::Page;
 
 use crate::error::{ApiError, ApiResult};
 use crate::state::AppState;
 
-/// Decrypt a secret reference of this company into memory.
-pub async fn resolve_secret(
-    state: &AppState,
-    company_id: CompanyId,
-    reference: &SecretRef,
-) -> ApiResult<Secret<String>> {
-    let record = match state.store.get_secret(reference.secret_id).await? {
-        Some(r) if r.meta.company_id == company_id => r,
-        _ => {
-            return Err(ApiError::unprocessable(format!(
-                "Secret {} referenced by this environment no longer exists; set the private key again.",
-                reference.secret_id
-            )));
-        }
-    };
-    state
-        .secrets
-        .decrypt(
-            company_id,
-            record.meta.id,
-            &record.ciphertext,
-            &record.nonce,
-        )
-        .map_err(ApiError::internal)
-}
-
-/// An SSH target with its key and passphrase in memory (raw ones from an unsaved config win
-/// over stored references).
-pub async fn ssh_target(
-    state: &AppState,
-    company_id: CompanyId,
-    config: &SshConfig,
-    raw_key: Option<Secret<String>>,
-    raw_passphrase: Option<Secret<String>>,
-) -> ApiResult<SshTarget> {
-    let mut target = SshTarget::new(config.host.clone(), config.port, config.username.clone());
-    target.private_key = match (raw_key, &config.private_key_secret_ref) {
-        (Some(k), _) => Some(k),
-        (None, Some(r)) => Some(resolve_secret(state, company_id, r).await?),
-        (None, None) => None,
-    };
-    target.passphrase = match (raw_passphrase, &config.private_key_passphrase_secret_ref) {
-        (Some(p), _) => Some(p),
-        (None, Some(r)) => Some(resolve_secret(state, company_id, r).await?),
-        (None, None) => None,
-    };
-    target.known_hosts = config.known_hosts.clone();
-    target.strict_host_key_checking = config.strict_host_key_checking;
-    target.max_sessions = config.max_sessions;
-    Ok(target)
+fn resolve_err(e: ResolveError) -> ApiError {
+    match e {
+        ResolveError::Store(e) => e.into(),
+        ResolveError::Decrypt(detail) => ApiError::internal(detail),
+        other => ApiError::unprocessable(other.to_string()),
+    }
 }
 
 /// The agent CLIs configured in this company (looked up on the environment's login PATH).
@@ -102,14 +58,19 @@ pub async fn probe_config(
                 .unwrap_or_else(|| state.berth_home.clone()),
         },
         DriverConfig::Ssh(ssh) => {
-            let target = ssh_target(state, company_id, ssh, raw_key, raw_passphrase).await?;
-            let path = match (&ssh.workspace_mode, &ssh.in_place_path) {
-                (berth_core::config::WorkspaceMode::InPlace, Some(p)) => p.clone(),
-                _ => ssh.remote_workspace_path.clone(),
-            };
+            let target = ssh_target(
+                state.store.as_ref(),
+                &state.secrets,
+                company_id,
+                ssh,
+                raw_key,
+                raw_passphrase,
+            )
+            .await
+            .map_err(resolve_err)?;
             ProbeTarget::Ssh {
                 target,
-                remote_workspace_path: path,
+                remote_workspace_path: ssh_root(ssh),
             }
         }
         other => ProbeTarget::Unsupported(other.driver()),

@@ -14,7 +14,7 @@ pub type SharedState = Arc<AppState>;
 
 pub struct AppState {
     pub store: Arc<dyn Store>,
-    pub secrets: SecretBox,
+    pub secrets: Arc<SecretBox>,
     /// Bound to a loopback address only.
     pub loopback: bool,
     /// Unrevoked API tokens. With none, a loopback server runs in `local_trusted` mode.

@@ -31,7 +31,10 @@ async fn environment_lifecycle_and_delete_semantics_on_postgres() {
         .await;
     assert_eq!(r.status, 409, "duplicate name: {}", r.text);
     let r = s
-        .patch(&format!("/api/environments/{id}"), json!({"config": {"port": 2022}}))
+        .patch(
+            &format!("/api/environments/{id}"),
+            json!({"config": {"port": 2022}}),
+        )
         .await;
     assert_eq!(r.body["config"]["port"], 2022);
     assert!(r.body["config"]["privateKeySecretRef"]["secretId"].is_string());
@@ -47,8 +50,14 @@ async fn environment_lifecycle_and_delete_semantics_on_postgres() {
     let p = s
         .get(&format!("/api/projects/{}", p.body["id"].as_str().unwrap()))
         .await;
-    assert_eq!(p.body["executionWorkspacePolicy"]["environmentId"], Value::Null);
-    assert_eq!(s.get(&format!("/api/companies/{c}/secrets")).await.body, json!([]));
+    assert_eq!(
+        p.body["executionWorkspacePolicy"]["environmentId"],
+        Value::Null
+    );
+    assert_eq!(
+        s.get(&format!("/api/companies/{c}/secrets")).await.body,
+        json!([])
+    );
     s.stop().await;
     db.cleanup().await.unwrap();
 }

@@ -33,6 +33,14 @@ pub enum CryptoError {
     Decrypt(SecretId),
 }
 
+/// `N` bytes from the operating system's CSPRNG (API tokens, nonces).
+pub fn random_bytes<const N: usize>() -> [u8; N] {
+    use chacha20poly1305::aead::rand_core::RngCore;
+    let mut bytes = [0u8; N];
+    OsRng.fill_bytes(&mut bytes);
+    bytes
+}
+
 /// Encrypts and decrypts secret values. Its `Debug` never shows the key.
 pub struct SecretBox {
     cipher: XChaCha20Poly1305,

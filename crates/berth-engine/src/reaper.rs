@@ -1,0 +1,286 @@
+//! The lease reaper (SPEC §5): no lease stays `active` past its TTL, and nothing a lease left
+//! on its environment outlives the lease's cleanup.
+//!
+//! Each sweep: (1) every active lease past `expires_at` becomes `expired` (cleanup pending);
+//! (2) retained leases idle past their retention are destroyed; (3) leases with pending
+//! cleanup are cleaned through a [`LeaseCleaner`] — success records `cleanup_status =
+//! success`, failure parks the lease in `pending_cleanup` and the next sweeps retry it with
+//! backoff. On PostgreSQL several instances may sweep at once: every transition is guarded in
+//! SQL, so a lease is moved once whoever gets there first.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_core::lease::{FAILURE_RETENTION_SECS, LeaseEvent, REUSE_RETENTION_SECS};
+use berth_core::model::Lease;
+use berth_core::{CleanupStatus, LeaseId, LeasePolicy, LeaseStatus};
+use berth_exec::SshPool;
+use berth_exec::launcher::{Launcher, RemoteRun, StopReason};
+use berth_exec::shell::quote;
+use berth_store::Store;
+use chrono::Utc;
+use tokio::task::JoinHandle;
+
+use crate::resolve::transport_for;
+use crate::secrets::SecretBox;
+
+/// Cleans what a lease left on its environment.
+#[async_trait::async_trait]
+pub trait LeaseCleaner: Send + Sync {
+    async fn cleanup(&self, lease: &Lease) -> Result<(), String>;
+}
+
+/// What one sweep did (for logs and tests).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct SweepReport {
+    pub expired: Vec<LeaseId>,
+    pub destroyed: Vec<LeaseId>,
+    pub cleaned: Vec<LeaseId>,
+    pub cleanup_failed: Vec<LeaseId>,
+}
+
+pub struct Reaper {
+    store: Arc<dyn Store>,
+    cleaner: Arc<dyn LeaseCleaner>,
+    /// Failed cleanups: attempts so far and when the next one is due.
+    backoff: Mutex<HashMap<LeaseId, (u32, chrono::DateTime<Utc>)>>,
+}
+
+impl std::fmt::Debug for Reaper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reaper").finish_non_exhaustive()
+    }
+}
+
+impl Reaper {
+    pub fn new(store: Arc<dyn Store>, cleaner: Arc<dyn LeaseCleaner>) -> Self {
+        Self {
+            store,
+            cleaner,
+            backoff: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Run one sweep.
+    pub async fn sweep(&self) -> Result<SweepReport, berth_store::StoreError> {
+        let now = Utc::now();
+        let mut report = SweepReport::default();
+        for lease in self.store.expire_due_leases(now).await? {
+            tracing::warn!(lease_id = %lease.id, environment_id = %lease.environment_id,
+                "lease expired: its holder stopped renewing it before the TTL");
+            report.expired.push(lease.id);
+        }
+        let oldest_retention = chrono::Duration::seconds(FAILURE_RETENTION_SECS);
+        let candidates = self
+            .store
+            .leases_needing_cleanup(now - oldest_retention, 100)
+            .await?;
+        for mut lease in candidates {
+            if lease.status == LeaseStatus::Retained {
+                let retention = match lease.lease_policy {
+                    LeasePolicy::RetainOnFailure => FAILURE_RETENTION_SECS,
+                    _ => REUSE_RETENTION_SECS,
+                };
+                if lease.last_used_at > now - chrono::Duration::seconds(retention) {
+                    continue;
+                }
+                match self
+                    .store
+                    .transition_lease(lease.id, LeaseEvent::Destroy, Some(CleanupStatus::Pending))
+                    .await
+                {
+                    Ok(l) => {
+                        report.destroyed.push(l.id);
+                        lease = l;
+                    }
+                    // Resumed by a run in the meantime: not ours to destroy any more.
+                    Err(berth_store::StoreError::IllegalTransition(_)) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            if !self.due(lease.id, now) {
+                continue;
+            }
+            match self.cleaner.cleanup(&lease).await {
+                Ok(()) => {
+                    let done = self
+                        .store
+                        .transition_lease(
+                            lease.id,
+                            LeaseEvent::CleanupSucceeded,
+                            Some(CleanupStatus::Success),
+                        )
+                        .await;
+                    match done {
+                        Ok(_) | Err(berth_store::StoreError::IllegalTransition(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                    self.forget(lease.id);
+                    report.cleaned.push(lease.id);
+                }
+                Err(reason) => {
+                    tracing::warn!(lease_id = %lease.id, %reason, "lease cleanup failed; will retry");
+                    let parked = self
+                        .store
+                        .transition_lease(
+                            lease.id,
+                            LeaseEvent::CleanupFailed,
+                            Some(CleanupStatus::Failed),
+                        )
+                        .await;
+                    match parked {
+                        Ok(_) | Err(berth_store::StoreError::IllegalTransition(_)) => {}
+                        Err(e) => return Err(e),
+                    }
+                    self.schedule_retry(lease.id, now);
+                    report.cleanup_failed.push(lease.id);
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    fn due(&self, id: LeaseId, now: chrono::DateTime<Utc>) -> bool {
+        self.backoff
+            .lock()
+            .map(|b| b.get(&id).is_none_or(|(_, next)| *next <= now))
+            .unwrap_or(true)
+    }
+
+    fn schedule_retry(&self, id: LeaseId, now: chrono::DateTime<Utc>) {
+        if let Ok(mut b) = self.backoff.lock() {
+            let attempts = b.get(&id).map(|(n, _)| n + 1).unwrap_or(1);
+            // 5 s, 10 s, 20 s … capped at 10 min.
+            let delay = (5i64 << attempts.min(7)).min(600);
+            b.insert(id, (attempts, now + chrono::Duration::seconds(delay)));
+        }
+    }
+
+    fn forget(&self, id: LeaseId) {
+        if let Ok(mut b) = self.backoff.lock() {
+            b.remove(&id);
+        }
+    }
+
+    /// Sweep every `interval` until the returned handle is aborted.
+    pub fn spawn(self: Arc<Self>, interval: Duration) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tick.tick().await;
+                if let Err(e) = self.sweep().await {
+                    tracing::error!(error = %e, "lease reaper sweep failed");
+                }
+            }
+        })
+    }
+}
+
+/// Cleans the environment side through the lease's environment transport: stops the run's
+/// process group (its id is in the run directory's `pgid` file) (TERM, grace, KILL, verified) and removes the run directory
+/// `<root>/.berth/runs/<runId>/`; for leases that are not kept for reuse, also removes the
+/// workspace copy `<root>/.berth/ws/<scope>/`. A lease whose environment is gone has nothing
+/// left to clean that Berth can reach.
+pub struct EnvironmentCleaner {
+    pub store: Arc<dyn Store>,
+    pub secrets: Arc<SecretBox>,
+    pub pool: SshPool,
+    pub berth_home: PathBuf,
+    /// How long a run's processes get between TERM and KILL.
+    pub grace: Duration,
+}
+
+impl std::fmt::Debug for EnvironmentCleaner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvironmentCleaner").finish_non_exhaustive()
+    }
+}
+
+/// A scope key as a directory name (`workspace:<uuid>` → `workspace-<uuid>`).
+pub fn scope_dir(scope_key: &str) -> String {
+    scope_key
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect()
+}
+
+#[async_trait::async_trait]
+impl LeaseCleaner for EnvironmentCleaner {
+    async fn cleanup(&self, lease: &Lease) -> Result<(), String> {
+        let Some(env) = self
+            .store
+            .get_environment(lease.environment_id)
+            .await
+            .map_err(|e| e.to_string())?
+        else {
+            return Ok(());
+        };
+        let (transport, root) = transport_for(
+            self.store.as_ref(),
+            &self.secrets,
+            &self.pool,
+            &self.berth_home,
+            &env,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let launcher = Launcher::new(transport.clone(), root.clone());
+        if let Some(run_id) = lease.run_id {
+            let dir = format!("{}/.berth/runs/{run_id}", root.trim_end_matches('/'));
+            let pgid_file = transport
+                .run(
+                    &format!("cat {}/pgid 2>/dev/null || true", quote(&dir)),
+                    bytes::Bytes::new(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            let pgid = pgid_file
+                .stdout_text()
+                .split_whitespace()
+                .next()
+                .and_then(|p| p.parse::<u32>().ok())
+                .filter(|p| *p > 1);
+            let run = RemoteRun {
+                run_id: run_id.to_string(),
+                dir,
+                pgid: pgid.unwrap_or(0),
+            };
+            if pgid.is_some() {
+                launcher
+                    .stop(&run, self.grace, StopReason::Timeout)
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+            launcher.cleanup(&run).await.map_err(|e| e.to_string())?;
+        }
+        let keep_copy = matches!(lease.status, LeaseStatus::Retained);
+        if !keep_copy {
+            let ws = format!(
+                "{}/.berth/ws/{}",
+                root.trim_end_matches('/'),
+                scope_dir(&lease.scope_key)
+            );
+            let done = transport
+                .run(&format!("rm -rf -- {}", quote(&ws)), bytes::Bytes::new())
+                .await
+                .map_err(|e| e.to_string())?;
+            if !done.outcome.success() {
+                return Err(format!(
+                    "failed to remove {ws} on {}: {}",
+                    transport.describe(),
+                    done.stderr_text().trim()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
