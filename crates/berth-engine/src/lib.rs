@@ -5,6 +5,7 @@
 //! Everything is written once over `berth_exec::Transport`, so local and SSH environments (and
 //! later sandbox and plugin ones) are probed by the same checks. Must not depend on axum.
 
+pub mod holder;
 pub mod probe;
 pub mod reaper;
 pub mod resolve;
