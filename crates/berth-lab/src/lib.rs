@@ -295,6 +295,13 @@ pub fn up(dir: &Path) -> Result<(LabState, bool), LabError> {
 pub fn down(dir: &Path) -> Result<bool, LabError> {
     let running = status(dir)?;
     if let Some(state) = &running {
+        // sshd leaves established sessions running when its listener stops: end them too, so
+        // nothing of the lab survives `down`.
+        for child in children_of(state.pid) {
+            let _ = Command::new("kill")
+                .args(["-TERM", &child.to_string()])
+                .status();
+        }
         let _ = Command::new("kill")
             .args(["-TERM", &state.pid.to_string()])
             .status();
@@ -314,6 +321,25 @@ pub fn down(dir: &Path) -> Result<bool, LabError> {
         std::fs::remove_dir_all(dir).map_err(io("remove the lab directory"))?;
     }
     Ok(running.is_some())
+}
+
+/// Processes whose parent is `pid` (from `/proc/*/stat`).
+fn children_of(pid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|child| {
+            std::fs::read_to_string(format!("/proc/{child}/stat"))
+                .ok()
+                .and_then(|s| {
+                    let rest = s.rsplit_once(')')?.1.to_string();
+                    rest.split_whitespace().nth(1)?.parse::<u32>().ok()
+                })
+                == Some(pid)
+        })
+        .collect()
 }
 
 /// A ready SSH environment config for the lab (includes the throwaway client key, which the
