@@ -9,4 +9,5 @@ pub mod holder;
 pub mod probe;
 pub mod reaper;
 pub mod resolve;
+pub mod run;
 pub mod secrets;

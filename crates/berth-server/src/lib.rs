@@ -124,15 +124,25 @@ pub async fn build_state(
             })
             .collect::<Result<Vec<_>, _>>()?
     };
+    let secrets = Arc::new(secrets);
+    let pool = berth_exec::SshPool::new();
+    let orchestrator = berth_engine::run::Orchestrator::new(
+        store.clone(),
+        secrets.clone(),
+        pool.clone(),
+        config.berth_home.clone(),
+    );
+    let worker = berth_engine::run::Worker::new(orchestrator, 32);
     Ok(Arc::new(AppState {
         store,
-        secrets: Arc::new(secrets),
+        secrets,
         loopback,
         active_tokens: AtomicU64::new(tokens),
         workspace_roots: roots,
         metrics: metrics::Metrics::default(),
         berth_home: config.berth_home.clone(),
-        ssh_pool: berth_exec::SshPool::new(),
+        ssh_pool: pool,
+        worker,
     }))
 }
 
@@ -151,6 +161,7 @@ pub fn router(state: SharedState) -> Router {
         .merge(routes::settings::router())
         .merge(routes::activity::router())
         .merge(routes::tokens::router())
+        .merge(routes::runs::router())
         .split_for_parts();
     openapi.info.version = env!("CARGO_PKG_VERSION").to_string();
     let openapi = Arc::new(openapi);
@@ -209,12 +220,15 @@ async fn observe(State(state): State<SharedState>, req: Request, next: Next) -> 
 pub struct LaunchOptions {
     /// How often the lease reaper sweeps (SPEC §5); `None` disables it.
     pub reaper_interval: Option<std::time::Duration>,
+    /// Claim and execute queued runs in this process.
+    pub run_worker: bool,
 }
 
 impl Default for LaunchOptions {
     fn default() -> Self {
         Self {
             reaper_interval: Some(std::time::Duration::from_secs(5)),
+            run_worker: true,
         }
     }
 }
@@ -252,12 +266,16 @@ pub async fn launch_with_options(
         ))
         .spawn(interval)
     });
+    let worker = options.run_worker.then(|| state.worker.clone().spawn());
     tracing::info!(%addr, auth_mode = state.auth_mode(), "berth server listening");
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown)
         .await;
     if let Some(r) = reaper {
         r.abort();
+    }
+    if let Some(w) = worker {
+        w.abort();
     }
     served?;
     Ok(())

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use berth_engine::run::Worker;
 use berth_exec::SshPool;
 use berth_store::Store;
 
@@ -26,6 +27,8 @@ pub struct AppState {
     pub berth_home: PathBuf,
     /// One pooled SSH connection per environment, shared by probes (and later runs).
     pub ssh_pool: SshPool,
+    /// Claims and executes queued runs; the API wakes it and cancels through it.
+    pub worker: Arc<Worker>,
 }
 
 impl std::fmt::Debug for AppState {

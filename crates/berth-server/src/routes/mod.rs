@@ -7,6 +7,7 @@ pub mod environments;
 pub mod issues;
 pub mod leases;
 pub mod projects;
+pub mod runs;
 pub mod secrets;
 pub mod settings;
 pub mod system;

@@ -1,0 +1,933 @@
+//! One run from claim to final status. Restore and release run on every path: every early
+//! return below the lease goes through [`Orchestrator::with_lease`]'s single exit.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use berth_agents::{Event, RemoteIdentity, RunSummary, SessionParams, Stream, should_resume};
+use berth_core::config::{DriverConfig, WorkspaceMode};
+use berth_core::lease::{DEFAULT_TTL_SECS, RunOutcome as LeaseOutcome, scope_key};
+use berth_core::model::{Environment, Run};
+use berth_core::{Driver, EnvironmentSource, RunStatus, Secret};
+use berth_exec::launcher::{
+    AttachEvent, LaunchSpec, Launcher, LauncherError, Offsets, RemoteRun, StopReason, StreamKind,
+};
+use berth_exec::shell::quote;
+use berth_exec::{SshPool, Transport};
+use berth_store::{AcquireLease, ExecutionWorkspacePatch, Page, RunPatch, Store, StoreError};
+use chrono::Utc;
+use futures::StreamExt as _;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+use super::events::EventLog;
+use super::select::{RunContext, select_environment};
+use crate::holder::HeldLease;
+use crate::reaper::scope_dir;
+use crate::resolve::transport_for;
+use crate::secrets::SecretBox;
+
+/// A run failure with its SPEC §7 error code.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {message}")]
+pub struct RunError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl RunError {
+    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<StoreError> for RunError {
+    fn from(e: StoreError) -> Self {
+        RunError::new("internal_error", format!("the store failed: {e}"))
+    }
+}
+
+/// How a run ended, before it is written to the run row.
+#[derive(Debug, Clone)]
+struct Finish {
+    status: RunStatus,
+    error: Option<RunError>,
+    exit_code: Option<i64>,
+    session_params: Option<Value>,
+    result: Option<Value>,
+}
+
+impl Finish {
+    fn failed(error: RunError) -> Self {
+        let status = match error.code {
+            "cancelled" => RunStatus::Cancelled,
+            "timed_out" => RunStatus::TimedOut,
+            _ => RunStatus::Failed,
+        };
+        Self {
+            status,
+            error: Some(error),
+            exit_code: None,
+            session_params: None,
+            result: None,
+        }
+    }
+
+    fn lease_outcome(&self) -> LeaseOutcome {
+        match self.status {
+            RunStatus::Succeeded => LeaseOutcome::Succeeded,
+            RunStatus::TimedOut => LeaseOutcome::TimedOut,
+            RunStatus::Cancelled => LeaseOutcome::Cancelled,
+            _ => LeaseOutcome::Failed,
+        }
+    }
+}
+
+/// Why Berth stopped an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stopped {
+    Cancelled,
+    TimedOut,
+    LeaseLost,
+    /// The CLI printed its final result and then did not exit.
+    Lingering,
+}
+
+/// What one attempt produced.
+#[derive(Debug)]
+struct Attempt {
+    outcome: berth_exec::launcher::RunOutcome,
+    stopped: Option<Stopped>,
+    summary: RunSummary,
+    unknown_session: bool,
+    stderr_tail: String,
+    survivors: Option<String>,
+}
+
+/// Runs runs. Cheap to clone; share one per process.
+#[derive(Clone)]
+pub struct Orchestrator {
+    pub store: Arc<dyn Store>,
+    pub secrets: Arc<SecretBox>,
+    pub pool: SshPool,
+    pub berth_home: PathBuf,
+    /// How long to wait for a busy workspace or a full environment (SPEC §5: 10 min).
+    pub lease_wait: Duration,
+    pub lease_ttl_secs: i64,
+    /// A CLI that lingers after its final result is stopped after this long (SPEC §7: 5 s).
+    pub linger: Duration,
+}
+
+impl std::fmt::Debug for Orchestrator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Orchestrator").finish_non_exhaustive()
+    }
+}
+
+impl Orchestrator {
+    pub fn new(
+        store: Arc<dyn Store>,
+        secrets: Arc<SecretBox>,
+        pool: SshPool,
+        berth_home: PathBuf,
+    ) -> Self {
+        Self {
+            store,
+            secrets,
+            pool,
+            berth_home,
+            lease_wait: Duration::from_secs(600),
+            lease_ttl_secs: DEFAULT_TTL_SECS,
+            linger: Duration::from_secs(5),
+        }
+    }
+
+    /// Execute a claimed (`running`) run to its final status. Never panics, never leaves the
+    /// run `running`: every failure becomes the run's status and error code.
+    pub async fn execute(&self, run: Run, cancel: CancellationToken) -> Run {
+        let log = EventLog::new(self.store.clone(), run.id);
+        log.step("claimed", "Run started.", json!({})).await;
+        let finish = match self.prepare_and_run(&run, &log, cancel).await {
+            Ok(finish) => finish,
+            Err(error) => Finish::failed(error),
+        };
+        let code = finish.error.as_ref().map(|e| e.code.to_string());
+        let message = finish.error.as_ref().map(|e| e.message.clone());
+        log.step(
+            "finished",
+            match &finish.error {
+                None => "Run succeeded.".to_string(),
+                Some(e) => format!("Run ended {}: {}", finish.status, e.message),
+            },
+            json!({"status": finish.status, "errorCode": code}),
+        )
+        .await;
+        let patch = RunPatch {
+            status: Some(finish.status),
+            error_code: Some(code),
+            error_message: Some(message),
+            exit_code: Some(finish.exit_code),
+            session_params: finish.session_params.map(Some),
+            result: Some(finish.result),
+            finished_at: Some(Some(Utc::now())),
+            ..RunPatch::default()
+        };
+        match self.store.update_run(run.id, patch).await {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::error!(run_id = %run.id, error = %e, "failed to record the end of a run");
+                run
+            }
+        }
+    }
+
+    async fn prepare_and_run(
+        &self,
+        run: &Run,
+        log: &EventLog,
+        cancel: CancellationToken,
+    ) -> Result<Finish, RunError> {
+        let ctx = self.load_context(run).await?;
+        let (env, source) = select_environment(self.store.as_ref(), run.company_id, &ctx).await?;
+        log.step(
+            "environment_selected",
+            format!(
+                "Environment \"{}\" ({}) chosen by the {source} rule.",
+                env.name, env.driver
+            ),
+            json!({"environmentId": env.id, "environmentSource": source, "driver": env.driver}),
+        )
+        .await;
+        self.store
+            .update_run(
+                run.id,
+                RunPatch {
+                    environment_id: Some(Some(env.id)),
+                    environment_source: Some(Some(source)),
+                    execution_workspace_id: Some(ctx.workspace.as_ref().map(|w| w.id)),
+                    ..RunPatch::default()
+                },
+            )
+            .await?;
+        self.pin_workspace(&ctx, &env, source).await?;
+
+        // Step 2: the lease, waiting per policy, abandoned at once on cancel.
+        let policy = env.lease_policy;
+        let scope = scope_key(
+            policy,
+            ctx.workspace.as_ref().map(|w| w.id),
+            Some(run.id),
+            Some(run.agent_id),
+        )
+        .ok_or_else(|| RunError::new("lease_acquire_failed", "no scope for the lease"))?;
+        let request = AcquireLease {
+            company_id: run.company_id,
+            environment_id: env.id,
+            scope_key: scope.clone(),
+            policy,
+            ttl_secs: self.lease_ttl_secs,
+            execution_workspace_id: ctx.workspace.as_ref().map(|w| w.id),
+            issue_id: run.issue_id,
+            run_id: Some(run.id),
+            agent_id: Some(run.agent_id),
+            provider: Some(env.driver.to_string()),
+            provider_lease_id: None,
+            metadata: Some(json!({"driver": env.driver})),
+            wait: Some(self.lease_wait),
+        };
+        log.step(
+            "lease_waiting",
+            "Acquiring a lease.",
+            json!({"scopeKey": scope}),
+        )
+        .await;
+        let held = tokio::select! {
+            held = HeldLease::acquire(self.store.clone(), request) => held.map_err(|e| {
+                RunError::new("lease_acquire_failed", format!("could not lease environment \"{}\": {e}", env.name))
+            })?,
+            _ = cancel.cancelled() => return Err(RunError::new("cancelled", "cancelled while waiting for a lease")),
+        };
+        let lease = held.snapshot().await;
+        log.step(
+            "lease_acquired",
+            format!("Lease acquired (fence {}).", lease.fence),
+            json!({"leaseId": lease.id, "policy": policy, "resumedFromLeaseId": lease.resumed_from_lease_id}),
+        )
+        .await;
+        self.store
+            .update_run(
+                run.id,
+                RunPatch {
+                    lease_id: Some(Some(lease.id)),
+                    ..RunPatch::default()
+                },
+            )
+            .await?;
+
+        let finish = match self
+            .with_lease(run, &ctx, &env, &scope, log, cancel, held.lost())
+            .await
+        {
+            Ok(f) => f,
+            Err(e) => Finish::failed(e),
+        };
+
+        // Step 9: release by outcome, on every path.
+        let finish = match held.release(finish.lease_outcome(), None).await {
+            Ok(l) => {
+                log.step(
+                    "lease_released",
+                    format!("Lease released as {}.", l.status),
+                    json!({"leaseId": l.id, "status": l.status, "failureReason": l.failure_reason}),
+                )
+                .await;
+                finish
+            }
+            Err(StoreError::LeaseLost { reason, .. }) => {
+                log.step(
+                    "lease_lost",
+                    format!("The lease was lost: {reason}"),
+                    json!({}),
+                )
+                .await;
+                if finish.error.is_none() {
+                    Finish::failed(RunError::new("lease_lost", reason))
+                } else {
+                    finish
+                }
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok(finish)
+    }
+
+    async fn load_context(&self, run: &Run) -> Result<RunContext, RunError> {
+        let agent = self
+            .store
+            .get_agent(run.agent_id)
+            .await?
+            .filter(|a| a.company_id == run.company_id)
+            .ok_or_else(|| {
+                RunError::new("agent_start_failed", "the run's agent no longer exists")
+            })?;
+        let issue = match run.issue_id {
+            Some(id) => self
+                .store
+                .get_issue(id)
+                .await?
+                .filter(|i| i.company_id == run.company_id),
+            None => None,
+        };
+        let workspace_id = run
+            .execution_workspace_id
+            .or_else(|| issue.as_ref().and_then(|i| i.execution_workspace_id));
+        let workspace = match workspace_id {
+            Some(id) => self
+                .store
+                .get_execution_workspace(id)
+                .await?
+                .filter(|w| w.company_id == run.company_id),
+            None => None,
+        };
+        let project_id = issue
+            .as_ref()
+            .and_then(|i| i.project_id)
+            .or_else(|| workspace.as_ref().and_then(|w| w.project_id));
+        let project = match project_id {
+            Some(id) => self
+                .store
+                .get_project(id)
+                .await?
+                .filter(|p| p.company_id == run.company_id),
+            None => None,
+        };
+        Ok(RunContext {
+            agent: Some(agent),
+            issue,
+            project,
+            workspace,
+        })
+    }
+
+    /// SPEC §6: the chosen id is written into the execution workspace's config so reused
+    /// workspaces stay on the environment they were created against.
+    async fn pin_workspace(
+        &self,
+        ctx: &RunContext,
+        env: &Environment,
+        source: EnvironmentSource,
+    ) -> Result<(), RunError> {
+        let Some(ws) = &ctx.workspace else {
+            return Ok(());
+        };
+        if source == EnvironmentSource::Workspace {
+            return Ok(());
+        }
+        let mut config = ws.config.clone();
+        if !config.is_object() {
+            config = json!({});
+        }
+        if config.get("environmentId").is_some() {
+            return Ok(());
+        }
+        config["environmentId"] = json!(env.id);
+        self.store
+            .update_execution_workspace(
+                ws.id,
+                ExecutionWorkspacePatch {
+                    config: Some(config),
+                    ..ExecutionWorkspacePatch::default()
+                },
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// The newest saved session of this agent on this workspace.
+    async fn saved_session(
+        &self,
+        run: &Run,
+        ctx: &RunContext,
+    ) -> Result<Option<SessionParams>, RunError> {
+        let runs = self
+            .store
+            .list_runs(run.company_id, None, &Page::all())
+            .await?;
+        let workspace = ctx.workspace.as_ref().map(|w| w.id);
+        Ok(runs
+            .items
+            .iter()
+            .rev()
+            .filter(|r| {
+                r.id != run.id
+                    && r.agent_id == run.agent_id
+                    && r.execution_workspace_id == workspace
+            })
+            .find_map(|r| {
+                r.session_params
+                    .as_ref()
+                    .and_then(|p| serde_json::from_value::<SessionParams>(p.clone()).ok())
+            }))
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site; the steps need all of it"
+    )]
+    async fn with_lease(
+        &self,
+        run: &Run,
+        ctx: &RunContext,
+        env: &Environment,
+        scope: &str,
+        log: &EventLog,
+        cancel: CancellationToken,
+        lost: CancellationToken,
+    ) -> Result<Finish, RunError> {
+        let (transport, root) = transport_for(
+            self.store.as_ref(),
+            &self.secrets,
+            &self.pool,
+            &self.berth_home,
+            env,
+        )
+        .await
+        .map_err(|e| RunError::new("workspace_realization_failed", e.to_string()))?;
+        let root = root.trim_end_matches('/').to_string();
+        let parsed = env.typed_config().map_err(|_| {
+            RunError::new(
+                "workspace_realization_failed",
+                "the environment config is invalid",
+            )
+        })?;
+
+        // Step 3: where the agent works, and what identity its session carries.
+        // Scratch for a run without a workspace; the launcher owns `.berth/runs/<runId>/`.
+        let run_work = format!("{root}/.berth/scratch/{}", run.id);
+        let (cwd, identity) = match (&parsed.config, &ctx.workspace) {
+            (DriverConfig::Local(_), Some(ws)) => (ws.local_path.clone(), RemoteIdentity::local()),
+            (DriverConfig::Local(_), None) => (run_work.clone(), RemoteIdentity::local()),
+            (DriverConfig::Ssh(ssh), ws) => {
+                let cwd = match (ssh.workspace_mode, &ssh.in_place_path, ws) {
+                    (WorkspaceMode::InPlace, Some(p), _) => p.clone(),
+                    (_, _, Some(_)) => format!("{root}/.berth/ws/{}", scope_dir(scope)),
+                    (_, _, None) => run_work.clone(),
+                };
+                let identity = RemoteIdentity::ssh(&ssh.host, ssh.port, &ssh.username, &cwd);
+                (cwd, identity)
+            }
+            (other, _) => {
+                return Err(RunError::new(
+                    "workspace_realization_failed",
+                    format!(
+                        "{} environments cannot run agents in this build",
+                        other.driver()
+                    ),
+                ));
+            }
+        };
+        let syncs = env.driver != Driver::Local
+            && ctx.workspace.is_some()
+            && !matches!(&parsed.config, DriverConfig::Ssh(s) if s.workspace_mode == WorkspaceMode::InPlace);
+        if syncs {
+            return Err(RunError::new(
+                "workspace_realization_failed",
+                "syncing a workspace to an SSH environment is not available in this build yet; use a run without a workspace or an in_place SSH environment",
+            ));
+        }
+        let prepared = transport
+            .run(
+                &format!("mkdir -p {} && id -u", quote(&cwd)),
+                bytes::Bytes::new(),
+            )
+            .await
+            .map_err(|e| RunError::new("workspace_realization_failed", e.to_string()))?;
+        if !prepared.outcome.success() {
+            return Err(RunError::new(
+                "workspace_realization_failed",
+                format!(
+                    "cannot create {cwd} on {}: {}",
+                    transport.describe(),
+                    prepared.stderr_text().trim()
+                ),
+            ));
+        }
+        let is_root = prepared.stdout_text().trim() == "0";
+        log.step(
+            "workspace_realized",
+            format!("The agent works in {cwd} on {}.", transport.describe()),
+            json!({"cwd": cwd}),
+        )
+        .await;
+
+        // Step 4: resume only on an exact identity match.
+        let mut resume = match self.saved_session(run, ctx).await? {
+            Some(saved) => match should_resume(&saved, &identity, &cwd) {
+                Ok(()) => {
+                    log.step(
+                        "session_resume",
+                        format!("Resuming session {}.", saved.session_id),
+                        json!({"sessionId": saved.session_id}),
+                    )
+                    .await;
+                    Some(saved)
+                }
+                Err(refused) => {
+                    log.step(
+                        "session_fresh",
+                        format!("Starting a fresh session: {}.", refused.reason),
+                        json!({}),
+                    )
+                    .await;
+                    None
+                }
+            },
+            None => None,
+        };
+
+        let agent = ctx
+            .agent
+            .as_ref()
+            .ok_or_else(|| RunError::new("agent_start_failed", "no agent"))?;
+        let adapter = berth_agents::adapter(&agent.adapter_type).ok_or_else(|| {
+            RunError::new(
+                "unsupported_adapter_environment",
+                format!("unknown adapter type \"{}\"", agent.adapter_type),
+            )
+        })?;
+        let launcher = Launcher::new(transport.clone(), root.clone());
+        let mut attempt_no = 0;
+        let attempt = loop {
+            attempt_no += 1;
+            let mut bctx =
+                berth_agents::BuildContext::new(agent.adapter_config.clone(), &run.prompt, &cwd);
+            bctx.run_id = run.id;
+            bctx.resume = resume.clone();
+            bctx.is_root = is_root;
+            let invocation = adapter
+                .build(&bctx)
+                .map_err(|e| RunError::new("agent_start_failed", e.to_string()))?;
+            for note in &invocation.notes {
+                log.step("adapter_note", note.clone(), json!({})).await;
+            }
+            let attempt = self
+                .attempt(
+                    run,
+                    &launcher,
+                    transport.as_ref(),
+                    &cwd,
+                    adapter,
+                    &invocation,
+                    attempt_no,
+                    log,
+                    &cancel,
+                    &lost,
+                )
+                .await?;
+            if attempt.unknown_session
+                && resume.is_some()
+                && attempt.stopped.is_none()
+                && attempt_no == 1
+            {
+                log.step(
+                    "session_unknown",
+                    "The CLI does not know the saved session; retrying once with a fresh session.",
+                    json!({}),
+                )
+                .await;
+                resume = None;
+                continue;
+            }
+            break attempt;
+        };
+
+        // The run directory's output is in the event log now; remove it (SPEC §5: per-run
+        // files do not outlive the run).
+        let mut leftovers = vec![quote(&format!("{root}/.berth/runs/{}", run.id))];
+        for n in 2..=attempt_no {
+            leftovers.push(quote(&format!("{root}/.berth/runs/{}-{n}", run.id)));
+        }
+        if cwd == run_work {
+            leftovers.push(quote(&run_work));
+        }
+        if let Err(e) = transport
+            .run(
+                &format!("rm -rf -- {}", leftovers.join(" ")),
+                bytes::Bytes::new(),
+            )
+            .await
+        {
+            log.step(
+                "cleanup_failed",
+                format!("Could not remove the run directory: {e}"),
+                json!({}),
+            )
+            .await;
+        }
+        Ok(self.finish_from(attempt, &cwd, identity, log).await)
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the attempt needs the whole step context"
+    )]
+    async fn attempt(
+        &self,
+        run: &Run,
+        launcher: &Launcher,
+        transport: &dyn Transport,
+        cwd: &str,
+        adapter: &dyn berth_agents::Adapter,
+        invocation: &berth_agents::Invocation,
+        attempt_no: u32,
+        log: &EventLog,
+        cancel: &CancellationToken,
+        lost: &CancellationToken,
+    ) -> Result<Attempt, RunError> {
+        for dir in &invocation.ensure_dirs {
+            let made = transport
+                .run(&format!("mkdir -p {}", quote(dir)), bytes::Bytes::new())
+                .await
+                .map_err(|e| RunError::new("agent_start_failed", e.to_string()))?;
+            if !made.outcome.success() {
+                return Err(RunError::new(
+                    "agent_start_failed",
+                    format!("cannot create {dir}"),
+                ));
+            }
+        }
+        let mut command = format!("exec {}", quote(&invocation.program));
+        for arg in &invocation.args {
+            command.push(' ');
+            command.push_str(&quote(arg));
+        }
+        let run_key = if attempt_no == 1 {
+            run.id.to_string()
+        } else {
+            format!("{}-{attempt_no}", run.id)
+        };
+        let spec = LaunchSpec {
+            run_id: run_key,
+            command,
+            cwd: cwd.to_string(),
+            env: invocation
+                .env
+                .iter()
+                .map(|(k, v)| (k.clone(), Secret::new(v.clone())))
+                .collect(),
+            stdin: bytes::Bytes::from(invocation.stdin.clone()),
+            login_profile: true,
+        };
+        let remote = launcher
+            .launch(spec)
+            .await
+            .map_err(|e| RunError::new("agent_start_failed", e.to_string()))?;
+        log.step(
+            "agent_started",
+            format!("Started `{}` (attempt {attempt_no}).", invocation.program),
+            json!({"program": invocation.program, "args": invocation.args, "attempt": attempt_no, "pgid": remote.pgid}),
+        )
+        .await;
+        self.stream(launcher, &remote, adapter, invocation, log, cancel, lost)
+            .await
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the stream loop watches every stop signal"
+    )]
+    async fn stream(
+        &self,
+        launcher: &Launcher,
+        remote: &RemoteRun,
+        adapter: &dyn berth_agents::Adapter,
+        invocation: &berth_agents::Invocation,
+        log: &EventLog,
+        cancel: &CancellationToken,
+        lost: &CancellationToken,
+    ) -> Result<Attempt, RunError> {
+        let mut parser = adapter.parser(invocation);
+        let mut summary = RunSummary::default();
+        let mut offsets = Offsets::default();
+        let mut partial: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
+        let mut stderr_tail = String::new();
+        let mut stopped: Option<Stopped> = None;
+        let mut stop_task: Option<
+            tokio::task::JoinHandle<Result<berth_exec::launcher::RunOutcome, LauncherError>>,
+        > = None;
+        let timeout = async {
+            if invocation.timeout_sec > 0 {
+                tokio::time::sleep(Duration::from_secs(invocation.timeout_sec)).await;
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::pin!(timeout);
+        let mut linger: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
+        let grace = Duration::from_secs(invocation.grace_sec.max(1));
+        let mut reattaches = 0u32;
+        let mut stream = Box::pin(launcher.attach(remote, offsets));
+        let outcome = loop {
+            let mut trigger: Option<Stopped> = None;
+            tokio::select! {
+                ev = stream.next() => match ev {
+                    Some(Ok(AttachEvent::Output(chunk))) => {
+                        let (idx, name, kind) = match chunk.stream {
+                            StreamKind::Stdout => (0, "stdout", Stream::Stdout),
+                            StreamKind::Stderr => (1, "stderr", Stream::Stderr),
+                        };
+                        match chunk.stream {
+                            StreamKind::Stdout => offsets.stdout = chunk.end(),
+                            StreamKind::Stderr => offsets.stderr = chunk.end(),
+                        }
+                        let text = String::from_utf8_lossy(&chunk.data).to_string();
+                        if idx == 1 {
+                            stderr_tail.push_str(&text);
+                            if stderr_tail.len() > 4096 {
+                                let cut = stderr_tail.len() - 4096;
+                                let cut = (cut..stderr_tail.len()).find(|i| stderr_tail.is_char_boundary(*i)).unwrap_or(0);
+                                stderr_tail.drain(..cut);
+                            }
+                        }
+                        log.append(name, json!({"text": text, "offset": chunk.offset})).await;
+                        partial[idx].extend_from_slice(&chunk.data);
+                        while let Some(pos) = partial[idx].iter().position(|b| *b == b'\n') {
+                            let line: Vec<u8> = partial[idx].drain(..=pos).collect();
+                            let line = String::from_utf8_lossy(&line[..line.len() - 1]).to_string();
+                            self.record(parser.parse_line(kind, &line), &mut summary, log).await;
+                        }
+                        if parser.is_terminal_result() && linger.is_none() && stopped.is_none() {
+                            linger = Some(Box::pin(tokio::time::sleep(self.linger)));
+                        }
+                    }
+                    Some(Ok(AttachEvent::Exited(outcome))) => break outcome,
+                    Some(Err(e)) => {
+                        // A dropped connection: re-attach from the offsets already recorded, so
+                        // no byte is lost or duplicated.
+                        reattaches += 1;
+                        if reattaches > 20 {
+                            return Err(RunError::new("agent_failed", format!("lost the agent's output stream: {e}")));
+                        }
+                        log.step("reattach", format!("Output stream interrupted ({e}); re-attaching."), json!({"offsets": {"stdout": offsets.stdout, "stderr": offsets.stderr}})).await;
+                        tokio::time::sleep(Duration::from_millis(250 * u64::from(reattaches.min(8)))).await;
+                        stream = Box::pin(launcher.attach(remote, offsets));
+                    }
+                    None => return Err(RunError::new("agent_failed", "the agent's output stream ended without an exit status")),
+                },
+                _ = cancel.cancelled(), if stopped.is_none() => trigger = Some(Stopped::Cancelled),
+                _ = lost.cancelled(), if stopped.is_none() => trigger = Some(Stopped::LeaseLost),
+                _ = &mut timeout, if stopped.is_none() => trigger = Some(Stopped::TimedOut),
+                _ = async { match linger.as_mut() { Some(l) => l.await, None => std::future::pending().await } }, if stopped.is_none() => trigger = Some(Stopped::Lingering),
+            }
+            if let Some(reason) = trigger {
+                stopped = Some(reason);
+                let why = match reason {
+                    Stopped::Cancelled => "Cancel requested: stopping the agent's process group.",
+                    Stopped::TimedOut => "Timed out: stopping the agent's process group.",
+                    Stopped::LeaseLost => "The lease was lost: stopping the agent at once.",
+                    Stopped::Lingering => {
+                        "The CLI printed its final result but did not exit: stopping it."
+                    }
+                };
+                log.step("stopping", why, json!({})).await;
+                let launcher = launcher.clone();
+                let remote = remote.clone();
+                let (reason, grace) = match reason {
+                    Stopped::TimedOut => (StopReason::Timeout, grace),
+                    Stopped::LeaseLost => (StopReason::Cancel, Duration::from_secs(1)),
+                    _ => (StopReason::Cancel, grace),
+                };
+                stop_task = Some(tokio::spawn(async move {
+                    launcher.stop(&remote, grace, reason).await
+                }));
+            }
+        };
+        for (idx, kind) in [(0, Stream::Stdout), (1, Stream::Stderr)] {
+            if !partial[idx].is_empty() {
+                let line = String::from_utf8_lossy(&partial[idx]).to_string();
+                self.record(parser.parse_line(kind, &line), &mut summary, log)
+                    .await;
+            }
+        }
+        let mut survivors = None;
+        if let Some(task) = stop_task {
+            match task.await {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => {
+                    log.step(
+                        "stop_failed",
+                        format!("Stopping the agent failed: {e}"),
+                        json!({}),
+                    )
+                    .await;
+                    survivors = Some(e.to_string());
+                }
+                Err(e) => survivors = Some(e.to_string()),
+            }
+        }
+        Ok(Attempt {
+            outcome,
+            stopped,
+            summary,
+            unknown_session: parser.unknown_session(),
+            stderr_tail,
+            survivors,
+        })
+    }
+
+    async fn record(&self, events: Vec<Event>, summary: &mut RunSummary, log: &EventLog) {
+        for event in events {
+            summary.apply(&event);
+            // Raw output is already in the log as stdout/stderr chunks.
+            if matches!(event, Event::Output { .. }) {
+                continue;
+            }
+            log.append("agent", serde_json::to_value(&event).unwrap_or(Value::Null))
+                .await;
+        }
+    }
+
+    async fn finish_from(
+        &self,
+        attempt: Attempt,
+        cwd: &str,
+        identity: RemoteIdentity,
+        log: &EventLog,
+    ) -> Finish {
+        let s = &attempt.summary;
+        let session_params = s.session_id.as_ref().map(|id| {
+            serde_json::to_value(SessionParams::new(id, cwd, identity.clone()))
+                .unwrap_or(Value::Null)
+        });
+        let result = json!({
+            "ok": s.ok,
+            "summary": s.summary,
+            "costUsd": s.cost_usd,
+            "sessionId": s.session_id,
+            "usage": {"inputTokens": s.input_tokens, "outputTokens": s.output_tokens, "cachedInputTokens": s.cached_input_tokens},
+            "errors": s.errors,
+            "conflicts": [],
+            "stopped": attempt.stopped.map(|st| format!("{st:?}")),
+        });
+        let exit_code = attempt.outcome.exit_code.map(i64::from);
+        let mut finish = Finish {
+            status: RunStatus::Succeeded,
+            error: None,
+            exit_code,
+            session_params,
+            result: Some(result),
+        };
+        let fail = |code: &'static str, message: String| Some(RunError::new(code, message));
+        let (status, error) = match attempt.stopped {
+            Some(Stopped::Cancelled) => (
+                RunStatus::Cancelled,
+                fail("cancelled", "the run was cancelled".into()),
+            ),
+            Some(Stopped::TimedOut) => (
+                RunStatus::TimedOut,
+                fail("timed_out", "the run exceeded its timeout".into()),
+            ),
+            Some(Stopped::LeaseLost) => (
+                RunStatus::Failed,
+                fail("lease_lost", "the lease was lost mid-run".into()),
+            ),
+            Some(Stopped::Lingering) | None => {
+                let lingering = attempt.stopped == Some(Stopped::Lingering);
+                // A CLI stopped after its final result ended by our signal; its result counts.
+                let exited_ok = attempt.outcome.exit_code == Some(0) || lingering;
+                match (s.ok, exited_ok) {
+                    (Some(true), true) | (None, true) => (RunStatus::Succeeded, None),
+                    (Some(false), _) => (
+                        RunStatus::Failed,
+                        fail(
+                            "agent_failed",
+                            s.summary
+                                .clone()
+                                .or_else(|| s.errors.first().cloned())
+                                .unwrap_or_else(|| "the agent reported a failed result".into()),
+                        ),
+                    ),
+                    (_, false) => {
+                        let tail = attempt.stderr_tail.trim();
+                        let how = match (&attempt.outcome.exit_code, &attempt.outcome.signal) {
+                            (_, Some(sig)) => format!("was killed by signal {sig}"),
+                            (Some(code), None) => format!("exited with code {code}"),
+                            (None, None) => "ended without an exit status".into(),
+                        };
+                        let last = tail.lines().last().unwrap_or_default();
+                        (
+                            RunStatus::Failed,
+                            fail(
+                                "agent_failed",
+                                if last.is_empty() {
+                                    format!("the agent {how}")
+                                } else {
+                                    format!("the agent {how}: {last}")
+                                },
+                            ),
+                        )
+                    }
+                }
+            }
+        };
+        finish.status = status;
+        finish.error = error;
+        if let Some(survivors) = attempt.survivors {
+            log.step(
+                "stop_incomplete",
+                format!("Processes may have survived the stop: {survivors}"),
+                json!({}),
+            )
+            .await;
+            if finish.error.is_none() {
+                finish.status = RunStatus::Failed;
+                finish.error = Some(RunError::new("agent_failed", survivors));
+            }
+        }
+        finish
+    }
+}

@@ -1,0 +1,96 @@
+//! Claims queued runs and executes them, several at once. Runs on one environment but on
+//! different workspaces overlap; runs on the same workspace serialize on their lease's single
+//! flight. Cancel reaches a run through its token wherever it is in its steps.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use berth_core::RunId;
+use tokio::sync::{Notify, Semaphore};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::execute::Orchestrator;
+
+pub struct Worker {
+    orchestrator: Orchestrator,
+    /// Who claims runs (`claimed_by`), unique per process.
+    claimer: String,
+    wake: Notify,
+    running: Mutex<HashMap<RunId, CancellationToken>>,
+    slots: Arc<Semaphore>,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker")
+            .field("claimer", &self.claimer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Worker {
+    pub fn new(orchestrator: Orchestrator, max_concurrent: usize) -> Arc<Self> {
+        Arc::new(Self {
+            orchestrator,
+            claimer: format!("berth-{}-{}", std::process::id(), uuid::Uuid::now_v7()),
+            wake: Notify::new(),
+            running: Mutex::new(HashMap::new()),
+            slots: Arc::new(Semaphore::new(max_concurrent.max(1))),
+        })
+    }
+
+    /// A run was queued: claim it now rather than at the next poll.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Cancel a run executing in this process; `false` if it is not here.
+    pub fn cancel(&self, run_id: RunId) -> bool {
+        match self.running.lock() {
+            Ok(map) => map.get(&run_id).map(|t| t.cancel()).is_some(),
+            Err(_) => false,
+        }
+    }
+
+    /// Claim and execute runs until aborted. Polls every second too, so runs queued by another
+    /// instance (PostgreSQL) are picked up.
+    pub fn spawn(self: Arc<Self>) -> JoinHandle<()> {
+        tokio::spawn(async move {
+            loop {
+                loop {
+                    let Ok(permit) = self.slots.clone().acquire_owned().await else {
+                        return;
+                    };
+                    let claimed = match self.orchestrator.store.claim_next_run(&self.claimer).await
+                    {
+                        Ok(Some(run)) => run,
+                        Ok(None) => break,
+                        Err(e) => {
+                            tracing::error!(error = %e, "failed to claim a queued run");
+                            break;
+                        }
+                    };
+                    let token = CancellationToken::new();
+                    if let Ok(mut map) = self.running.lock() {
+                        map.insert(claimed.id, token.clone());
+                    }
+                    let me = self.clone();
+                    tokio::spawn(async move {
+                        let id = claimed.id;
+                        me.orchestrator.execute(claimed, token).await;
+                        if let Ok(mut map) = me.running.lock() {
+                            map.remove(&id);
+                        }
+                        drop(permit);
+                    });
+                }
+                tokio::select! {
+                    _ = self.wake.notified() => {}
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        })
+    }
+}
