@@ -131,6 +131,55 @@ pub enum Command {
     /// A real OpenSSH sshd on a random loopback port to try SSH environments against
     #[command(subcommand)]
     Lab(LabCommand),
+    /// Run an agent on a prompt (on the environment its selection resolves to)
+    Run(RunArgs),
+    /// List, inspect, follow and cancel runs
+    #[command(subcommand)]
+    Runs(RunsCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Agent id or name
+    #[arg(long)]
+    pub agent: String,
+    /// The prompt (use `-` to read it from stdin)
+    #[arg(long)]
+    pub prompt: String,
+    /// A local directory to work on (an execution workspace is created for it if needed)
+    #[arg(long, value_name = "PATH")]
+    pub workspace: Option<PathBuf>,
+    /// The issue this run is for
+    #[arg(long)]
+    pub issue: Option<String>,
+    /// Stream the run's output live and exit with its outcome
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsCommand {
+    /// List the company's runs
+    List {
+        /// Only runs with this status
+        #[arg(long, value_parser = ["queued", "running", "succeeded", "failed", "timed_out", "cancelled"])]
+        status: Option<String>,
+        #[command(flatten)]
+        page: ListArgs,
+    },
+    /// Show one run
+    Show { id: String },
+    /// Print a run's output and events (`--follow` keeps streaming until it ends)
+    Logs {
+        id: String,
+        #[arg(long, short)]
+        follow: bool,
+        /// Only events after this sequence number
+        #[arg(long)]
+        after: Option<i64>,
+    },
+    /// Cancel a queued or running run
+    Cancel { id: String },
 }
 
 #[derive(Debug, Subcommand)]

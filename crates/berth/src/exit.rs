@@ -12,6 +12,7 @@
 //! | 6 | unauthorized or forbidden (HTTP 401/403) |
 //! | 7 | the server is unreachable |
 //! | 8 | a probe or check failed (`env probe`, `env trust`, `doctor`) |
+//! | 9 | a followed run ended failed, timed out or cancelled (`run --follow`, `runs logs --follow`) |
 
 use std::fmt;
 
@@ -27,6 +28,7 @@ pub enum Exit {
     Unauthorized = 6,
     Unreachable = 7,
     CheckFailed = 8,
+    RunFailed = 9,
 }
 
 impl Exit {
@@ -57,7 +59,8 @@ Exit codes:
   5  invalid input (400/422), e.g. an invalid environment config
   6  unauthorized or forbidden (401/403)
   7  server unreachable
-  8  probe or check failed (env probe, env trust, doctor)";
+  8  probe or check failed (env probe, env trust, doctor)
+  9  a followed run did not succeed (run --follow, runs logs --follow)";
 
 /// A failure that carries its own exit code and hint, for failures that are not HTTP errors
 /// (a failed probe, a refused confirmation, a usage problem found after parsing).

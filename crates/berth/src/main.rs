@@ -83,6 +83,8 @@ async fn dispatch(ctx: &Ctx, command: Command) -> anyhow::Result<()> {
         Command::Completions(args) => commands::completions::run(args),
         Command::Doctor => commands::doctor::run(ctx).await,
         Command::Lab(c) => commands::lab::run(ctx, c).await,
+        Command::Run(args) => commands::run::start(ctx, args).await,
+        Command::Runs(c) => commands::run::runs(ctx, c).await,
     }
 }
 

@@ -10,6 +10,7 @@ pub mod env;
 pub mod issue;
 pub mod lab;
 pub mod project;
+pub mod run;
 pub mod secret;
 pub mod serve;
 pub mod settings;
