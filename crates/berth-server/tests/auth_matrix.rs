@@ -77,6 +77,26 @@ async fn every_route_answers_each_actor_correctly_and_never_leaks() {
         )
         .await;
     let w = ws.body["id"].as_str().unwrap().to_string();
+    // A finished run of company A (an agent whose command is `true`).
+    let quick = s
+        .post(&format!("/api/companies/{a}/agents"), json!({"name": "quick", "adapterType": "process", "adapterConfig": {"command": "true"}}))
+        .await;
+    let quick = quick.body["id"].as_str().unwrap().to_string();
+    let run = s
+        .post(
+            &format!("/api/companies/{a}/runs"),
+            json!({"agentId": quick, "prompt": "p"}),
+        )
+        .await;
+    assert_eq!(run.status, 202, "{}", run.text);
+    let ru = run.body["id"].as_str().unwrap().to_string();
+    for _ in 0..400 {
+        let r = s.get(&format!("/api/runs/{ru}")).await;
+        if r.body["status"] == "succeeded" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
 
     // Tokens: the first one ends local_trusted mode, so it is the admin used for the rest.
     let admin = s
@@ -251,6 +271,30 @@ async fn every_route_answers_each_actor_correctly_and_never_leaks() {
         ),
         (
             Method::GET,
+            format!("/api/companies/{a}/runs"),
+            none(),
+            [401, 404, 200, 200, 200],
+        ),
+        (
+            Method::GET,
+            format!("/api/runs/{ru}"),
+            none(),
+            [401, 404, 200, 200, 200],
+        ),
+        (
+            Method::GET,
+            format!("/api/runs/{ru}/events"),
+            none(),
+            [401, 404, 200, 200, 200],
+        ),
+        (
+            Method::POST,
+            format!("/api/runs/{ru}/cancel"),
+            none(),
+            [401, 404, 409, 403, 409],
+        ),
+        (
+            Method::GET,
             format!("/api/companies/{a}/execution-workspaces"),
             none(),
             [401, 404, 200, 200, 200],
@@ -322,6 +366,13 @@ async fn every_route_answers_each_actor_correctly_and_never_leaks() {
             Some(json!({"name": names_secret.next().unwrap_or_default(), "value": "v"}))
         }),
         [401, 404, 403, 403, 201],
+    ));
+    let quick_for_runs = quick.clone();
+    routes.push((
+        Method::POST,
+        format!("/api/companies/{a}/runs"),
+        Box::new(move || Some(json!({"agentId": quick_for_runs, "prompt": "p"}))),
+        [401, 404, 202, 403, 202],
     ));
     for (kind, body) in [
         ("agents", json!({"name": "x", "adapterType": "process"})),
