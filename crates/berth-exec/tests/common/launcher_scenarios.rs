@@ -1,0 +1,343 @@
+//! Launcher scenarios run unchanged over every transport.
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers fail the test loudly"
+)]
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use berth_exec::{
+    AttachEvent, LaunchSpec, Launcher, LauncherError, Offsets, RemoteRun, Secret, StreamKind,
+    Transport,
+};
+use bytes::Bytes;
+use futures::StreamExt;
+
+fn run_id() -> String {
+    format!("run-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Live (non-zombie) pids whose process group or session is `g`.
+pub fn group_members(g: u32) -> Vec<u32> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rsplit_once(") ").map(|x| x.1) else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f[0] != "Z" && (f[2] == g.to_string() || f[3] == g.to_string()) {
+            out.push(pid);
+        }
+    }
+    out
+}
+
+/// Every process's argv, joined.
+pub fn all_cmdlines() -> String {
+    let mut all = String::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
+            all.push_str(&String::from_utf8_lossy(&c).replace('\0', " "));
+            all.push('\n');
+        }
+    }
+    all
+}
+
+pub async fn run_streams_output_and_exit_code(t: Arc<dyn Transport>, root: &str, cwd: &str) {
+    let l = Launcher::new(t, root);
+    let mut env = BTreeMap::new();
+    env.insert(
+        "GREETING".to_owned(),
+        Secret::new("it's $HOME `x` \"q\"".to_owned()),
+    );
+    let run = l
+        .launch(LaunchSpec {
+            run_id: run_id(),
+            command: "echo hello; echo oops >&2; cat; printf '%s' \"$GREETING\"; pwd >&2; exit 5"
+                .to_owned(),
+            cwd: cwd.to_owned(),
+            env,
+            stdin: Bytes::from_static(b"input\n"),
+            login_profile: true,
+        })
+        .await
+        .unwrap();
+    assert!(run.pgid > 1);
+    let (out, err, outcome) = l.wait(&run, Offsets::default()).await.unwrap();
+    assert_eq!(
+        String::from_utf8(out).unwrap(),
+        "hello\ninput\nit's $HOME `x` \"q\""
+    );
+    assert_eq!(String::from_utf8(err).unwrap(), format!("oops\n{cwd}\n"));
+    assert_eq!(outcome.exit_code, Some(5));
+    assert!(!outcome.cancelled && !outcome.timed_out && outcome.signal.is_none());
+    // The env file was sourced and deleted; everything else is private to the user.
+    let listing = l
+        .transport()
+        .run(
+            &format!("cd '{}' && ls && stat -c '%a %n' *", run.dir),
+            Bytes::new(),
+        )
+        .await
+        .unwrap()
+        .stdout_text();
+    assert!(!listing.lines().any(|n| n == "env"), "{listing}");
+    let dir_mode = l
+        .transport()
+        .run(&format!("stat -c %a '{}'", run.dir), Bytes::new())
+        .await
+        .unwrap()
+        .stdout_text();
+    assert_eq!(dir_mode.trim(), "700");
+    for line in listing.lines().filter(|l| l.contains(' ')) {
+        assert!(line.starts_with("600 "), "{listing}");
+    }
+    assert_eq!(l.status(&run).await.unwrap().unwrap().exit_code, Some(5));
+    l.cleanup(&run).await.unwrap();
+    let gone = l
+        .transport()
+        .run(&format!("test -e '{}'", run.dir), Bytes::new())
+        .await
+        .unwrap();
+    assert_eq!(gone.outcome.code, Some(1));
+}
+
+pub async fn launch_rejects_bad_input(t: Arc<dyn Transport>, root: &str, cwd: &str) {
+    let l = Launcher::new(t, root);
+    let mut env = BTreeMap::new();
+    env.insert("BAD-KEY".to_owned(), Secret::new("v".to_owned()));
+    let err = l
+        .launch(LaunchSpec {
+            run_id: run_id(),
+            command: "true".into(),
+            cwd: cwd.into(),
+            env,
+            ..LaunchSpec::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LauncherError::InvalidEnvKey { .. }), "{err}");
+    let err = l
+        .launch(LaunchSpec {
+            run_id: "../x".into(),
+            command: "true".into(),
+            cwd: cwd.into(),
+            ..LaunchSpec::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LauncherError::InvalidRunId { .. }), "{err}");
+    let err = l
+        .launch(LaunchSpec {
+            run_id: run_id(),
+            command: "true".into(),
+            cwd: "/nonexistent/berth".into(),
+            ..LaunchSpec::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("does not exist"), "{err}");
+    // The same run id cannot be launched twice.
+    let id = run_id();
+    let spec = LaunchSpec {
+        run_id: id.clone(),
+        command: "true".into(),
+        cwd: cwd.into(),
+        ..LaunchSpec::default()
+    };
+    let run = l.launch(spec.clone()).await.unwrap();
+    assert!(l.launch(spec).await.is_err());
+    l.wait(&run, Offsets::default()).await.unwrap();
+    l.cleanup(&run).await.unwrap();
+}
+
+pub async fn attach_yields_contiguous_chunks_and_reattaches_from_offsets(
+    t: Arc<dyn Transport>,
+    root: &str,
+    cwd: &str,
+) {
+    let l = Launcher::new(t, root);
+    let run = l
+        .launch(LaunchSpec {
+            run_id: run_id(),
+            command: "i=0; while [ $i -lt 20 ]; do echo line$i; echo e$i >&2; i=$((i+1)); sleep 0.05; done"
+                .into(),
+            cwd: cwd.into(),
+            ..LaunchSpec::default()
+        })
+        .await
+        .unwrap();
+    let expected_out: String = (0..20).map(|i| format!("line{i}\n")).collect();
+    let expected_err: String = (0..20).map(|i| format!("e{i}\n")).collect();
+    // First attach: take a few chunks, remember offsets, drop the stream.
+    let mut offsets = Offsets::default();
+    let mut out = Vec::new();
+    let mut err = Vec::new();
+    let mut first_chunk_at = None;
+    let start = Instant::now();
+    {
+        let s = l.attach(&run, offsets);
+        futures::pin_mut!(s);
+        let mut n = 0;
+        while let Some(ev) = s.next().await {
+            match ev.unwrap() {
+                AttachEvent::Output(c) => {
+                    first_chunk_at.get_or_insert(start.elapsed());
+                    let (buf, off) = match c.stream {
+                        StreamKind::Stdout => (&mut out, &mut offsets.stdout),
+                        StreamKind::Stderr => (&mut err, &mut offsets.stderr),
+                    };
+                    assert_eq!(c.offset, *off, "chunks must be contiguous");
+                    buf.extend_from_slice(&c.data);
+                    *off = c.end();
+                    n += 1;
+                    if n >= 3 {
+                        break;
+                    }
+                }
+                AttachEvent::Exited(_) => panic!("ended too early"),
+            }
+        }
+    }
+    assert!(first_chunk_at.unwrap() < Duration::from_secs(2));
+    // Re-attach from the recorded offsets: no lost and no duplicated byte.
+    let (rest_out, rest_err, outcome) = l.wait(&run, offsets).await.unwrap();
+    out.extend_from_slice(&rest_out);
+    err.extend_from_slice(&rest_err);
+    assert_eq!(String::from_utf8(out).unwrap(), expected_out);
+    assert_eq!(String::from_utf8(err).unwrap(), expected_err);
+    assert!(outcome.success());
+    l.cleanup(&run).await.unwrap();
+}
+
+pub async fn cancel_kills_grandchildren_that_ignore_term(
+    t: Arc<dyn Transport>,
+    root: &str,
+    cwd: &str,
+) {
+    let l = Launcher::new(t, root);
+    let run = l
+        .launch(LaunchSpec {
+            run_id: run_id(),
+            command: "trap '' TERM\n\
+                      sh -c 'trap \"\" TERM; sleep 1000' &\n\
+                      ( trap '' TERM; sleep 1000; echo never ) &\n\
+                      sh -c 'sh -c \"sleep 1000\" & wait' &\n\
+                      echo started\n\
+                      wait\n"
+                .into(),
+            cwd: cwd.into(),
+            ..LaunchSpec::default()
+        })
+        .await
+        .unwrap();
+    // Wait until the tree is up.
+    let s = l.attach(&run, Offsets::default());
+    futures::pin_mut!(s);
+    match s.next().await.unwrap().unwrap() {
+        AttachEvent::Output(c) => assert_eq!(&c.data[..], b"started\n"),
+        other => panic!("unexpected {other:?}"),
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let members = group_members(run.pgid);
+    assert!(
+        members.len() >= 5,
+        "expected a process tree, got {members:?}"
+    );
+    let start = Instant::now();
+    let outcome = l.cancel(&run, Duration::from_millis(500)).await.unwrap();
+    assert!(outcome.cancelled);
+    assert_eq!(outcome.signal.as_deref(), Some("KILL"), "{outcome:?}");
+    assert!(
+        start.elapsed() >= Duration::from_millis(500),
+        "TERM was ignored, so KILL came after the grace"
+    );
+    assert!(group_members(run.pgid).is_empty());
+    for p in members {
+        let alive = std::fs::read_to_string(format!("/proc/{p}/stat"))
+            .map(|s| !s.rsplit_once(") ").unwrap().1.starts_with('Z'))
+            .unwrap_or(false);
+        assert!(!alive, "process {p} survived the cancel");
+    }
+    // Cancelling a finished run is harmless and keeps its outcome.
+    let again = l.cancel(&run, Duration::from_millis(100)).await.unwrap();
+    assert!(again.cancelled);
+    l.cleanup(&run).await.unwrap();
+}
+
+pub async fn cancel_of_a_polite_command_reports_term(t: Arc<dyn Transport>, root: &str, cwd: &str) {
+    let l = Launcher::new(t, root);
+    let run = l
+        .launch(LaunchSpec {
+            run_id: run_id(),
+            command: "sleep 1000".into(),
+            cwd: cwd.into(),
+            ..LaunchSpec::default()
+        })
+        .await
+        .unwrap();
+    let outcome = l
+        .stop(
+            &run,
+            Duration::from_secs(5),
+            berth_exec::StopReason::Timeout,
+        )
+        .await
+        .unwrap();
+    assert!(outcome.timed_out && !outcome.cancelled);
+    assert_eq!(outcome.signal.as_deref(), Some("TERM"));
+    assert!(group_members(run.pgid).is_empty());
+    l.cleanup(&run).await.unwrap();
+}
+
+pub async fn secrets_never_appear_in_any_argv(
+    t: Arc<dyn Transport>,
+    root: &str,
+    cwd: &str,
+    also_forbidden: &[String],
+) -> RemoteRun {
+    let l = Launcher::new(t, root);
+    let sentinel = format!("berth-sentinel-{}", uuid::Uuid::new_v4().simple());
+    let mut env = BTreeMap::new();
+    env.insert("BERTH_API_TOKEN".to_owned(), Secret::new(sentinel.clone()));
+    let run = l
+        .launch(LaunchSpec {
+            run_id: run_id(),
+            command: "i=0; while [ $i -lt 15 ]; do [ -n \"$BERTH_API_TOKEN\" ] && echo ok; sleep 0.1; i=$((i+1)); done".into(),
+            cwd: cwd.into(),
+            env,
+            ..LaunchSpec::default()
+        })
+        .await
+        .unwrap();
+    let s = l.attach(&run, Offsets::default());
+    futures::pin_mut!(s);
+    let mut saw_ok = false;
+    while let Some(ev) = s.next().await {
+        let cmdlines = all_cmdlines();
+        assert!(!cmdlines.contains(&sentinel), "env value on an argv");
+        for f in also_forbidden {
+            assert!(!cmdlines.contains(f.as_str()), "secret on an argv");
+        }
+        match ev.unwrap() {
+            AttachEvent::Output(c) => saw_ok |= c.data.starts_with(b"ok"),
+            AttachEvent::Exited(o) => {
+                assert!(o.success());
+                break;
+            }
+        }
+    }
+    assert!(saw_ok, "the command saw its env value");
+    l.cleanup(&run).await.unwrap();
+    run
+}
