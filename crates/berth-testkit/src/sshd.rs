@@ -50,9 +50,7 @@ impl std::fmt::Debug for Sshd {
 }
 
 fn sshd_binary() -> PathBuf {
-    std::env::var_os("BERTH_SSHD")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("/usr/sbin/sshd"))
+    berth_lab::sshd_binary()
 }
 
 fn keygen(path: &Path) -> anyhow::Result<()> {
@@ -146,29 +144,8 @@ impl Sshd {
         let username = current_user()?;
         let port = free_port()?;
         let host = "127.0.0.1".to_owned();
-        let config = format!(
-            "Port {port}\n\
-             ListenAddress {host}\n\
-             HostKey {root}/host_key\n\
-             PidFile {root}/sshd.pid\n\
-             AuthorizedKeysFile {root}/authorized_keys\n\
-             PubkeyAuthentication yes\n\
-             PasswordAuthentication no\n\
-             KbdInteractiveAuthentication no\n\
-             UsePAM no\n\
-             StrictModes no\n\
-             PermitRootLogin prohibit-password\n\
-             AllowUsers {username}\n\
-             MaxSessions 64\n\
-             MaxStartups 64:30:128\n\
-             AllowTcpForwarding yes\n\
-             X11Forwarding no\n\
-             PrintMotd no\n\
-             UseDNS no\n\
-             LogLevel VERBOSE\n\
-             Subsystem sftp internal-sftp\n",
-            root = root.display()
-        );
+        // The same configuration operators get from `berth lab`.
+        let config = berth_lab::sshd_config(&root, &host, port, &username);
         std::fs::write(root.join("sshd_config"), config)?;
         let known_hosts = format!("[{host}]:{port} {host_public_key}\n");
         let mut me = Sshd {
