@@ -273,6 +273,14 @@ pub trait Transport: Send + Sync {
     /// Run a short step to completion (bounded by [`RUN_TIMEOUT`], output capped at
     /// [`RUN_OUTPUT_CAP`] per stream). Transports may route it through a cheaper path (the SSH
     /// control shell). A non-zero exit is returned as data in [`Completed::outcome`].
+    /// Run a short step whose script text must not appear in any process argv, local or
+    /// remote (it may embed secrets): only through a channel that carries the script as data,
+    /// such as the SSH control shell. `Ok(None)` when this transport has no such channel; the
+    /// caller then uses its stdin-based path.
+    async fn run_confidential(&self, _script: &str) -> Result<Option<Completed>, ExecError> {
+        Ok(None)
+    }
+
     async fn run(&self, script: &str, stdin: Bytes) -> Result<Completed, ExecError> {
         let req = ExecRequest::new(script)
             .stdin_bytes(stdin)

@@ -196,6 +196,17 @@ impl Transport for SshTransport {
         Ok(handle)
     }
 
+    async fn run_confidential(&self, script: &str) -> Result<Option<Completed>, ExecError> {
+        if script.len() > CONTROL_SCRIPT_MAX {
+            return Ok(None);
+        }
+        let conn = self.pool.get(&self.target).await?;
+        match conn.run_control(script, RUN_TIMEOUT, RUN_OUTPUT_CAP).await {
+            ControlResult::Done(r) => r.map(Some),
+            ControlResult::Unavailable => Ok(None),
+        }
+    }
+
     async fn run(&self, script: &str, stdin: Bytes) -> Result<Completed, ExecError> {
         if stdin.is_empty() && script.len() <= CONTROL_SCRIPT_MAX {
             let conn = self.pool.get(&self.target).await?;
