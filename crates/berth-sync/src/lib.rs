@@ -1,0 +1,35 @@
+//! berth-sync owns workspace realization and sync: manifests of a workspace, the compressed tar
+//! streams that carry it out to an environment and back, git history as bundles, and the
+//! three-way restore that never loses a local edit.
+//!
+//! Everything runs over [`berth_exec::Transport`], so it works unchanged for every driver. The
+//! remote side needs only POSIX `sh`, GNU `tar`/`find`, coreutils (`sha256sum`, `xargs`) and
+//! `gzip`, plus `git` for git work trees. It depends on `berth-exec` only: no store, no server,
+//! no scheduler.
+//!
+//! - [`push`] realizes a workspace at `<root>/.berth/ws/<scope>/` (full, or only the difference
+//!   to the last synced manifest on a resumed lease) and records the baseline;
+//! - [`restore`] brings the remote's changes back with a per-path three-way decision;
+//! - [`gc`] removes remote copies of scopes that no longer exist.
+
+pub mod archive;
+pub mod error;
+pub mod gc;
+pub mod git;
+pub mod manifest;
+pub mod path;
+pub mod progress;
+pub mod push;
+pub mod remote;
+pub mod restore;
+pub mod state;
+
+pub use error::SyncError;
+pub use gc::gc_remote_scopes;
+pub use manifest::{Entry, EntryKind, Filter, Manifest};
+pub use path::RelPath;
+pub use progress::{Phase, Progress, ProgressFn};
+pub use push::{PushReport, push};
+pub use remote::RemoteSpec;
+pub use restore::{Decision, GitRestore, REMOTE_SUFFIX, Rejected, RestoreReport, decide, restore};
+pub use state::{GitPoint, SyncOptions};

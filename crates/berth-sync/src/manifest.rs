@@ -1,0 +1,386 @@
+//! Manifests: what a workspace holds (path, kind, mode, size, mtime, SHA-256), which paths are
+//! in scope (`.berthignore`, configured excludes, git-ignored paths) and the walk that builds
+//! one, hashing lazily.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Read as _;
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::MetadataExt as _;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::error::SyncError;
+use crate::path::{RawBytes, RelPath};
+
+/// Name of the per-workspace ignore file (gitignore syntax, at the workspace root).
+pub const BERTHIGNORE: &str = ".berthignore";
+
+/// A file whose mtime is this close to the moment its hash was taken may have been modified
+/// again within the same timestamp tick; its hash is never reused (git's "racily clean" rule).
+pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EntryKind {
+    File,
+    Dir,
+    Symlink,
+}
+
+/// One path of a workspace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    pub path: RelPath,
+    pub kind: EntryKind,
+    /// Permission bits (`& 0o7777`).
+    pub mode: u32,
+    pub size: u64,
+    pub mtime_ns: i64,
+    /// Hex SHA-256 of a file's content; `None` when unknown (never for a scanned file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// A symlink's target, as raw bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<RawBytes>,
+}
+
+impl Entry {
+    /// Same content as far as sync is concerned: kind, permission bits (not for symlinks),
+    /// content hash or link target. An unknown hash is never the same as anything.
+    pub fn same_content(&self, other: &Entry) -> bool {
+        if self.kind != other.kind {
+            return false;
+        }
+        match self.kind {
+            EntryKind::Dir => self.mode & 0o777 == other.mode & 0o777,
+            EntryKind::Symlink => self.target == other.target,
+            EntryKind::File => {
+                self.mode & 0o777 == other.mode & 0o777
+                    && self.sha256.is_some()
+                    && self.sha256 == other.sha256
+            }
+        }
+    }
+
+    /// Whether `self` has the same metadata as `old` and `old`'s hash may be reused.
+    pub(crate) fn can_reuse_hash_of(&self, old: &Entry, old_taken_at_ns: i64) -> bool {
+        self.kind == EntryKind::File
+            && old.kind == EntryKind::File
+            && old.sha256.is_some()
+            && self.size == old.size
+            && self.mtime_ns == old.mtime_ns
+            && old.mtime_ns.saturating_add(RACY_WINDOW_NS) < old_taken_at_ns
+    }
+}
+
+/// `Option<&Entry>` equality with [`Entry::same_content`]: both absent is equal.
+pub fn same(a: Option<&Entry>, b: Option<&Entry>) -> bool {
+    match (a, b) {
+        (None, None) => true,
+        (Some(a), Some(b)) => a.same_content(b),
+        _ => false,
+    }
+}
+
+/// A workspace's entries at one moment.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "ManifestRepr", into = "ManifestRepr")]
+pub struct Manifest {
+    /// When the entries were read (ns since the epoch, clock of the side that read them).
+    pub taken_at_ns: i64,
+    pub entries: BTreeMap<RelPath, Entry>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct ManifestRepr {
+    taken_at_ns: i64,
+    entries: Vec<Entry>,
+}
+
+impl From<ManifestRepr> for Manifest {
+    fn from(r: ManifestRepr) -> Self {
+        Self {
+            taken_at_ns: r.taken_at_ns,
+            entries: r.entries.into_iter().map(|e| (e.path.clone(), e)).collect(),
+        }
+    }
+}
+
+impl From<Manifest> for ManifestRepr {
+    fn from(m: Manifest) -> Self {
+        Self {
+            taken_at_ns: m.taken_at_ns,
+            entries: m.entries.into_values().collect(),
+        }
+    }
+}
+
+impl Manifest {
+    pub fn get(&self, p: &RelPath) -> Option<&Entry> {
+        self.entries.get(p)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// Which paths are out of scope. `.git` (any component) always is.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    matcher: ignore::gitignore::Gitignore,
+    /// Git-ignored paths (directories collapsed), when they are skipped.
+    git_ignored: BTreeSet<RelPath>,
+}
+
+impl Filter {
+    /// `.berthignore` at the workspace root plus `excludes` (gitignore syntax).
+    pub fn new(root: &Path, excludes: &[String]) -> Result<Self, SyncError> {
+        let mut b = ignore::gitignore::GitignoreBuilder::new(root);
+        let file = root.join(BERTHIGNORE);
+        if file.is_file()
+            && let Some(err) = b.add(&file)
+        {
+            return Err(SyncError::Invalid {
+                what: "ignore file".to_owned(),
+                value: file.display().to_string(),
+                reason: err.to_string(),
+            });
+        }
+        for line in excludes {
+            b.add_line(None, line).map_err(|e| SyncError::Invalid {
+                what: "exclude pattern".to_owned(),
+                value: line.clone(),
+                reason: e.to_string(),
+            })?;
+        }
+        let matcher = b.build().map_err(|e| SyncError::Invalid {
+            what: "exclude patterns".to_owned(),
+            value: String::new(),
+            reason: e.to_string(),
+        })?;
+        Ok(Self {
+            matcher,
+            git_ignored: BTreeSet::new(),
+        })
+    }
+
+    /// Add git-ignored paths as printed by `git ls-files -z -o -i --exclude-standard
+    /// --directory` (directories end with `/`).
+    pub fn with_git_ignored(mut self, listing: &[u8]) -> Self {
+        for rec in listing.split(|b| *b == 0) {
+            let rec = rec.strip_suffix(b"/").unwrap_or(rec);
+            if let Ok(p) = RelPath::new(rec.to_vec()) {
+                self.git_ignored.insert(p);
+            }
+        }
+        self
+    }
+
+    pub fn is_excluded(&self, p: &RelPath, is_dir: bool) -> bool {
+        if p.components().any(|c| c == b".git") {
+            return true;
+        }
+        if self.git_ignored.contains(p) || p.ancestors().any(|a| self.git_ignored.contains(&a)) {
+            return true;
+        }
+        self.matcher
+            .matched_path_or_any_parents(p.as_path(), is_dir)
+            .is_ignore()
+    }
+}
+
+pub(crate) fn now_ns() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// Hex SHA-256 of a file's content.
+pub fn hash_file(path: &Path) -> Result<(String, u64), SyncError> {
+    let mut f =
+        fs::File::open(path).map_err(|e| SyncError::io("open a file to hash it", path, e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut n_total = 0u64;
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| SyncError::io("read a file to hash it", path, e))?;
+        if n == 0 {
+            break;
+        }
+        n_total += n as u64;
+        h.update(&buf[..n]);
+    }
+    Ok((hex::encode(h.finalize()), n_total))
+}
+
+pub(crate) fn hash_bytes(b: &[u8]) -> String {
+    hex::encode(Sha256::digest(b))
+}
+
+/// What a scan found besides entries.
+#[derive(Debug, Clone, Default)]
+pub struct ScanReport {
+    /// Fifos, sockets and devices: never synced.
+    pub skipped_special: Vec<RelPath>,
+}
+
+/// Walk `root` into a manifest. Hashes are reused from `previous` when size and mtime match
+/// and the previous hash was not racy.
+pub fn scan(
+    root: &Path,
+    filter: &Filter,
+    previous: Option<&Manifest>,
+) -> Result<(Manifest, ScanReport), SyncError> {
+    let taken_at_ns = now_ns();
+    let mut entries = BTreeMap::new();
+    let mut report = ScanReport::default();
+    let mut stack: Vec<Option<RelPath>> = vec![None];
+    while let Some(dir) = stack.pop() {
+        let abs = match &dir {
+            Some(d) => d.under(root),
+            None => root.to_path_buf(),
+        };
+        let rd = fs::read_dir(&abs).map_err(|e| SyncError::io("list a directory", &abs, e))?;
+        for item in rd {
+            let item = item.map_err(|e| SyncError::io("list a directory", &abs, e))?;
+            let name = item.file_name();
+            let rel = match &dir {
+                Some(d) => d.join(name.as_bytes())?,
+                None => RelPath::new(name.as_bytes().to_vec())?,
+            };
+            let path = item.path();
+            let md = fs::symlink_metadata(&path)
+                .map_err(|e| SyncError::io("stat a workspace entry", &path, e))?;
+            let ft = md.file_type();
+            let kind = if ft.is_file() {
+                EntryKind::File
+            } else if ft.is_dir() {
+                EntryKind::Dir
+            } else if ft.is_symlink() {
+                EntryKind::Symlink
+            } else {
+                if !filter.is_excluded(&rel, false) {
+                    report.skipped_special.push(rel);
+                }
+                continue;
+            };
+            if filter.is_excluded(&rel, kind == EntryKind::Dir) {
+                continue;
+            }
+            let mut e = Entry {
+                path: rel.clone(),
+                kind,
+                mode: md.mode() & 0o7777,
+                size: if kind == EntryKind::Dir { 0 } else { md.size() },
+                mtime_ns: md
+                    .mtime()
+                    .saturating_mul(1_000_000_000)
+                    .saturating_add(md.mtime_nsec()),
+                sha256: None,
+                target: None,
+            };
+            match kind {
+                EntryKind::Dir => stack.push(Some(rel.clone())),
+                EntryKind::Symlink => {
+                    let t = fs::read_link(&path)
+                        .map_err(|e| SyncError::io("read a symlink", &path, e))?;
+                    e.target = Some(RawBytes(t.as_os_str().as_bytes().to_vec()));
+                }
+                EntryKind::File => {
+                    let reuse = previous
+                        .and_then(|m| m.get(&rel).map(|old| (old, m.taken_at_ns)))
+                        .filter(|(old, at)| e.can_reuse_hash_of(old, *at));
+                    e.sha256 = match reuse {
+                        Some((old, _)) => old.sha256.clone(),
+                        None => Some(hash_file(&path)?.0),
+                    };
+                }
+            }
+            entries.insert(rel, e);
+        }
+    }
+    Ok((
+        Manifest {
+            taken_at_ns,
+            entries,
+        },
+        report,
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn scan_skips_git_and_ignored_and_keeps_odd_names() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        fs::create_dir_all(r.join(".git/objects")).unwrap();
+        fs::write(r.join(".git/HEAD"), "x").unwrap();
+        fs::write(r.join(BERTHIGNORE), "*.log\nbuild/\n").unwrap();
+        fs::create_dir(r.join("build")).unwrap();
+        fs::write(r.join("build/out"), "o").unwrap();
+        fs::write(r.join("x.log"), "l").unwrap();
+        let odd = std::ffi::OsStr::from_bytes(b"-we\xffird\nname 'q'");
+        fs::write(r.join(odd), "odd").unwrap();
+        std::os::unix::fs::symlink("target", r.join("ln")).unwrap();
+        let f = Filter::new(r, &["secret*".to_owned()]).unwrap();
+        fs::write(r.join("secret.txt"), "s").unwrap();
+        let (m, _) = scan(r, &f, None).unwrap();
+        let names: Vec<String> = m.entries.keys().map(|p| p.to_string()).collect();
+        assert_eq!(names.len(), 3, "{names:?}");
+        let odd_rel = RelPath::new(odd.as_bytes().to_vec()).unwrap();
+        assert_eq!(
+            m.get(&odd_rel).unwrap().sha256.as_deref(),
+            Some(hash_bytes(b"odd").as_str())
+        );
+        let ln = m.get(&RelPath::new(b"ln".to_vec()).unwrap()).unwrap();
+        assert_eq!(ln.target, Some(RawBytes(b"target".to_vec())));
+        let json = serde_json::to_string(&m).unwrap();
+        let back: Manifest = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, m);
+    }
+
+    #[test]
+    fn hashes_are_reused_only_for_old_unchanged_files() {
+        let d = tempfile::tempdir().unwrap();
+        let r = d.path();
+        let p = r.join("f");
+        fs::write(&p, "aaaa").unwrap();
+        let old = SystemTime::now() - Duration::from_secs(3600);
+        fs::File::options()
+            .write(true)
+            .open(&p)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        let f = Filter::new(r, &[]).unwrap();
+        let (mut m, _) = scan(r, &f, None).unwrap();
+        let rel = RelPath::new(b"f".to_vec()).unwrap();
+        // Poison the stored hash: a reuse is visible as the poisoned value coming back.
+        m.entries.get_mut(&rel).unwrap().sha256 = Some("poison".to_owned());
+        let (m2, _) = scan(r, &f, Some(&m)).unwrap();
+        assert_eq!(m2.get(&rel).unwrap().sha256.as_deref(), Some("poison"));
+        // Same size, new mtime: re-hashed.
+        fs::write(&p, "bbbb").unwrap();
+        let (m3, _) = scan(r, &f, Some(&m)).unwrap();
+        assert_eq!(
+            m3.get(&rel).unwrap().sha256.as_deref(),
+            Some(hash_bytes(b"bbbb").as_str())
+        );
+    }
+}

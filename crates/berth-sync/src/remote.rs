@@ -1,0 +1,420 @@
+//! The remote side, written once over any [`Transport`]: where a scope's copy lives, the `sh`
+//! scripts that list, hash, pack and unpack it, and the plumbing that streams a command's
+//! output into a blocking consumer with bounded memory.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+
+use berth_exec::shell::quote;
+use berth_exec::{Completed, ExecRequest, Output, Transport};
+use bytes::Bytes;
+use tokio::sync::mpsc;
+
+use crate::error::SyncError;
+use crate::manifest::{Entry, EntryKind, Manifest};
+use crate::path::{RawBytes, RelPath};
+
+/// Most listing output accepted from the remote (a listing is ~100 bytes per entry).
+const LISTING_CAP: usize = 512 * 1024 * 1024;
+
+/// Where a workspace's remote copy lives: `<root>/.berth/ws/<scope>/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RemoteSpec {
+    /// The environment's Berth root (`remoteWorkspacePath` for ssh).
+    pub root: String,
+    /// The lease scope key (execution workspace id, run id or agent id).
+    pub scope: String,
+}
+
+/// Validate an id used in a remote path or a git ref: `^[A-Za-z0-9._-]+$`, not `.`/`..`.
+pub fn validate_id(what: &str, id: &str) -> Result<(), SyncError> {
+    let ok = !id.is_empty()
+        && id != "."
+        && id != ".."
+        && !id.starts_with('-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SyncError::Invalid {
+            what: what.to_owned(),
+            value: id.to_owned(),
+            reason: "must match ^[A-Za-z0-9._-]+$ and not be `.` or `..`".to_owned(),
+        })
+    }
+}
+
+impl RemoteSpec {
+    pub fn new(root: impl Into<String>, scope: impl Into<String>) -> Result<Self, SyncError> {
+        let s = Self {
+            root: root.into(),
+            scope: scope.into(),
+        };
+        validate_id("scope", &s.scope)?;
+        if !s.root.starts_with('/') {
+            return Err(SyncError::Invalid {
+                what: "remote root".to_owned(),
+                value: s.root,
+                reason: "must be an absolute path".to_owned(),
+            });
+        }
+        Ok(s)
+    }
+
+    /// `<root>/.berth/ws`.
+    pub fn ws_parent(&self) -> String {
+        format!("{}/.berth/ws", self.root.trim_end_matches('/'))
+    }
+
+    /// The remote work tree.
+    pub fn ws(&self) -> String {
+        format!("{}/{}", self.ws_parent(), self.scope)
+    }
+
+    /// Berth's own files for this scope (never inside the work tree).
+    pub fn meta(&self) -> String {
+        format!("{}/.{}.sync", self.ws_parent(), self.scope)
+    }
+}
+
+/// `records`, each followed by NUL (for `xargs -0` / `tar --null -T -` on stdin).
+pub(crate) fn nul_list(records: &[Vec<u8>]) -> Bytes {
+    let mut v = Vec::new();
+    for r in records {
+        v.extend_from_slice(r);
+        v.push(0);
+    }
+    Bytes::from(v)
+}
+
+/// Script fragment printing the listing of the current directory (the work tree):
+/// `T\0<epoch secs>\0`, optionally `H\0<head sha>\0`, one `E\0type\0mode\0size\0mtime\0path\0
+/// target\0` per entry (`.git` pruned), then optionally `I\0` and git's ignored paths.
+pub(crate) fn listing_script(git: bool, git_ignored: bool) -> String {
+    let mut s = String::from("printf 'T\\0%s\\0' \"$(date +%s)\"\n");
+    if git {
+        s.push_str("printf 'H\\0%s\\0' \"$(git rev-parse -q --verify HEAD 2>/dev/null)\"\n");
+    }
+    s.push_str(
+        "find . -mindepth 1 \\( -name .git -prune \\) -o -printf 'E\\0%y\\0%m\\0%s\\0%T@\\0%p\\0%l\\0'\n",
+    );
+    if git && git_ignored {
+        s.push_str("printf 'I\\0'\ngit ls-files -z -o -i --exclude-standard --directory\n");
+    }
+    s
+}
+
+/// A parsed remote listing.
+#[derive(Debug, Clone, Default)]
+pub struct Listing {
+    pub manifest: Manifest,
+    pub head: Option<String>,
+    /// Raw `git ls-files … --directory` output, when requested.
+    pub git_ignored: Vec<u8>,
+    /// The push marker (`<state id>:<work tree id>`) and the work tree's id now, when asked.
+    pub marker: Option<String>,
+    pub ws_id: Option<String>,
+    /// Entries that are neither file, directory nor symlink (never synced).
+    pub special: Vec<RelPath>,
+}
+
+fn parse_mtime(s: &[u8]) -> Option<i64> {
+    let s = std::str::from_utf8(s).ok()?;
+    let (secs, frac) = s.split_once('.').unwrap_or((s, ""));
+    let secs: i64 = secs.parse().ok()?;
+    let mut digits: String = frac.chars().take(9).collect();
+    while digits.len() < 9 {
+        digits.push('0');
+    }
+    let ns: i64 = digits.parse().ok()?;
+    Some(secs.saturating_mul(1_000_000_000).saturating_add(ns))
+}
+
+fn bad_listing(env: &str, detail: impl Into<String>) -> SyncError {
+    SyncError::Remote {
+        env: env.to_owned(),
+        what: "parse the remote workspace listing".to_owned(),
+        detail: detail.into(),
+    }
+}
+
+fn field<'a>(env: &str, r: Option<&'a [u8]>) -> Result<&'a [u8], SyncError> {
+    r.ok_or_else(|| bad_listing(env, "truncated record"))
+}
+
+pub(crate) fn parse_listing(env: &str, out: &[u8]) -> Result<Listing, SyncError> {
+    let mut recs = out.split(|b| *b == 0);
+    let mut l = Listing::default();
+    while let Some(tag) = recs.next() {
+        match tag {
+            b"" => {}
+            b"T" => {
+                let t = field(env, recs.next())?;
+                let secs: i64 = std::str::from_utf8(t)
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .ok_or_else(|| bad_listing(env, "bad remote time"))?;
+                l.manifest.taken_at_ns = secs.saturating_mul(1_000_000_000);
+            }
+            b"M" => {
+                l.marker = Some(
+                    String::from_utf8_lossy(field(env, recs.next())?)
+                        .trim()
+                        .to_owned(),
+                );
+            }
+            b"W" => {
+                l.ws_id = Some(
+                    String::from_utf8_lossy(field(env, recs.next())?)
+                        .trim()
+                        .to_owned(),
+                );
+            }
+            b"H" => {
+                let h = String::from_utf8_lossy(field(env, recs.next())?)
+                    .trim()
+                    .to_owned();
+                l.head = (!h.is_empty()).then_some(h);
+            }
+            b"I" => {
+                let rest: Vec<&[u8]> = recs.by_ref().collect();
+                l.git_ignored = rest.join(&0u8);
+            }
+            b"E" => {
+                let ty = field(env, recs.next())?;
+                let mode = field(env, recs.next())?;
+                let size = field(env, recs.next())?;
+                let mtime = field(env, recs.next())?;
+                let name = field(env, recs.next())?;
+                let target = field(env, recs.next())?;
+                let path = RelPath::from_dot_slash(name)?;
+                if !name.starts_with(b"./") {
+                    return Err(SyncError::unsafe_entry(name, "listing name without ./"));
+                }
+                let kind = match ty {
+                    b"f" => EntryKind::File,
+                    b"d" => EntryKind::Dir,
+                    b"l" => EntryKind::Symlink,
+                    _ => {
+                        l.special.push(path);
+                        continue;
+                    }
+                };
+                let mode = std::str::from_utf8(mode)
+                    .ok()
+                    .and_then(|m| u32::from_str_radix(m, 8).ok())
+                    .ok_or_else(|| bad_listing(env, "bad mode"))?;
+                let size: u64 = std::str::from_utf8(size)
+                    .ok()
+                    .and_then(|m| m.parse().ok())
+                    .ok_or_else(|| bad_listing(env, "bad size"))?;
+                let mtime_ns = parse_mtime(mtime).ok_or_else(|| bad_listing(env, "bad mtime"))?;
+                let e = Entry {
+                    path: path.clone(),
+                    kind,
+                    mode: mode & 0o7777,
+                    size: if kind == EntryKind::Dir { 0 } else { size },
+                    mtime_ns,
+                    sha256: None,
+                    target: (kind == EntryKind::Symlink).then(|| RawBytes(target.to_vec())),
+                };
+                l.manifest.entries.insert(path, e);
+            }
+            other => {
+                return Err(bad_listing(
+                    env,
+                    format!("unexpected tag {:?}", String::from_utf8_lossy(other)),
+                ));
+            }
+        }
+    }
+    Ok(l)
+}
+
+/// Script fragment (run inside the work tree) printing the push marker and the work tree's id
+/// (inode and birth time), which together say whether this is the copy that was pushed.
+pub(crate) fn marker_script(spec: &RemoteSpec) -> String {
+    format!(
+        "printf 'M\\0%s\\0' \"$(cat {}/state-id 2>/dev/null)\"\nprintf 'W\\0%s\\0' \"$(stat -c %i.%.9W .)\"\n",
+        quote(&spec.meta())
+    )
+}
+
+/// `cd <ws>` with a clear error when it is missing.
+pub(crate) fn cd_ws(spec: &RemoteSpec) -> String {
+    format!("cd {} || exit 3\n", quote(&spec.ws()))
+}
+
+/// Run a short step and require success.
+pub(crate) async fn run_ok(
+    t: &dyn Transport,
+    script: &str,
+    stdin: Bytes,
+    what: &str,
+) -> Result<Completed, SyncError> {
+    let env = t.describe();
+    Ok(t.run(script, stdin).await?.check(&env, what)?)
+}
+
+/// Run a command (own channel, no deadline beyond `req`'s) and collect its output.
+pub(crate) async fn exec_collect(
+    t: &dyn Transport,
+    req: ExecRequest,
+    what: &str,
+) -> Result<Completed, SyncError> {
+    let env = t.describe();
+    let c = t.exec(req).await?.collect(LISTING_CAP).await?;
+    if c.stdout_truncated {
+        return Err(SyncError::Remote {
+            env,
+            what: what.to_owned(),
+            detail: format!("output exceeded {LISTING_CAP} bytes"),
+        });
+    }
+    Ok(c.check(&env, what)?)
+}
+
+/// A blocking [`Read`] over chunks sent from async code (bounded queue: backpressure).
+pub(crate) struct ChanReader {
+    rx: mpsc::Receiver<Bytes>,
+    cur: Bytes,
+    pub(crate) total: u64,
+}
+
+impl Read for ChanReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.cur.is_empty() {
+            match self.rx.blocking_recv() {
+                Some(b) => self.cur = b,
+                None => return Ok(0),
+            }
+        }
+        let n = buf.len().min(self.cur.len());
+        buf[..n].copy_from_slice(&self.cur[..n]);
+        self.cur = self.cur.slice(n..);
+        self.total += n as u64;
+        Ok(n)
+    }
+}
+
+impl ChanReader {
+    /// Read to EOF, so the producer is never left blocked.
+    pub(crate) fn drain(&mut self) {
+        let mut buf = [0u8; 8192];
+        while matches!(self.read(&mut buf), Ok(n) if n > 0) {}
+    }
+}
+
+/// Run `req`, feeding its stdout to `consume` on a blocking thread. The command's failure is
+/// reported first (its stderr explains a truncated stream); then the consumer's result.
+pub(crate) async fn exec_into<T: Send + 'static>(
+    t: &dyn Transport,
+    req: ExecRequest,
+    what: &str,
+    consume: impl FnOnce(&mut ChanReader) -> Result<T, SyncError> + Send + 'static,
+) -> Result<T, SyncError> {
+    let env = t.describe();
+    let mut h = t.exec(req).await?;
+    let (tx, rx) = mpsc::channel::<Bytes>(16);
+    let consumer = tokio::task::spawn_blocking(move || {
+        let mut r = ChanReader {
+            rx,
+            cur: Bytes::new(),
+            total: 0,
+        };
+        let res = consume(&mut r);
+        if res.is_ok() {
+            r.drain();
+        }
+        res
+    });
+    let mut stderr = Vec::new();
+    let mut consumer_gone = false;
+    while let Some(o) = h.next_output().await {
+        match o {
+            Output::Stdout(b) => {
+                if !consumer_gone && tx.send(b).await.is_err() {
+                    // The consumer refused the stream: stop the command.
+                    consumer_gone = true;
+                    break;
+                }
+            }
+            Output::Stderr(b) => {
+                if stderr.len() < 64 * 1024 {
+                    stderr.extend_from_slice(&b);
+                }
+            }
+        }
+    }
+    drop(tx);
+    let outcome = if consumer_gone {
+        drop(h);
+        None
+    } else {
+        Some(h.wait().await)
+    };
+    let consumed = consumer.await.map_err(|e| SyncError::Task {
+        what: what.to_owned(),
+        detail: e.to_string(),
+    })?;
+    if let Some(outcome) = outcome {
+        let outcome = outcome?;
+        if !outcome.success() {
+            return Err(SyncError::Remote {
+                env,
+                what: what.to_owned(),
+                detail: format!("{outcome}: {}", String::from_utf8_lossy(&stderr).trim()),
+            });
+        }
+    }
+    consumed
+}
+
+/// Parse `sha256sum -z` output (`<hex>  <name>\0`) into name → hash.
+pub(crate) fn parse_sums(out: &[u8]) -> BTreeMap<Vec<u8>, String> {
+    let mut m = BTreeMap::new();
+    for rec in out.split(|b| *b == 0) {
+        if rec.len() > 66 && rec[64] == b' ' {
+            let hash = String::from_utf8_lossy(&rec[..64]).into_owned();
+            // Binary mode marks the name with `*`; text mode with a space.
+            m.insert(rec[66..].to_vec(), hash);
+        }
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn listing_parses_entries_head_and_ignored() {
+        let out = b"T\x001700000000\x00H\x00abc\x00E\x00f\x00644\x003\x001700000000.5000000000\x00./a b\x00\x00E\x00l\x00777\x001\x001.0\x00./-l\x00t\nx\x00E\x00p\x00644\x000\x001.0\x00./fifo\x00\x00I\x00node_modules/\x00x.log\x00";
+        let l = parse_listing("e", out).unwrap();
+        assert_eq!(l.head.as_deref(), Some("abc"));
+        assert_eq!(l.manifest.taken_at_ns, 1_700_000_000_000_000_000);
+        let a = l
+            .manifest
+            .get(&RelPath::new(b"a b".to_vec()).unwrap())
+            .unwrap();
+        assert_eq!(a.mtime_ns, 1_700_000_000_500_000_000);
+        assert_eq!(a.mode, 0o644);
+        let ln = l
+            .manifest
+            .get(&RelPath::new(b"-l".to_vec()).unwrap())
+            .unwrap();
+        assert_eq!(ln.target, Some(RawBytes(b"t\nx".to_vec())));
+        assert_eq!(l.special.len(), 1);
+        assert_eq!(l.git_ignored, b"node_modules/\x00x.log\x00");
+    }
+
+    #[test]
+    fn listing_rejects_escaping_names() {
+        let out = b"E\x00f\x00644\x001\x001.0\x00./../x\x00\x00";
+        assert!(parse_listing("e", out).is_err());
+        let out = b"E\x00f\x00644\x001\x001.0\x00/etc/passwd\x00\x00";
+        assert!(parse_listing("e", out).is_err());
+    }
+}

@@ -1,0 +1,691 @@
+//! Sync back: bring a remote copy's changes into the local workspace without ever losing a
+//! local edit.
+//!
+//! Under the workspace lock (stale staging of a crashed restore is removed first): the remote
+//! lists itself, hashes only files whose size/mtime differ from the recorded remote manifest,
+//! and sends the files that are needed in one tar stream into a staging directory next to the
+//! workspace. Then, per path, a three-way decision against the baseline recorded at push:
+//! remote-only changes are applied (renames), local-only changes kept, changes on both sides
+//! to different content are conflicts (local kept, remote beside it as `<path>.berth-remote`).
+//! Remote commits arrive as `refs/berth/runs/<run>`; the local branch is fast-forwarded with a
+//! compare-and-swap only when local HEAD has not moved.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::io::Write as _;
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+use std::path::{Path, PathBuf};
+
+use berth_exec::shell::quote;
+use berth_exec::{ExecRequest, Transport};
+use flate2::read::GzDecoder;
+
+use crate::archive::{Staged, extract_to_staging};
+use crate::error::SyncError;
+use crate::git;
+use crate::manifest::{Entry, EntryKind, Manifest, same};
+use crate::path::{RelPath, symlink_stays_inside};
+use crate::progress::{Phase, reporter};
+use crate::push::{canonical, filter_for_listing, scan_blocking};
+use crate::remote::{
+    RemoteSpec, cd_ws, exec_collect, exec_into, listing_script, marker_script, nul_list,
+    parse_listing, parse_sums, validate_id,
+};
+use crate::state::{StateDir, SyncOptions};
+
+/// Suffix of the remote version written beside a conflicting local path.
+pub const REMOTE_SUFFIX: &str = ".berth-remote";
+
+/// What happened to the local branch.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case", tag = "outcome")]
+pub enum GitRestore {
+    /// Not a git work tree.
+    NotGit,
+    /// The remote made no commits.
+    Unchanged,
+    /// Local HEAD had not moved: the branch (or detached HEAD) now points at the remote head.
+    FastForwarded { from: String, to: String },
+    /// Local HEAD moved during the run (or the remote rewrote history): the remote head is
+    /// left at `ref_name` for the user.
+    RefKept { ref_name: String, head: String },
+}
+
+/// A remote entry that was refused.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Rejected {
+    pub path: RelPath,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RestoreReport {
+    /// Remote-only changes written locally (created or replaced entries).
+    pub applied: Vec<RelPath>,
+    /// Remote deletions applied locally.
+    pub deleted: Vec<RelPath>,
+    /// Paths changed on both sides to different content (or whose remote change could not be
+    /// applied without touching a local change). The local version is kept.
+    pub conflicts: Vec<RelPath>,
+    /// `<path>.berth-remote` files written for conflicts.
+    pub remote_copies: Vec<RelPath>,
+    /// Paths changed only locally during the run, kept.
+    pub kept_local: Vec<RelPath>,
+    /// Remote entries refused (devices, fifos, symlinks escaping the workspace).
+    pub rejected: Vec<Rejected>,
+    pub git: GitRestore,
+    /// Files received and their bytes (uncompressed).
+    pub files: u64,
+    pub bytes: u64,
+}
+
+/// Per-path decision of the three-way merge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    /// Nothing changed remotely (or both sides made the same change).
+    Keep,
+    /// Changed only locally.
+    KeepLocal,
+    /// Changed only remotely.
+    ApplyRemote,
+    /// Changed on both sides to different content.
+    Conflict,
+}
+
+/// The three-way decision for one path from its baseline, local and remote states.
+pub fn decide(base: Option<&Entry>, local: Option<&Entry>, remote: Option<&Entry>) -> Decision {
+    let lc = !same(local, base);
+    let rc = !same(remote, base);
+    match (lc, rc) {
+        (_, false) if lc => Decision::KeepLocal,
+        (_, false) => Decision::Keep,
+        (false, true) => Decision::ApplyRemote,
+        (true, true) if same(local, remote) => Decision::Keep,
+        (true, true) => Decision::Conflict,
+    }
+}
+
+/// Restore the remote copy of `spec` into `ws` after run `run_id`.
+pub async fn restore(
+    t: &dyn Transport,
+    ws: &Path,
+    spec: &RemoteSpec,
+    run_id: &str,
+    opts: &SyncOptions,
+) -> Result<RestoreReport, SyncError> {
+    validate_id("run id", run_id)?;
+    let ws = canonical(ws)?;
+    let sd = StateDir::for_workspace(&ws, opts)?;
+    let _lock = sd.lock().await?;
+    let stale = sd.clean_staging()?;
+    if stale > 0 {
+        tracing::info!(stale, "removed staging left by an interrupted restore");
+    }
+    let mut st = sd.load(&spec.scope)?.ok_or_else(|| SyncError::NoBaseline {
+        scope: spec.scope.clone(),
+    })?;
+    let is_git = st.git.is_some();
+    let env = t.describe();
+
+    // 1. The remote lists itself.
+    let script = format!(
+        "{}{}{}",
+        cd_ws(spec),
+        marker_script(spec),
+        listing_script(is_git, is_git && !opts.sync_ignored)
+    );
+    let listed = exec_collect(t, ExecRequest::new(script), "list the remote workspace").await?;
+    let listing = parse_listing(&env, &listed.stdout)?;
+    // A copy that is not the one pushed (wiped, recreated, re-pushed from elsewhere) would
+    // look like "the remote deleted everything": refuse it rather than apply that.
+    let expected = format!(
+        "{}:{}",
+        st.state_id,
+        listing.ws_id.as_deref().unwrap_or_default()
+    );
+    if listing.marker.as_deref() != Some(expected.as_str()) {
+        return Err(SyncError::Remote {
+            env,
+            what: "verify the remote workspace before restoring".to_owned(),
+            detail: "the remote copy is not the one this workspace pushed (removed, recreated or \
+                     overwritten); nothing was changed locally"
+                .to_owned(),
+        });
+    }
+    let rfilter = filter_for_listing(&ws, opts, &listing)?;
+    let mut rejected = Vec::new();
+    let mut remote = Manifest {
+        taken_at_ns: listing.manifest.taken_at_ns,
+        ..Manifest::default()
+    };
+    for p in &listing.special {
+        if !rfilter.is_excluded(p, false) {
+            rejected.push(Rejected {
+                path: p.clone(),
+                reason: "not a regular file, directory or symlink".to_owned(),
+            });
+        }
+    }
+    let mut need_hash = Vec::new();
+    for (p, mut e) in listing.manifest.entries {
+        if rfilter.is_excluded(&p, e.kind == EntryKind::Dir) {
+            continue;
+        }
+        if e.kind == EntryKind::Symlink {
+            let target = e
+                .target
+                .as_ref()
+                .map(|t| t.0.as_slice())
+                .unwrap_or_default();
+            if !symlink_stays_inside(&p, target) {
+                let unchanged = st.remote.get(&p).is_some_and(|o| o.same_content(&e));
+                if !unchanged {
+                    rejected.push(Rejected {
+                        path: p,
+                        reason: "symlink pointing outside the workspace".to_owned(),
+                    });
+                    continue;
+                }
+            }
+        }
+        if e.kind == EntryKind::File {
+            match st.remote.get(&p) {
+                Some(old) if e.can_reuse_hash_of(old, st.remote.taken_at_ns) => {
+                    e.sha256 = old.sha256.clone();
+                }
+                _ => need_hash.push(p.clone()),
+            }
+        }
+        remote.entries.insert(p, e);
+    }
+    let rejected_set: BTreeSet<RelPath> = rejected.iter().map(|r| r.path.clone()).collect();
+
+    // 2. Hash only what may have changed.
+    if !need_hash.is_empty() {
+        let list: Vec<Vec<u8>> = need_hash.iter().map(RelPath::dot_slash).collect();
+        let c = exec_collect(
+            t,
+            ExecRequest::new(format!("{}xargs -0 sha256sum -z --\n", cd_ws(spec)))
+                .stdin_bytes(nul_list(&list)),
+            "hash changed remote files",
+        )
+        .await?;
+        let sums = parse_sums(&c.stdout);
+        for p in &need_hash {
+            let h = sums.get(&p.dot_slash()).ok_or_else(|| SyncError::Remote {
+                env: env.clone(),
+                what: "hash changed remote files".to_owned(),
+                detail: format!("no hash for {p}"),
+            })?;
+            if let Some(e) = remote.entries.get_mut(p) {
+                e.sha256 = Some(h.clone());
+            }
+        }
+    }
+
+    // 3. The local side now.
+    let lfilter = crate::push::local_filter(&ws, opts, is_git).await?;
+    let (local, _) = scan_blocking(&ws, &lfilter, Some(st.local.clone())).await?;
+    let base = &st.local;
+
+    let mut paths: BTreeSet<RelPath> = BTreeSet::new();
+    paths.extend(base.entries.keys().cloned());
+    paths.extend(local.entries.keys().cloned());
+    paths.extend(remote.entries.keys().cloned());
+    paths.retain(|p| !rejected_set.contains(p));
+
+    // 4. Fetch the remote files that will be written (applied or beside a conflict).
+    let wanted: BTreeSet<RelPath> = paths
+        .iter()
+        .filter(|p| {
+            remote.get(p).is_some_and(|r| r.kind == EntryKind::File)
+                && matches!(
+                    decide(base.get(p), local.get(p), remote.get(p)),
+                    Decision::ApplyRemote | Decision::Conflict
+                )
+        })
+        .cloned()
+        .collect();
+    let staging = sd.staging(run_id)?;
+    let needed: u64 = wanted
+        .iter()
+        .filter_map(|p| remote.get(p).map(|e| e.size))
+        .sum();
+    check_headroom(&staging.dir, needed)?;
+    let mut staged = BTreeMap::new();
+    let (mut files, mut bytes) = (0, 0);
+    if !wanted.is_empty() {
+        let list: Vec<Vec<u8>> = wanted.iter().map(RelPath::dot_slash).collect();
+        let dir = staging.dir.clone();
+        let want = wanted.clone();
+        let progress = reporter(opts.progress.clone(), Phase::Restore);
+        let (got, stats) = exec_into(
+            t,
+            ExecRequest::new(format!(
+                "{}tar -c -z -f - --null --no-recursion -T -\n",
+                cd_ws(spec)
+            ))
+            .stdin_bytes(nul_list(&list)),
+            "send changed remote files",
+            move |r| extract_to_staging(GzDecoder::new(r), &dir, &want, &progress),
+        )
+        .await?;
+        for p in &wanted {
+            let s: &Staged = got.get(p).ok_or_else(|| SyncError::Remote {
+                env: env.clone(),
+                what: "send changed remote files".to_owned(),
+                detail: format!("{p} missing from the stream"),
+            })?;
+            // The file may have changed since it was hashed: what was received is what counts.
+            if let Some(e) = remote.entries.get_mut(p) {
+                e.sha256 = Some(s.sha256.clone());
+                e.size = s.size;
+                e.mode = s.mode;
+            }
+        }
+        staged = got;
+        files = stats.files;
+        bytes = stats.bytes;
+    }
+
+    // 5. Git history.
+    let git_outcome = match &st.git {
+        None => GitRestore::NotGit,
+        Some(gp) => {
+            integrate_git(
+                t,
+                &ws,
+                spec,
+                run_id,
+                gp,
+                listing.head.as_deref(),
+                &staging.dir,
+            )
+            .await?
+        }
+    };
+
+    // 6. Apply, per path.
+    let mut report = RestoreReport {
+        applied: Vec::new(),
+        deleted: Vec::new(),
+        conflicts: Vec::new(),
+        remote_copies: Vec::new(),
+        kept_local: Vec::new(),
+        rejected,
+        git: git_outcome,
+        files,
+        bytes,
+    };
+    let mut apply = Vec::new();
+    let mut conflicts = BTreeSet::new();
+    for p in &paths {
+        match decide(base.get(p), local.get(p), remote.get(p)) {
+            Decision::Keep => {}
+            Decision::KeepLocal => report.kept_local.push(p.clone()),
+            Decision::Conflict => {
+                conflicts.insert(p.clone());
+            }
+            Decision::ApplyRemote => apply.push(p.clone()),
+        }
+    }
+    let mut blocked = BTreeSet::new();
+    let mut dir_modes = Vec::new();
+    // Removals deepest first, so a directory is empty when its turn comes.
+    for p in apply.iter().rev() {
+        let (Some(l), r) = (local.get(p), remote.get(p)) else {
+            continue;
+        };
+        if r.is_some_and(|r| r.kind == l.kind) {
+            continue;
+        }
+        let abs = p.under(&ws);
+        if !unchanged_since_scan(&abs, Some(l)) {
+            conflicts.insert(p.clone());
+            blocked.insert(p.clone());
+            continue;
+        }
+        let res = if l.kind == EntryKind::Dir {
+            fs::remove_dir(&abs)
+        } else {
+            fs::remove_file(&abs)
+        };
+        match res {
+            Ok(()) => {
+                if r.is_none() {
+                    report.deleted.push(p.clone());
+                }
+            }
+            // A local change below it keeps the directory.
+            Err(e)
+                if l.kind == EntryKind::Dir
+                    && e.kind() == std::io::ErrorKind::DirectoryNotEmpty =>
+            {
+                conflicts.insert(p.clone());
+                blocked.insert(p.clone());
+            }
+            Err(e) => return Err(SyncError::io("remove a path deleted remotely", abs, e)),
+        }
+    }
+    for p in &apply {
+        let Some(r) = remote.get(p) else { continue };
+        if blocked.contains(p) {
+            continue;
+        }
+        if !parent_is_dir(&ws, p) {
+            conflicts.insert(p.clone());
+            continue;
+        }
+        let abs = p.under(&ws);
+        // Removed above when the kind differs: then the path must be absent now.
+        let expected = local.get(p).filter(|l| l.kind == r.kind);
+        match r.kind {
+            EntryKind::Dir => {
+                if expected.is_none() {
+                    if fs::symlink_metadata(&abs).is_ok() {
+                        conflicts.insert(p.clone());
+                        continue;
+                    }
+                    fs::create_dir(&abs)
+                        .map_err(|e| SyncError::io("create a directory", &abs, e))?;
+                }
+                // Modes are set last, deepest first: a read-only directory must not stop its
+                // own children from being placed.
+                dir_modes.push((abs, r.mode & 0o7777));
+            }
+            EntryKind::File | EntryKind::Symlink => {
+                if !unchanged_since_scan(&abs, expected) {
+                    conflicts.insert(p.clone());
+                    continue;
+                }
+                place(&ws, p, &abs, r, staged.get(p))?;
+            }
+        }
+        report.applied.push(p.clone());
+    }
+    // The remote side of each conflict, beside the local one.
+    for p in &conflicts {
+        let Some(r) = remote.get(p) else { continue };
+        if r.kind == EntryKind::Dir || !parent_is_dir(&ws, p) {
+            continue;
+        }
+        let copy = p.with_suffix(REMOTE_SUFFIX);
+        let abs = copy.under(&ws);
+        if fs::symlink_metadata(&abs).is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
+        place(&ws, &copy, &abs, r, staged.get(p))?;
+        report.remote_copies.push(copy);
+    }
+    for (abs, mode) in dir_modes.iter().rev() {
+        fs::set_permissions(abs, fs::Permissions::from_mode(*mode))
+            .map_err(|e| SyncError::io("set a directory's mode", abs, e))?;
+    }
+    report.conflicts = conflicts.into_iter().collect();
+
+    // 7. Remember what the remote holds now.
+    st.remote = remote;
+    st.remote_head = listing.head.or(st.remote_head);
+    sd.save(&spec.scope, &st)?;
+    drop(staging);
+    Ok(report)
+}
+
+/// Free space kept beyond what staging needs.
+const HEADROOM: u64 = 16 << 20;
+
+/// Refuse to start a transfer that cannot fit next to the workspace.
+fn check_headroom(dir: &Path, needed: u64) -> Result<(), SyncError> {
+    let st = nix::sys::statvfs::statvfs(dir)
+        .map_err(|e| SyncError::io("check free space", dir, std::io::Error::from(e)))?;
+    #[allow(
+        clippy::useless_conversion,
+        reason = "u64 on 64-bit targets, narrower elsewhere"
+    )]
+    let available = u64::from(st.blocks_available()).saturating_mul(u64::from(st.fragment_size()));
+    if needed.saturating_add(HEADROOM) > available {
+        return Err(SyncError::NoSpace {
+            path: dir.to_path_buf(),
+            needed,
+            available,
+        });
+    }
+    Ok(())
+}
+
+fn parent_is_dir(ws: &Path, p: &RelPath) -> bool {
+    match p.parent() {
+        None => true,
+        Some(par) => fs::symlink_metadata(par.under(ws)).is_ok_and(|m| m.is_dir()),
+    }
+}
+
+/// Whether the local entry still looks as scanned (`None`: still absent). A last guard
+/// against an edit made while the restore runs.
+fn unchanged_since_scan(abs: &Path, l: Option<&Entry>) -> bool {
+    let md = fs::symlink_metadata(abs);
+    match (l, md) {
+        (None, Err(e)) => e.kind() == std::io::ErrorKind::NotFound,
+        (None, Ok(_)) | (Some(_), Err(_)) => false,
+        (Some(l), Ok(md)) => {
+            let kind = if md.is_dir() {
+                EntryKind::Dir
+            } else if md.file_type().is_symlink() {
+                EntryKind::Symlink
+            } else {
+                EntryKind::File
+            };
+            let mtime = md
+                .mtime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(md.mtime_nsec());
+            kind == l.kind
+                && (kind == EntryKind::Dir || (md.size() == l.size && mtime == l.mtime_ns))
+        }
+    }
+}
+
+fn tmp_beside(abs: &Path) -> PathBuf {
+    let name = format!(".berth-tmp-{}", uuid::Uuid::new_v4().simple());
+    abs.parent()
+        .map_or_else(|| PathBuf::from(&name), |d| d.join(&name))
+}
+
+/// Put the remote entry `r` at `abs` atomically (rename over whatever file is there).
+fn place(
+    _ws: &Path,
+    p: &RelPath,
+    abs: &Path,
+    r: &Entry,
+    staged: Option<&Staged>,
+) -> Result<(), SyncError> {
+    match r.kind {
+        EntryKind::Symlink => {
+            let target = r
+                .target
+                .as_ref()
+                .map(|t| t.0.as_slice())
+                .unwrap_or_default();
+            let tmp = tmp_beside(abs);
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &tmp)
+                .map_err(|e| SyncError::io("create a symlink", &tmp, e))?;
+            fs::rename(&tmp, abs).map_err(|e| {
+                let _ = fs::remove_file(&tmp);
+                SyncError::io("move a symlink into place", abs, e)
+            })
+        }
+        EntryKind::File => {
+            let s = staged.ok_or_else(|| SyncError::Remote {
+                env: String::new(),
+                what: "apply a remote file".to_owned(),
+                detail: format!("{p} was not staged"),
+            })?;
+            match fs::rename(&s.file, abs) {
+                Ok(()) => Ok(()),
+                // Staging on another filesystem: copy beside the target, then rename.
+                Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+                    let tmp = tmp_beside(abs);
+                    fs::copy(&s.file, &tmp)
+                        .map_err(|e| SyncError::io("copy a staged file", &tmp, e))?;
+                    fs::rename(&tmp, abs)
+                        .map_err(|e| SyncError::io("move a file into place", abs, e))
+                }
+                Err(e) => Err(SyncError::io("move a file into place", abs, e)),
+            }
+        }
+        EntryKind::Dir => Ok(()),
+    }
+}
+
+async fn integrate_git(
+    t: &dyn Transport,
+    ws: &Path,
+    spec: &RemoteSpec,
+    run_id: &str,
+    pushed: &crate::state::GitPoint,
+    remote_head: Option<&str>,
+    staging: &Path,
+) -> Result<GitRestore, SyncError> {
+    let Some(rh) = remote_head else {
+        return Ok(GitRestore::Unchanged);
+    };
+    if rh == pushed.head {
+        return Ok(GitRestore::Unchanged);
+    }
+    let ref_name = format!("refs/berth/runs/{run_id}");
+    if git::has_commit(ws, rh).await {
+        git::git(ws, &["update-ref", &ref_name, rh], "record the remote head").await?;
+    } else {
+        let bundle = staging.join("import.bundle");
+        let file = bundle.clone();
+        exec_into(
+            t,
+            ExecRequest::new(format!(
+                "{cd}git update-ref refs/berth/export HEAD || exit 1\n\
+                 git bundle create -q - refs/berth/export ^{base}\nrc=$?\n\
+                 git update-ref -d refs/berth/export\nexit $rc\n",
+                cd = cd_ws(spec),
+                base = quote(&pushed.head)
+            )),
+            "export the remote git history",
+            move |r| {
+                let mut f = fs::File::create(&file)
+                    .map_err(|e| SyncError::io("create the bundle file", &file, e))?;
+                std::io::copy(r, &mut f)
+                    .map_err(|e| SyncError::io("write the bundle file", &file, e))?;
+                f.flush()
+                    .map_err(|e| SyncError::io("write the bundle file", &file, e))?;
+                Ok(())
+            },
+        )
+        .await?;
+        let refspec = format!("+refs/berth/export:{ref_name}");
+        git::git(
+            ws,
+            &[
+                std::ffi::OsStr::new("fetch"),
+                std::ffi::OsStr::new("-q"),
+                bundle.as_os_str(),
+                std::ffi::OsStr::new(&refspec),
+            ],
+            "import the remote git history",
+        )
+        .await?;
+    }
+    let now = git::local_point(ws).await?;
+    let unmoved = now
+        .as_ref()
+        .is_some_and(|n| n.head == pushed.head && n.branch == pushed.branch);
+    if unmoved && git::is_ancestor(ws, &pushed.head, rh).await {
+        let cas = match &pushed.branch {
+            Some(b) => {
+                git::git(
+                    ws,
+                    &["update-ref", b, rh, &pushed.head],
+                    "fast-forward the branch",
+                )
+                .await
+            }
+            None => {
+                git::git(
+                    ws,
+                    &["update-ref", "--no-deref", "HEAD", rh, &pushed.head],
+                    "fast-forward HEAD",
+                )
+                .await
+            }
+        };
+        if cas.is_ok() {
+            // Move the index along where it still matches the old HEAD; staged changes stay.
+            if let Err(e) = git::git(
+                ws,
+                &["read-tree", "-m", "-i", &pushed.head, rh],
+                "update the index",
+            )
+            .await
+            {
+                tracing::warn!(error = %e, "index left at the previous HEAD");
+            }
+            let _ = git::git(ws, &["update-ref", "-d", &ref_name], "delete the run ref").await;
+            return Ok(GitRestore::FastForwarded {
+                from: pushed.head.clone(),
+                to: rh.to_owned(),
+            });
+        }
+    }
+    Ok(GitRestore::RefKept {
+        ref_name,
+        head: rh.to_owned(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::path::RawBytes;
+
+    fn file(h: &str, mode: u32) -> Entry {
+        Entry {
+            path: RelPath::new(b"f".to_vec()).unwrap_or_else(|_| unreachable!()),
+            kind: EntryKind::File,
+            mode,
+            size: 1,
+            mtime_ns: 0,
+            sha256: Some(h.to_owned()),
+            target: None,
+        }
+    }
+
+    #[test]
+    fn three_way_decisions() {
+        let (a, b, c) = (file("a", 0o644), file("b", 0o644), file("c", 0o644));
+        use Decision::*;
+        assert_eq!(decide(Some(&a), Some(&a), Some(&a)), Keep);
+        assert_eq!(decide(Some(&a), Some(&b), Some(&a)), KeepLocal);
+        assert_eq!(decide(Some(&a), Some(&a), Some(&b)), ApplyRemote);
+        assert_eq!(decide(Some(&a), Some(&b), Some(&b)), Keep);
+        assert_eq!(decide(Some(&a), Some(&b), Some(&c)), Conflict);
+        assert_eq!(decide(Some(&a), Some(&a), None), ApplyRemote);
+        assert_eq!(decide(Some(&a), Some(&b), None), Conflict);
+        assert_eq!(decide(None, None, Some(&a)), ApplyRemote);
+        assert_eq!(decide(None, Some(&a), Some(&b)), Conflict);
+        assert_eq!(decide(Some(&a), None, None), Keep);
+        // A mode change is a change.
+        assert_eq!(
+            decide(Some(&a), Some(&a), Some(&file("a", 0o755))),
+            ApplyRemote
+        );
+        // An unknown hash is never "unchanged": the conservative side wins.
+        let mut unknown = a.clone();
+        unknown.sha256 = None;
+        assert_eq!(decide(Some(&unknown), Some(&a), Some(&b)), Conflict);
+        let link = Entry {
+            kind: EntryKind::Symlink,
+            sha256: None,
+            target: Some(RawBytes(b"t".to_vec())),
+            ..a.clone()
+        };
+        assert_eq!(decide(Some(&a), Some(&a), Some(&link)), ApplyRemote);
+    }
+}

@@ -1,0 +1,219 @@
+//! Local sync state per workspace, kept next to it (never inside it, never in `/tmp`): the
+//! baseline manifests per scope, the lock that serializes syncs into one workspace, and the
+//! staging directories on the workspace's filesystem (leftovers of a crash are removed at the
+//! next start).
+
+use std::fs;
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::DirBuilderExt as _;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::SyncError;
+use crate::manifest::{Manifest, hash_bytes};
+
+const STATE_VERSION: u32 = 1;
+const STAGING_PREFIX: &str = "staging-";
+
+/// Options shared by push and restore.
+#[derive(Debug, Clone, Default)]
+pub struct SyncOptions {
+    /// Extra exclude patterns (gitignore syntax), on top of `.berthignore`.
+    pub excludes: Vec<String>,
+    /// Sync git-ignored paths too.
+    pub sync_ignored: bool,
+    /// Where the sync state lives; default `<parent>/.berth-sync/<name>-<hash>/`, on the same
+    /// filesystem as the workspace in every ordinary layout.
+    pub state_dir: Option<PathBuf>,
+    /// Called with transfer progress (bytes, files, rate).
+    pub progress: Option<crate::progress::ProgressFn>,
+}
+
+/// Git position recorded at sync-out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GitPoint {
+    pub head: String,
+    /// Full ref name (`refs/heads/main`), `None` when detached.
+    pub branch: Option<String>,
+}
+
+/// What one scope's last sync recorded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScopeState {
+    pub version: u32,
+    /// Also written on the remote at the end of a push: a mismatch means the remote copy is
+    /// not the one this state describes, and the next push is a full one.
+    pub state_id: String,
+    /// The local workspace as pushed (local clock): the restore's baseline.
+    pub local: Manifest,
+    /// The remote copy as last seen (remote clock), for incremental pushes and lazy hashing.
+    pub remote: Manifest,
+    /// Local HEAD and branch at push.
+    pub git: Option<GitPoint>,
+    /// The commit the remote's HEAD is known to be at.
+    pub remote_head: Option<String>,
+}
+
+/// Paths of the state of one workspace.
+#[derive(Debug, Clone)]
+pub struct StateDir {
+    pub dir: PathBuf,
+}
+
+impl StateDir {
+    pub fn for_workspace(ws: &Path, opts: &SyncOptions) -> Result<Self, SyncError> {
+        let dir = match &opts.state_dir {
+            Some(d) => d.clone(),
+            None => {
+                let parent = ws.parent().ok_or_else(|| SyncError::Invalid {
+                    what: "workspace".to_owned(),
+                    value: ws.display().to_string(),
+                    reason: "has no parent directory for the sync state".to_owned(),
+                })?;
+                let name = ws
+                    .file_name()
+                    .map(|n| String::from_utf8_lossy(n.as_bytes()).into_owned())
+                    .unwrap_or_default();
+                let h = hash_bytes(ws.as_os_str().as_bytes());
+                parent
+                    .join(".berth-sync")
+                    .join(format!("{name}-{}", &h[..12]))
+            }
+        };
+        // Resolve the longest existing prefix, so `..` and symlinks cannot hide the overlap.
+        let resolved = dir
+            .ancestors()
+            .find_map(|a| {
+                let rest = dir.strip_prefix(a).ok()?;
+                fs::canonicalize(a).ok().map(|c| c.join(rest))
+            })
+            .unwrap_or_else(|| dir.clone());
+        if resolved.starts_with(ws) || dir.starts_with(ws) {
+            // It would be scanned, pushed and restored as part of the workspace.
+            return Err(SyncError::Invalid {
+                what: "sync state dir".to_owned(),
+                value: dir.display().to_string(),
+                reason: "must be outside the workspace".to_owned(),
+            });
+        }
+        fs::create_dir_all(&dir)
+            .map_err(|e| SyncError::io("create the sync state dir", &dir, e))?;
+        Ok(Self { dir })
+    }
+
+    fn scope_file(&self, scope: &str) -> PathBuf {
+        self.dir.join(format!("scope-{scope}.json"))
+    }
+
+    pub fn load(&self, scope: &str) -> Result<Option<ScopeState>, SyncError> {
+        let p = self.scope_file(scope);
+        let text = match fs::read(&p) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(SyncError::io("read the sync state", &p, e)),
+        };
+        let st: ScopeState = serde_json::from_slice(&text).map_err(|e| SyncError::State {
+            path: p.clone(),
+            detail: e.to_string(),
+        })?;
+        if st.version != STATE_VERSION {
+            return Err(SyncError::State {
+                path: p,
+                detail: format!("unsupported version {}", st.version),
+            });
+        }
+        Ok(Some(st))
+    }
+
+    pub fn save(&self, scope: &str, st: &ScopeState) -> Result<(), SyncError> {
+        let p = self.scope_file(scope);
+        let tmp = self.dir.join(format!(".scope-{scope}.json.tmp"));
+        let json = serde_json::to_vec(st).map_err(|e| SyncError::State {
+            path: p.clone(),
+            detail: e.to_string(),
+        })?;
+        fs::write(&tmp, json).map_err(|e| SyncError::io("write the sync state", &tmp, e))?;
+        fs::rename(&tmp, &p).map_err(|e| SyncError::io("replace the sync state", &p, e))
+    }
+
+    /// Take the workspace's sync lock (waits for a holder; released on drop or crash).
+    pub async fn lock(&self) -> Result<WorkspaceLock, SyncError> {
+        let p = self.dir.join("lock");
+        let file = fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&p)
+            .map_err(|e| SyncError::io("open the sync lock", &p, e))?;
+        let locked = tokio::task::spawn_blocking(move || file.lock().map(|()| file))
+            .await
+            .map_err(|e| SyncError::Task {
+                what: "take the sync lock".to_owned(),
+                detail: e.to_string(),
+            })?
+            .map_err(|e| SyncError::io("take the sync lock", &p, e))?;
+        Ok(WorkspaceLock { _file: locked })
+    }
+
+    /// Remove staging directories left by a crashed restore. Call with the lock held.
+    pub fn clean_staging(&self) -> Result<usize, SyncError> {
+        let mut n = 0;
+        let rd = fs::read_dir(&self.dir)
+            .map_err(|e| SyncError::io("list the sync state", &self.dir, e))?;
+        for item in rd.flatten() {
+            if item
+                .file_name()
+                .as_bytes()
+                .starts_with(STAGING_PREFIX.as_bytes())
+            {
+                let p = item.path();
+                fs::remove_dir_all(&p).map_err(|e| SyncError::io("remove stale staging", &p, e))?;
+                n += 1;
+            }
+        }
+        Ok(n)
+    }
+
+    /// A fresh staging directory (0700), removed on drop.
+    pub fn staging(&self, run: &str) -> Result<Staging, SyncError> {
+        let p = self.dir.join(format!(
+            "{STAGING_PREFIX}{run}-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&p)
+            .map_err(|e| SyncError::io("create a staging dir", &p, e))?;
+        Ok(Staging { dir: p })
+    }
+}
+
+/// Held while a push or restore touches the workspace.
+#[derive(Debug)]
+pub struct WorkspaceLock {
+    _file: fs::File,
+}
+
+/// A staging directory, removed when dropped.
+#[derive(Debug)]
+pub struct Staging {
+    pub dir: PathBuf,
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+pub(crate) fn new_state(local: Manifest, remote: Manifest) -> ScopeState {
+    ScopeState {
+        version: STATE_VERSION,
+        state_id: uuid::Uuid::new_v4().simple().to_string(),
+        local,
+        remote,
+        git: None,
+        remote_head: None,
+    }
+}

@@ -1,0 +1,335 @@
+//! The random-edit model shared by the LocalTransport and sshd property tests: random trees,
+//! random edits on both sides, and the oracle a restore must satisfy.
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers fail the test loudly"
+)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs;
+use std::os::unix::fs::PermissionsExt as _;
+use std::path::Path;
+
+use berth_exec::Transport;
+use berth_sync::{RestoreReport, SyncOptions, push, restore};
+use proptest::prelude::*;
+
+use super::{Layout, Node, Tree, p, snapshot};
+
+/// Names with spaces, newlines, quotes, leading dashes and non-UTF-8 bytes.
+pub const NAMES: &[&[u8]] = &[b"a", b"b c", b"-d", b"n\nl", b"q'x", b"\xff\xfe"];
+const TARGETS: &[&[u8]] = &[b"a", b"b c/a"];
+
+#[derive(Debug, Clone)]
+pub enum Op {
+    Write(Vec<usize>, u8),
+    Delete(Vec<usize>),
+    Rename(Vec<usize>, Vec<usize>),
+    Chmod(Vec<usize>, bool),
+    /// File (or symlink) ↔ directory.
+    Swap(Vec<usize>, u8),
+    Link(Vec<usize>, usize),
+}
+
+fn path_s() -> impl Strategy<Value = Vec<usize>> {
+    prop::collection::vec(0..NAMES.len(), 1..=3)
+}
+
+pub fn op_s() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        3 => (path_s(), any::<u8>()).prop_map(|(p, c)| Op::Write(p, c)),
+        2 => path_s().prop_map(Op::Delete),
+        1 => (path_s(), path_s()).prop_map(|(a, b)| Op::Rename(a, b)),
+        1 => (path_s(), any::<bool>()).prop_map(|(p, x)| Op::Chmod(p, x)),
+        1 => (path_s(), any::<u8>()).prop_map(|(p, c)| Op::Swap(p, c)),
+        1 => (path_s(), 0..TARGETS.len()).prop_map(|(p, t)| Op::Link(p, t)),
+    ]
+}
+
+pub fn init_s() -> impl Strategy<Value = Vec<Op>> {
+    prop::collection::vec(
+        prop_oneof![
+            4 => (path_s(), any::<u8>()).prop_map(|(p, c)| Op::Write(p, c)),
+            1 => (path_s(), 0..TARGETS.len()).prop_map(|(p, t)| Op::Link(p, t)),
+        ],
+        1..12,
+    )
+}
+
+pub fn edits_s() -> impl Strategy<Value = Vec<Op>> {
+    prop::collection::vec(op_s(), 0..7)
+}
+
+fn rel(ix: &[usize]) -> Vec<u8> {
+    ix.iter().map(|i| NAMES[*i]).collect::<Vec<_>>().join(&b'/')
+}
+
+/// Same length for many values, so content changes often keep the size.
+fn content(c: u8) -> Vec<u8> {
+    vec![b'a' + (c / 4) % 26; usize::from(c % 4) + 1]
+}
+
+fn is_real_dir(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+}
+
+/// Every proper ancestor is a real directory (or absent, when `create`).
+fn ancestors_ok(root: &Path, r: &[u8], create: bool) -> bool {
+    let comps: Vec<&[u8]> = r.split(|b| *b == b'/').collect();
+    for i in 1..comps.len() {
+        let a = p(root, &comps[..i].join(&b'/'));
+        match fs::symlink_metadata(&a) {
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => return false,
+            Err(_) if create => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+pub fn apply(root: &Path, op: &Op) {
+    match op {
+        Op::Write(ix, c) => {
+            let r = rel(ix);
+            let path = p(root, &r);
+            if !ancestors_ok(root, &r, true) || is_real_dir(&path) {
+                return;
+            }
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            if fs::symlink_metadata(&path).is_ok() {
+                fs::remove_file(&path).unwrap();
+            }
+            fs::write(&path, content(*c)).unwrap();
+        }
+        Op::Delete(ix) => {
+            let path = p(root, &rel(ix));
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => fs::remove_dir_all(&path).unwrap(),
+                Ok(_) => fs::remove_file(&path).unwrap(),
+                Err(_) => {}
+            }
+        }
+        Op::Rename(a, b) => {
+            let (ra, rb) = (rel(a), rel(b));
+            let (pa, pb) = (p(root, &ra), p(root, &rb));
+            let under = rb.len() > ra.len() && rb.starts_with(&ra) && rb[ra.len()] == b'/';
+            if ra == rb
+                || under
+                || fs::symlink_metadata(&pa).is_err()
+                || fs::symlink_metadata(&pb).is_ok()
+                || !ancestors_ok(root, &rb, false)
+            {
+                return;
+            }
+            fs::rename(pa, pb).unwrap();
+        }
+        Op::Chmod(ix, x) => {
+            let path = p(root, &rel(ix));
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_file() => {
+                    let mode = if *x { 0o755 } else { 0o644 };
+                    fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+                }
+                Ok(m) if m.is_dir() => {
+                    let mode = if *x { 0o755 } else { 0o700 };
+                    fs::set_permissions(&path, fs::Permissions::from_mode(mode)).unwrap();
+                }
+                _ => {}
+            }
+        }
+        Op::Swap(ix, c) => {
+            let r = rel(ix);
+            let path = p(root, &r);
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.is_dir() => {
+                    fs::remove_dir_all(&path).unwrap();
+                    fs::write(&path, content(*c)).unwrap();
+                }
+                Ok(_) => {
+                    fs::remove_file(&path).unwrap();
+                    fs::create_dir(&path).unwrap();
+                    fs::write(path.join("a"), content(*c)).unwrap();
+                }
+                Err(_) => {}
+            }
+        }
+        Op::Link(ix, t) => {
+            let r = rel(ix);
+            let path = p(root, &r);
+            if !ancestors_ok(root, &r, true) || fs::symlink_metadata(&path).is_ok() {
+                return;
+            }
+            fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::os::unix::fs::symlink(super::p(Path::new(""), TARGETS[*t]), &path).unwrap();
+        }
+    }
+}
+
+fn is_under(d: &[u8], dir: &[u8]) -> bool {
+    d.len() > dir.len() && d.starts_with(dir) && d[dir.len()] == b'/'
+}
+
+fn ancestors(x: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut cur = x;
+    while let Some(i) = cur.iter().rposition(|b| *b == b'/') {
+        cur = &cur[..i];
+        out.push(cur.to_vec());
+    }
+    out
+}
+
+/// The oracle: which paths must be conflicts and what the local tree must be afterwards.
+pub fn expected(b: &Tree, l: &Tree, r: &Tree) -> (BTreeSet<Vec<u8>>, Tree) {
+    let all: BTreeSet<Vec<u8>> = b.keys().chain(l.keys()).chain(r.keys()).cloned().collect();
+    let lc = |x: &[u8]| l.get(x) != b.get(x);
+    let rc = |x: &[u8]| r.get(x) != b.get(x);
+    let mut conflicts = BTreeSet::new();
+    for x in &all {
+        if !rc(x) {
+            continue;
+        }
+        let both = lc(x) && l.get(x) != r.get(x);
+        let blocked_by_ancestor = ancestors(x)
+            .iter()
+            .any(|q| lc(q) && !l.get(q).is_some_and(Node::is_dir));
+        let blocked_by_child = b.get(x).is_some_and(Node::is_dir)
+            && !r.get(x).is_some_and(Node::is_dir)
+            && all
+                .iter()
+                .any(|d| is_under(d, x) && lc(d) && l.contains_key(d));
+        if both || (!lc(x) && (blocked_by_ancestor || blocked_by_child)) {
+            conflicts.insert(x.clone());
+        }
+    }
+    let mut fin = Tree::new();
+    for x in &all {
+        let keep_local = lc(x) || conflicts.contains(x) || !rc(x);
+        let v = if keep_local { l.get(x) } else { r.get(x) };
+        if let Some(v) = v {
+            fin.insert(x.clone(), v.clone());
+        }
+    }
+    (conflicts, fin)
+}
+
+fn strip_remote_copies(t: Tree) -> (Tree, BTreeMap<Vec<u8>, Node>) {
+    let mut copies = BTreeMap::new();
+    let mut rest = Tree::new();
+    for (k, v) in t {
+        match k.strip_suffix(b".berth-remote") {
+            Some(orig) => {
+                copies.insert(orig.to_vec(), v);
+            }
+            None => {
+                rest.insert(k, v);
+            }
+        }
+    }
+    (rest, copies)
+}
+
+fn show(t: &Tree) -> Vec<(String, String)> {
+    t.iter()
+        .map(|(k, v)| (String::from_utf8_lossy(k).into_owned(), format!("{v:?}")))
+        .collect()
+}
+
+/// One case: build `init`, push, edit both sides, restore, check the oracle.
+pub async fn run_case(
+    t: &dyn Transport,
+    lay: &Layout,
+    init: &[Op],
+    local_ops: &[Op],
+    remote_ops: &[Op],
+) -> RestoreReport {
+    run_case_with(t, lay, init, None, local_ops, remote_ops).await
+}
+
+/// Like [`run_case`]; with `git = Some(dirty)` the initial tree is committed to a git
+/// repository and `dirty` edits it before the push (so the overlay is not empty).
+pub async fn run_case_with(
+    t: &dyn Transport,
+    lay: &Layout,
+    init: &[Op],
+    git: Option<&[Op]>,
+    local_ops: &[Op],
+    remote_ops: &[Op],
+) -> RestoreReport {
+    let o = SyncOptions::default();
+    for op in init {
+        apply(&lay.local, op);
+    }
+    if let Some(dirty) = git {
+        super::git(&lay.local, &["init", "-q"]);
+        super::git(&lay.local, &["add", "-A"]);
+        super::git(&lay.local, &["commit", "-q", "--allow-empty", "-m", "init"]);
+        for op in dirty {
+            apply(&lay.local, op);
+        }
+    }
+    push(t, &lay.local, &lay.spec, &o).await.unwrap();
+    let base = snapshot(&lay.local);
+    assert_eq!(
+        base,
+        snapshot(&lay.remote_ws()),
+        "remote differs after push"
+    );
+    for op in local_ops {
+        apply(&lay.local, op);
+    }
+    for op in remote_ops {
+        apply(&lay.remote_ws(), op);
+    }
+    let l0 = snapshot(&lay.local);
+    let r0 = snapshot(&lay.remote_ws());
+    let rep = restore(t, &lay.local, &lay.spec, "run", &o).await.unwrap();
+    let (fin, copies) = strip_remote_copies(snapshot(&lay.local));
+    let (want_conflicts, want) = expected(&base, &l0, &r0);
+    let got_conflicts: BTreeSet<Vec<u8>> = rep
+        .conflicts
+        .iter()
+        .map(|p| p.as_bytes().to_vec())
+        .collect();
+    if fin != want || got_conflicts != want_conflicts || !rep.rejected.is_empty() {
+        panic!(
+            "restore broke the oracle\nbase {:?}\nlocal {:?}\nremote {:?}\nfinal {:?}\nwant {:?}\n\
+             conflicts got {:?} want {:?}\nreport {rep:?}",
+            show(&base),
+            show(&l0),
+            show(&r0),
+            show(&fin),
+            show(&want),
+            got_conflicts
+                .iter()
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .collect::<Vec<_>>(),
+            want_conflicts
+                .iter()
+                .map(|c| String::from_utf8_lossy(c).into_owned())
+                .collect::<Vec<_>>(),
+        );
+    }
+    // Every conflict whose remote side is a file carries it beside the local one.
+    for c in &want_conflicts {
+        if let Some(n @ Node::File { .. }) = r0.get(c) {
+            let parent_ok = ancestors(c)
+                .first()
+                .is_none_or(|par| fin.get(par).is_some_and(Node::is_dir));
+            if parent_ok && !fin.contains_key(&[c.as_slice(), b".berth-remote"].concat()) {
+                assert_eq!(copies.get(c), Some(n), "remote copy of a conflict");
+            }
+        }
+    }
+    // The next push makes the remote equal to local again, incrementally.
+    let rep2 = push(t, &lay.local, &lay.spec, &o).await.unwrap();
+    assert!(!rep2.full);
+    assert_eq!(
+        snapshot(&lay.local),
+        snapshot(&lay.remote_ws()),
+        "remote differs after 2nd push"
+    );
+    rep
+}
