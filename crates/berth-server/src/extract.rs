@@ -65,8 +65,3 @@ pub fn list_response<T: serde::Serialize>(page: PageOf<T>) -> Response {
     }
     (headers, axum::Json(page.items)).into_response()
 }
-
-/// Same, for items already turned into JSON (e.g. redacted views).
-pub fn list_values(items: Vec<serde_json::Value>, next_cursor: Option<String>) -> Response {
-    list_response(PageOf { items, next_cursor })
-}

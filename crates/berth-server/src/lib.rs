@@ -87,12 +87,55 @@ pub async fn open_store(url: &str) -> Result<Arc<dyn Store>, ServerError> {
     Ok(store)
 }
 
+/// `$BERTH_HOME` holds the database and the master key: only its owner may read it. SQLite
+/// creates its WAL and shared-memory files with the database file's mode.
+fn restrict_home(config: &ServerConfig) -> Result<(), ServerError> {
+    use std::os::unix::fs::PermissionsExt;
+    let home = &config.berth_home;
+    if !home.exists() {
+        std::fs::create_dir_all(home).map_err(|e| {
+            ServerError::Config(format!("cannot create BERTH_HOME {}: {e}", home.display()))
+        })?;
+        std::fs::set_permissions(home, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+            ServerError::Config(format!(
+                "cannot restrict BERTH_HOME {}: {e}",
+                home.display()
+            ))
+        })?;
+    }
+    Ok(())
+}
+
+fn restrict_sqlite_files(url: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    if url.starts_with("postgres") {
+        return;
+    }
+    let path = url
+        .trim_start_matches("sqlite://")
+        .trim_start_matches("sqlite:");
+    let path = path.split('?').next().unwrap_or(path);
+    if path.is_empty() || path.starts_with(':') {
+        return;
+    }
+    for suffix in ["", "-wal", "-shm"] {
+        let file = format!("{path}{suffix}");
+        if std::path::Path::new(&file).exists()
+            && let Err(e) = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+        {
+            tracing::warn!(file, error = %e, "could not restrict the database file to its owner");
+        }
+    }
+}
+
 /// Build the application state: store, master key, auth mode inputs.
 pub async fn build_state(
     config: &ServerConfig,
     loopback: bool,
 ) -> Result<SharedState, ServerError> {
+    restrict_home(config)?;
     let store = open_store(&config.database_url).await?;
+    restrict_sqlite_files(&config.database_url);
     store
         .ensure_default_company()
         .await

@@ -138,3 +138,17 @@ async fn a_sentinel_private_key_never_appears_in_db_logs_responses_or_activity()
     }
     assert!(files >= 2, "the database and the master key were searched");
 }
+
+#[tokio::test]
+async fn the_database_and_master_key_are_readable_by_their_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let s = TestServer::start().await;
+    s.default_company().await;
+    for name in ["berth.db", "master.key"] {
+        let mode = std::fs::metadata(s.home.path().join(name))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "{name} has mode {mode:o}");
+    }
+}

@@ -28,6 +28,49 @@ use crate::reaper::scope_dir;
 use crate::resolve::transport_for;
 use crate::secrets::SecretBox;
 
+/// Sync options from an execution workspace's config (`exclude`, `syncIgnored`), with
+/// transfer progress as run events.
+fn sync_options(config: &Value, log: &EventLog) -> berth_sync::SyncOptions {
+    let excludes = config
+        .get("exclude")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    let log = log.clone();
+    let handle = tokio::runtime::Handle::current();
+    let last = Arc::new(std::sync::Mutex::new(None::<std::time::Instant>));
+    let progress = berth_sync::ProgressFn::new(move |p: berth_sync::Progress| {
+        // A few events a second at most: progress is for people, not a byte log.
+        if let Ok(mut at) = last.lock() {
+            if at.is_some_and(|t| t.elapsed() < Duration::from_millis(250)) {
+                return;
+            }
+            *at = Some(std::time::Instant::now());
+        }
+        let log = log.clone();
+        handle.spawn(async move {
+            log.append(
+                "progress",
+                json!({"phase": format!("{:?}", p.phase), "files": p.files, "bytes": p.bytes, "bytesPerSec": p.bytes_per_sec}),
+            )
+            .await;
+        });
+    });
+    berth_sync::SyncOptions {
+        excludes,
+        sync_ignored: config
+            .get("syncIgnored")
+            .and_then(Value::as_bool)
+            .unwrap_or(false),
+        state_dir: None,
+        progress: Some(progress),
+    }
+}
+
 /// A run failure with its SPEC §7 error code.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
@@ -470,14 +513,45 @@ impl Orchestrator {
                 ));
             }
         };
-        let syncs = env.driver != Driver::Local
-            && ctx.workspace.is_some()
-            && !matches!(&parsed.config, DriverConfig::Ssh(s) if s.workspace_mode == WorkspaceMode::InPlace);
-        if syncs {
-            return Err(RunError::new(
-                "workspace_realization_failed",
-                "syncing a workspace to an SSH environment is not available in this build yet; use a run without a workspace or an in_place SSH environment",
-            ));
+        // Copy workspaces to environments other than this host (in-place SSH works on the
+        // developer's own checkout: no copy).
+        let sync = match &ctx.workspace {
+            Some(ws)
+                if env.driver != Driver::Local
+                    && !matches!(&parsed.config, DriverConfig::Ssh(s) if s.workspace_mode == WorkspaceMode::InPlace) =>
+            {
+                let spec = berth_sync::RemoteSpec::new(root.clone(), scope_dir(scope))
+                    .map_err(|e| RunError::new("workspace_realization_failed", e.to_string()))?;
+                Some((
+                    PathBuf::from(&ws.local_path),
+                    spec,
+                    sync_options(&ws.config, log),
+                ))
+            }
+            _ => None,
+        };
+        if let Some((local, spec, opts)) = &sync {
+            log.step(
+                "workspace_sync_out",
+                format!("Syncing {} to {}.", local.display(), transport.describe()),
+                json!({}),
+            )
+            .await;
+            let pushed = berth_sync::push(transport.as_ref(), local, spec, opts)
+                .await
+                .map_err(|e| RunError::new("workspace_realization_failed", e.to_string()))?;
+            log.step(
+                "workspace_synced_out",
+                format!(
+                    "{} sync: {} file(s), {} byte(s){}.",
+                    if pushed.full { "Full" } else { "Incremental" },
+                    pushed.files,
+                    pushed.bytes,
+                    if pushed.git_bundle { ", git history included" } else { "" }
+                ),
+                json!({"full": pushed.full, "files": pushed.files, "bytes": pushed.bytes, "deleted": pushed.deleted}),
+            )
+            .await;
         }
         let prepared = transport
             .run(
@@ -504,9 +578,109 @@ impl Orchestrator {
         )
         .await;
 
+        let outcome = self
+            .run_agent(
+                run,
+                ctx,
+                transport.clone(),
+                &root,
+                &cwd,
+                &identity,
+                is_root,
+                log,
+                &cancel,
+                &lost,
+            )
+            .await;
+
+        // Step 8: restore the workspace, on every path (also after failures and cancel).
+        let mut conflicts: Vec<String> = Vec::new();
+        let mut restore_error: Option<RunError> = None;
+        if let Some((local, spec, opts)) = &sync {
+            log.step(
+                "workspace_sync_back",
+                "Restoring the workspace from the environment.",
+                json!({}),
+            )
+            .await;
+            match berth_sync::restore(transport.as_ref(), local, spec, &run.id.to_string(), opts)
+                .await
+            {
+                Ok(report) => {
+                    conflicts = report.conflicts.iter().map(|p| p.to_string()).collect();
+                    log.step(
+                        "workspace_restored",
+                        format!(
+                            "Restored: {} applied, {} deleted, {} kept local, {} conflict(s).",
+                            report.applied.len(),
+                            report.deleted.len(),
+                            report.kept_local.len(),
+                            report.conflicts.len()
+                        ),
+                        serde_json::to_value(&report).unwrap_or(Value::Null),
+                    )
+                    .await;
+                }
+                Err(e) => {
+                    log.step(
+                        "workspace_restore_failed",
+                        format!("Restoring the workspace failed: {e}"),
+                        json!({}),
+                    )
+                    .await;
+                    restore_error = Some(RunError::new("workspace_restore_failed", e.to_string()));
+                }
+            }
+        }
+        let mut finish = match outcome {
+            Ok(f) => f,
+            Err(e) => Finish::failed(e),
+        };
+        if let Some(result) = finish.result.as_mut() {
+            result["conflicts"] = json!(conflicts);
+        }
+        if let Some(e) = restore_error {
+            if finish.error.is_none() {
+                finish.status = RunStatus::Failed;
+                finish.error = Some(e);
+            }
+        } else if !conflicts.is_empty() && finish.error.is_none() {
+            // The run succeeded; some paths changed on both sides (local kept, remote beside it).
+            finish.error = Some(RunError::new(
+                "workspace_restore_conflict",
+                format!(
+                    "{} path(s) changed on both sides: {}",
+                    conflicts.len(),
+                    conflicts.join(", ")
+                ),
+            ));
+        }
+        Ok(finish)
+    }
+
+    /// Steps 4-7: resume decision, launch, stream, retry once on an unknown session; the run
+    /// directories are removed afterwards.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the steps need the whole run context"
+    )]
+    async fn run_agent(
+        &self,
+        run: &Run,
+        ctx: &RunContext,
+        transport: Arc<dyn Transport>,
+        root: &str,
+        cwd: &str,
+        identity: &RemoteIdentity,
+        is_root: bool,
+        log: &EventLog,
+        cancel: &CancellationToken,
+        lost: &CancellationToken,
+    ) -> Result<Finish, RunError> {
+        let run_work = format!("{root}/.berth/scratch/{}", run.id);
         // Step 4: resume only on an exact identity match.
         let mut resume = match self.saved_session(run, ctx).await? {
-            Some(saved) => match should_resume(&saved, &identity, &cwd) {
+            Some(saved) => match should_resume(&saved, identity, cwd) {
                 Ok(()) => {
                     log.step(
                         "session_resume",
@@ -528,7 +702,6 @@ impl Orchestrator {
             },
             None => None,
         };
-
         let agent = ctx
             .agent
             .as_ref()
@@ -539,12 +712,12 @@ impl Orchestrator {
                 format!("unknown adapter type \"{}\"", agent.adapter_type),
             )
         })?;
-        let launcher = Launcher::new(transport.clone(), root.clone());
+        let launcher = Launcher::new(transport.clone(), root.to_string());
         let mut attempt_no = 0;
         let attempt = loop {
             attempt_no += 1;
             let mut bctx =
-                berth_agents::BuildContext::new(agent.adapter_config.clone(), &run.prompt, &cwd);
+                berth_agents::BuildContext::new(agent.adapter_config.clone(), &run.prompt, cwd);
             bctx.run_id = run.id;
             bctx.resume = resume.clone();
             bctx.is_root = is_root;
@@ -559,15 +732,31 @@ impl Orchestrator {
                     run,
                     &launcher,
                     transport.as_ref(),
-                    &cwd,
+                    cwd,
                     adapter,
                     &invocation,
                     attempt_no,
                     log,
-                    &cancel,
-                    &lost,
+                    cancel,
+                    lost,
                 )
-                .await?;
+                .await;
+            let attempt = match attempt {
+                Ok(a) => a,
+                Err(e) => {
+                    self.remove_run_dirs(
+                        run,
+                        transport.as_ref(),
+                        root,
+                        cwd,
+                        &run_work,
+                        attempt_no,
+                        log,
+                    )
+                    .await;
+                    return Err(e);
+                }
+            };
             if attempt.unknown_session
                 && resume.is_some()
                 && attempt.stopped.is_none()
@@ -584,15 +773,38 @@ impl Orchestrator {
             }
             break attempt;
         };
+        self.remove_run_dirs(
+            run,
+            transport.as_ref(),
+            root,
+            cwd,
+            &run_work,
+            attempt_no,
+            log,
+        )
+        .await;
+        Ok(self.finish_from(attempt, cwd, identity.clone(), log).await)
+    }
 
-        // The run directory's output is in the event log now; remove it (SPEC §5: per-run
-        // files do not outlive the run).
+    /// The run directory's output is in the event log now; remove it (SPEC §5: per-run files
+    /// do not outlive the run).
+    #[allow(clippy::too_many_arguments, reason = "paths of one run")]
+    async fn remove_run_dirs(
+        &self,
+        run: &Run,
+        transport: &dyn Transport,
+        root: &str,
+        cwd: &str,
+        run_work: &str,
+        attempts: u32,
+        log: &EventLog,
+    ) {
         let mut leftovers = vec![quote(&format!("{root}/.berth/runs/{}", run.id))];
-        for n in 2..=attempt_no {
+        for n in 2..=attempts {
             leftovers.push(quote(&format!("{root}/.berth/runs/{}-{n}", run.id)));
         }
         if cwd == run_work {
-            leftovers.push(quote(&run_work));
+            leftovers.push(quote(run_work));
         }
         if let Err(e) = transport
             .run(
@@ -608,7 +820,6 @@ impl Orchestrator {
             )
             .await;
         }
-        Ok(self.finish_from(attempt, &cwd, identity, log).await)
     }
 
     #[allow(

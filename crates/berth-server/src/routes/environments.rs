@@ -20,7 +20,7 @@ use utoipa_axum::routes;
 use crate::activity;
 use crate::auth::{Actor, company_for};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{PageQuery, StrictQuery, list_values};
+use crate::extract::{PageQuery, StrictQuery, list_response};
 use crate::json::{StrictJson, double_option};
 use crate::probing;
 use crate::state::{AppState, SharedState};
@@ -39,16 +39,63 @@ pub fn router() -> OpenApiRouter<SharedState> {
         .routes(routes!(trust_host_key))
 }
 
-/// The environment as this actor may see it: non-privileged readers get the redacted view.
+/// The environment as this actor may see it: non-privileged readers get the redacted view
+/// (`config: {}`, `metadata: null`, `configRedacted`, `metadataRedacted`).
 pub fn view(env: &Environment, privileged: bool) -> Value {
-    let mut value = serde_json::to_value(env).unwrap_or(Value::Null);
-    if !privileged && let Value::Object(map) = &mut value {
-        map.insert("config".into(), json!({}));
-        map.insert("metadata".into(), Value::Null);
-        map.insert("configRedacted".into(), json!(true));
-        map.insert("metadataRedacted".into(), json!(true));
+    serde_json::to_value(View::of(env, privileged)).unwrap_or(Value::Null)
+}
+
+/// Serializes straight from the row (no intermediate JSON tree): lists of a thousand
+/// environments are on the hot path.
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+pub enum View<'a> {
+    Full(&'a Environment),
+    Redacted(RedactedEnvironment<'a>),
+}
+
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RedactedEnvironment<'a> {
+    id: EnvironmentId,
+    company_id: CompanyId,
+    name: &'a str,
+    description: &'a Option<String>,
+    driver: Driver,
+    status: EnvironmentStatus,
+    config: Map<String, Value>,
+    metadata: Option<()>,
+    capacity: Option<i64>,
+    lease_policy: LeasePolicy,
+    created_at: chrono::DateTime<chrono::Utc>,
+    updated_at: chrono::DateTime<chrono::Utc>,
+    config_redacted: bool,
+    metadata_redacted: bool,
+}
+
+impl<'a> View<'a> {
+    pub fn of(env: &'a Environment, privileged: bool) -> Self {
+        if privileged {
+            View::Full(env)
+        } else {
+            View::Redacted(RedactedEnvironment {
+                id: env.id,
+                company_id: env.company_id,
+                name: &env.name,
+                description: &env.description,
+                driver: env.driver,
+                status: env.status,
+                config: Map::new(),
+                metadata: None,
+                capacity: env.capacity,
+                lease_policy: env.lease_policy,
+                created_at: env.created_at,
+                updated_at: env.updated_at,
+                config_redacted: true,
+                metadata_redacted: true,
+            })
+        }
     }
-    value
 }
 
 /// The environment if it exists and the actor may see its company; 404 otherwise.
@@ -97,8 +144,15 @@ async fn list_environments(
         .list_environments(company_id, &filter, &page)
         .await?;
     let privileged = actor.is_privileged(company_id);
-    let items = result.items.iter().map(|e| view(e, privileged)).collect();
-    Ok(list_values(items, result.next_cursor))
+    let items: Vec<View<'_>> = result
+        .items
+        .iter()
+        .map(|e| View::of(e, privileged))
+        .collect();
+    Ok(list_response(berth_store::PageOf {
+        items,
+        next_cursor: result.next_cursor,
+    }))
 }
 
 #[utoipa::path(get, path = "/api/companies/{company_id}/environments/capabilities", tag = "environments",

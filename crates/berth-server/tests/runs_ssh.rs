@@ -1,0 +1,247 @@
+//! Runs on a real sshd with an execution workspace: the workspace goes out and comes back
+//! through berth-sync, sessions resume only where they belong (fake Claude Code CLI, clearly a
+//! fake), and a path edited on both sides during the run keeps the local edit.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers fail loudly"
+)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use berth_testkit::sshd::Sshd;
+use common::TestServer;
+use serde_json::{Value, json};
+
+fn fake_cli(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../berth-agents/fake-clis")
+        .join(name)
+        .canonicalize()
+        .unwrap()
+}
+
+fn git(dir: &Path, args: &[&str]) {
+    let out = Command::new("git")
+        .args(["-c", "user.name=t", "-c", "user.email=t@example.invalid"])
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "git {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+async fn wait_run(s: &TestServer, id: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let r = s.get(&format!("/api/runs/{id}")).await;
+        if !matches!(r.body["status"].as_str(), Some("queued" | "running")) {
+            return r.body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "run {id} did not finish: {}",
+            r.text
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn setup(sshd: &Sshd) -> (TestServer, String, String) {
+    let s = TestServer::start().await;
+    let c = s.default_company().await;
+    let env = s
+        .post(
+            &format!("/api/companies/{c}/environments"),
+            json!({"name": "lab", "driver": "ssh", "config": {
+                "host": sshd.host, "port": sshd.port, "username": sshd.username,
+                "remoteWorkspacePath": sshd.workspace, "privateKey": sshd.client_private_key,
+                "knownHosts": sshd.known_hosts}}),
+        )
+        .await;
+    assert_eq!(env.status, 201, "{}", env.text);
+    let eid = env.body["id"].as_str().unwrap().to_string();
+    (s, c, eid)
+}
+
+#[tokio::test]
+async fn a_claude_run_syncs_out_and_back_and_the_next_run_resumes_its_session() {
+    let Some(sshd) = Sshd::start_unless_unavailable().unwrap() else {
+        return;
+    };
+    let (s, c, eid) = setup(&sshd).await;
+    let parent = tempfile::tempdir().unwrap();
+    let repo = parent.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(repo.join("README.md"), "hello\n").unwrap();
+    git(&repo, &["init", "-q", "-b", "main"]);
+    git(&repo, &["add", "."]);
+    git(&repo, &["commit", "-q", "-m", "init"]);
+    let ws = s
+        .post(
+            &format!("/api/companies/{c}/execution-workspaces"),
+            json!({"localPath": repo}),
+        )
+        .await;
+    let ws = ws.body["id"].as_str().unwrap().to_string();
+    let log = parent.path().join("claude-argv.log");
+    let agent = s
+        .post(
+            &format!("/api/companies/{c}/agents"),
+            json!({"name": "claude", "adapterType": "claude_local", "defaultEnvironmentId": eid,
+                "adapterConfig": {"command": fake_cli("claude"), "env": {"FAKE_CLI_LOG": log}}}),
+        )
+        .await;
+    assert_eq!(agent.status, 201, "{}", agent.text);
+    let agent = agent.body["id"].as_str().unwrap().to_string();
+
+    let run = s
+        .post(&format!("/api/companies/{c}/runs"), json!({"agentId": agent, "prompt": "write remote.txt from-the-agent", "executionWorkspaceId": ws}))
+        .await;
+    let first = wait_run(&s, run.body["id"].as_str().unwrap()).await;
+    assert_eq!(first["status"], "succeeded", "{first}");
+    assert_eq!(first["environmentSource"], "agent");
+    assert_eq!(
+        std::fs::read_to_string(repo.join("remote.txt"))
+            .unwrap()
+            .trim(),
+        "from-the-agent",
+        "the agent's file arrived through the restore"
+    );
+    let session = first["sessionParams"]["sessionId"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(first["sessionParams"]["remoteIdentity"]["transport"], "ssh");
+    assert_eq!(first["result"]["sessionId"], session.as_str());
+    assert_eq!(first["result"]["conflicts"], json!([]));
+    let lease = s
+        .get(&format!(
+            "/api/environment-leases/{}",
+            first["leaseId"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(lease.body["status"], "retained");
+
+    // The second run of the same agent on the same workspace resumes the session, on the same
+    // remote copy (the lease of the scope is resumed too).
+    std::fs::write(repo.join("local.txt"), "made locally between runs\n").unwrap();
+    let run = s
+        .post(&format!("/api/companies/{c}/runs"), json!({"agentId": agent, "prompt": "write second.txt again", "executionWorkspaceId": ws}))
+        .await;
+    let second = wait_run(&s, run.body["id"].as_str().unwrap()).await;
+    assert_eq!(second["status"], "succeeded", "{second}");
+    let argv = std::fs::read_to_string(&log).unwrap();
+    let lines: Vec<&str> = argv.lines().collect();
+    assert_eq!(lines.len(), 2, "{argv}");
+    assert!(!lines[0].contains("--resume"), "{argv}");
+    assert!(lines[1].contains(&format!("--resume {session}")), "{argv}");
+    assert!(
+        lines[1].contains("--print") && lines[1].contains("stream-json"),
+        "{argv}"
+    );
+    assert_eq!(second["sessionParams"]["sessionId"], session.as_str());
+    let lease2 = s
+        .get(&format!(
+            "/api/environment-leases/{}",
+            second["leaseId"].as_str().unwrap()
+        ))
+        .await;
+    assert_eq!(
+        lease2.body["resumedFromLeaseId"], first["leaseId"],
+        "{}",
+        lease2.text
+    );
+    assert!(repo.join("second.txt").exists());
+    assert_eq!(
+        std::fs::read_to_string(repo.join("local.txt")).unwrap(),
+        "made locally between runs\n",
+        "a local file survives"
+    );
+    let remote_copy = sshd
+        .workspace
+        .join(".berth/ws")
+        .join(format!("workspace-{ws}"));
+    assert!(
+        remote_copy.join("local.txt").exists(),
+        "the incremental push carried the new local file"
+    );
+}
+
+#[tokio::test]
+async fn a_path_edited_on_both_sides_keeps_the_local_edit_and_reports_a_conflict() {
+    let Some(sshd) = Sshd::start_unless_unavailable().unwrap() else {
+        return;
+    };
+    let (s, c, eid) = setup(&sshd).await;
+    let parent = tempfile::tempdir().unwrap();
+    let repo = parent.path().join("plain");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(repo.join("a.txt"), "base\n").unwrap();
+    std::fs::write(repo.join("b.txt"), "base\n").unwrap();
+    let ws = s
+        .post(
+            &format!("/api/companies/{c}/execution-workspaces"),
+            json!({"localPath": repo}),
+        )
+        .await;
+    let ws = ws.body["id"].as_str().unwrap().to_string();
+    let agent = s
+        .post(
+            &format!("/api/companies/{c}/agents"),
+            json!({"name": "editor", "adapterType": "process", "defaultEnvironmentId": eid,
+                "adapterConfig": {"command": "sh", "args": ["-c", "sleep 2; echo remote > a.txt; echo remote > b.txt; echo new > c.txt"]}}),
+        )
+        .await;
+    let agent = agent.body["id"].as_str().unwrap().to_string();
+    let run = s
+        .post(
+            &format!("/api/companies/{c}/runs"),
+            json!({"agentId": agent, "prompt": "x", "executionWorkspaceId": ws}),
+        )
+        .await;
+    let id = run.body["id"].as_str().unwrap().to_string();
+    // Edit a.txt locally while the agent runs remotely (its copy exists and it is sleeping).
+    let remote = sshd
+        .workspace
+        .join(".berth/ws")
+        .join(format!("workspace-{ws}"));
+    let runs_dir = sshd.workspace.join(".berth/runs").join(&id);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !(remote.join("a.txt").exists() && runs_dir.join("pgid").exists()) {
+        assert!(Instant::now() < deadline, "the agent never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    std::fs::write(repo.join("a.txt"), "local\n").unwrap();
+    let run = wait_run(&s, &id).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    assert_eq!(run["errorCode"], "workspace_restore_conflict", "{run}");
+    assert_eq!(run["result"]["conflicts"], json!(["a.txt"]));
+    assert_eq!(
+        std::fs::read_to_string(repo.join("a.txt")).unwrap(),
+        "local\n",
+        "the local edit is never lost"
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.join("a.txt.berth-remote")).unwrap(),
+        "remote\n"
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.join("b.txt")).unwrap(),
+        "remote\n",
+        "a remote-only change arrives"
+    );
+    assert_eq!(
+        std::fs::read_to_string(repo.join("c.txt")).unwrap(),
+        "new\n"
+    );
+}
