@@ -18,10 +18,6 @@ use berth::output::Output;
 use clap::Parser;
 use serde_json::Value;
 
-/// glibc malloc spent a third of a 1,000-row list request consolidating freed chunks;
-/// mimalloc keeps that off the hot path.
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
