@@ -4,6 +4,7 @@
 mod common;
 
 use common::{TestServer, ssh_config};
+
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -97,6 +98,52 @@ async fn every_route_answers_each_actor_correctly_and_never_leaks() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(25)).await;
     }
+
+    // Victims for the DELETE routes (one each; whoever may delete does so first).
+    let id_of = |r: &common::Reply| r.body["id"].as_str().unwrap().to_string();
+    let e2 = id_of(
+        &s.post(
+            &format!("/api/companies/{a}/environments"),
+            json!({"name": "doomed", "driver": "ssh", "config": ssh_config(None)}),
+        )
+        .await,
+    );
+    let ag2 = id_of(
+        &s.post(
+            &format!("/api/companies/{a}/agents"),
+            json!({"name": "doomed", "adapterType": "process"}),
+        )
+        .await,
+    );
+    let pr2 = id_of(
+        &s.post(
+            &format!("/api/companies/{a}/projects"),
+            json!({"name": "doomed"}),
+        )
+        .await,
+    );
+    let is2 = id_of(
+        &s.post(
+            &format!("/api/companies/{a}/issues"),
+            json!({"title": "doomed"}),
+        )
+        .await,
+    );
+    let dir2 = tempfile::tempdir().unwrap();
+    let w2 = id_of(
+        &s.post(
+            &format!("/api/companies/{a}/execution-workspaces"),
+            json!({"localPath": dir2.path()}),
+        )
+        .await,
+    );
+    let sec2 = id_of(
+        &s.post(
+            &format!("/api/companies/{a}/secrets"),
+            json!({"name": "doomed", "value": "v"}),
+        )
+        .await,
+    );
 
     // Tokens: the first one ends local_trusted mode, so it is the admin used for the rest.
     let admin = s
@@ -348,6 +395,92 @@ async fn every_route_answers_each_actor_correctly_and_never_leaks() {
             [200, 200, 200, 200, 200],
         ),
     ];
+    let token_victim = {
+        let r = s
+            .call(
+                Method::POST,
+                "/api/tokens",
+                Some(&admin),
+                Some(json!({"name": "victim", "kind": "board"})),
+            )
+            .await;
+        r.body["id"].as_str().unwrap().to_string()
+    };
+    routes.extend([
+        (
+            Method::GET,
+            "/api/companies".to_string(),
+            none(),
+            [401, 200, 200, 200, 200],
+        ),
+        (
+            Method::PATCH,
+            format!("/api/companies/{a}"),
+            Box::new(|| Some(json!({"defaultEnvironmentId": null}))) as Body,
+            [401, 404, 403, 403, 200],
+        ),
+        (
+            Method::POST,
+            "/api/tokens".to_string(),
+            Box::new(|| Some(json!({"name": "t", "kind": "board"}))) as Body,
+            [401, 403, 403, 403, 403],
+        ),
+        (
+            Method::DELETE,
+            format!("/api/tokens/{token_victim}"),
+            none(),
+            [401, 403, 403, 403, 403],
+        ),
+        (
+            Method::GET,
+            "/metrics".to_string(),
+            none(),
+            [200, 200, 200, 200, 200],
+        ),
+        (
+            Method::GET,
+            "/api/openapi.json".to_string(),
+            none(),
+            [200, 200, 200, 200, 200],
+        ),
+        (
+            Method::DELETE,
+            format!("/api/environments/{e2}"),
+            none(),
+            [401, 404, 403, 403, 200],
+        ),
+        (
+            Method::DELETE,
+            format!("/api/secrets/{sec2}"),
+            none(),
+            [401, 404, 403, 403, 200],
+        ),
+        // Board members may delete these: the unprivileged board token does, then it is gone.
+        (
+            Method::DELETE,
+            format!("/api/agents/{ag2}"),
+            none(),
+            [401, 404, 200, 404, 404],
+        ),
+        (
+            Method::DELETE,
+            format!("/api/projects/{pr2}"),
+            none(),
+            [401, 404, 200, 404, 404],
+        ),
+        (
+            Method::DELETE,
+            format!("/api/issues/{is2}"),
+            none(),
+            [401, 404, 200, 404, 404],
+        ),
+        (
+            Method::DELETE,
+            format!("/api/execution-workspaces/{w2}"),
+            none(),
+            [401, 404, 200, 404, 404],
+        ),
+    ]);
     // Creations need fresh names per call.
     let names: Vec<String> = (0..5).map(|_| fresh()).collect();
     let mut i = 0;
