@@ -441,6 +441,11 @@ async fn probes_report_checks_and_never_fail_the_request_for_an_unreachable_host
         assert!(codes.contains(&code), "missing check {code}: {codes:?}");
     }
     assert!(r.body["durationMs"].as_u64().is_some());
+    let metrics = s.get("/metrics").await.text;
+    assert!(
+        metrics.contains("berth_probe_duration_seconds_count{driver=\"local\",ok=\"true\"} 1"),
+        "{metrics}"
+    );
 
     // An unsaved SSH config against a closed port: 200, ok false, a connect error with a hint.
     let r = s

@@ -166,6 +166,19 @@ async fn a_process_run_succeeds_streams_its_output_and_releases_its_lease() {
         .await;
     assert_eq!(lease.body["status"], "released", "{}", lease.text);
     assert_eq!(lease.body["failureReason"], Value::Null);
+    let metrics = s.get("/metrics").await.text;
+    assert!(
+        metrics.contains("berth_runs{status=\"succeeded\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("berth_leases{status=\"released\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("berth_ssh_pool_connections 0"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]

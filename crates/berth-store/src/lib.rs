@@ -259,6 +259,13 @@ pub trait Store: Send + Sync + 'static {
     async fn revoke_token(&self, id: TokenId) -> Result<bool>;
     async fn count_active_tokens(&self) -> Result<u64>;
 
+    // ---- gauges for /metrics --------------------------------------------------------------
+
+    /// How many runs are in each status (statuses with no run are omitted).
+    async fn run_status_counts(&self) -> Result<Vec<(RunStatus, u64)>>;
+    /// How many leases are in each status (statuses with no lease are omitted).
+    async fn lease_status_counts(&self) -> Result<Vec<(LeaseStatus, u64)>>;
+
     // ---- instance settings and activity ---------------------------------------------------
 
     async fn get_experimental_settings(&self) -> Result<ExperimentalSettings>;

@@ -118,6 +118,7 @@ conformance!(
     activity_is_logged_and_listed,
     unknown_stored_enum_is_corrupt_not_defaulted,
     export_import_round_trip_from_sqlite,
+    status_counts_group_runs_and_leases,
 );
 
 // ---- helpers --------------------------------------------------------------------------------
@@ -2130,4 +2131,44 @@ async fn postgres_instances_migrate_concurrently_and_wake_each_others_waiters() 
         latency < Duration::from_millis(900),
         "woken after {latency:?}"
     );
+}
+
+async fn status_counts_group_runs_and_leases(fx: &Fx) {
+    let s = &*fx.store;
+    assert_eq!(s.run_status_counts().await.unwrap(), vec![]);
+    let c = company(s).await;
+    let a = agent(s, c.id).await;
+    let e = env(s, c.id, None).await;
+    let r1 = new_run(s, c.id, a.id).await;
+    new_run(s, c.id, a.id).await;
+    s.update_run(
+        r1.id,
+        RunPatch {
+            status: Some(RunStatus::Running),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let held = s
+        .acquire_lease(req(&e, "scope:a", LeasePolicy::Ephemeral, None))
+        .await
+        .unwrap();
+    let done = s
+        .acquire_lease(req(&e, "scope:b", LeasePolicy::Ephemeral, None))
+        .await
+        .unwrap();
+    s.release_lease(done.id, done.fence, RunOutcome::Succeeded, None)
+        .await
+        .unwrap();
+    let mut runs = s.run_status_counts().await.unwrap();
+    runs.sort_by_key(|(st, _)| st.as_str());
+    assert_eq!(runs, vec![(RunStatus::Queued, 1), (RunStatus::Running, 1)]);
+    let mut leases = s.lease_status_counts().await.unwrap();
+    leases.sort_by_key(|(st, _)| st.as_str());
+    assert_eq!(
+        leases,
+        vec![(LeaseStatus::Active, 1), (LeaseStatus::Released, 1)]
+    );
+    let _ = held;
 }

@@ -600,6 +600,7 @@ async fn probe_environment(
     actor.require_privileged(env.company_id)?;
     let parsed = env.typed_config().map_err(ApiError::config_issues)?;
     let result = probing::probe_config(&state, env.company_id, &parsed.config, None, None).await?;
+    observe_probe(&state, &result);
     activity::record(
         &state,
         &actor,
@@ -613,6 +614,17 @@ async fn probe_environment(
     Ok(Json(
         serde_json::to_value(result).map_err(ApiError::internal)?,
     ))
+}
+
+fn observe_probe(state: &AppState, result: &berth_engine::probe::ProbeResult) {
+    state.metrics.observe(
+        "berth_probe_duration_seconds",
+        &[
+            ("driver", result.driver.as_str()),
+            ("ok", if result.ok { "true" } else { "false" }),
+        ],
+        result.duration_ms as f64 / 1000.0,
+    );
 }
 
 #[derive(Debug, Deserialize)]
@@ -659,6 +671,7 @@ async fn probe_config(
         parsed.private_key_passphrase,
     )
     .await?;
+    observe_probe(&state, &result);
     activity::record(
         &state,
         &actor,

@@ -29,8 +29,10 @@ async fn health(State(state): State<SharedState>) -> Json<Value> {
     }))
 }
 
+/// Prometheus metrics: HTTP counters and latencies, probe latencies, and gauges computed at
+/// scrape time (runs by status, leases by status, pooled SSH connections, API tokens).
 pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
-    let gauges = vec![(
+    let mut gauges = vec![(
         "berth_api_tokens_active",
         "Unrevoked API tokens",
         vec![(
@@ -40,6 +42,34 @@ pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
                 .load(std::sync::atomic::Ordering::SeqCst) as f64,
         )],
     )];
+    gauges.push((
+        "berth_ssh_pool_connections",
+        "Pooled SSH connections held open by this instance",
+        vec![(
+            String::new(),
+            state.ssh_pool.connection_count().await as f64,
+        )],
+    ));
+    if let Ok(counts) = state.store.run_status_counts().await {
+        gauges.push((
+            "berth_runs",
+            "Runs by status",
+            counts
+                .iter()
+                .map(|(s, n)| (format!("status=\"{s}\""), *n as f64))
+                .collect(),
+        ));
+    }
+    if let Ok(counts) = state.store.lease_status_counts().await {
+        gauges.push((
+            "berth_leases",
+            "Environment leases by status",
+            counts
+                .iter()
+                .map(|(s, n)| (format!("status=\"{s}\""), *n as f64))
+                .collect(),
+        ));
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(&gauges),

@@ -2313,6 +2313,37 @@ impl Store for This {
         Ok(u64::try_from(n).unwrap_or(0))
     }
 
+    async fn run_status_counts(&self) -> Result<Vec<(RunStatus, u64)>> {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT status, COUNT(*) FROM runs GROUP BY status ORDER BY status")
+                .fetch_all(self.reader())
+                .await?;
+        rows.into_iter()
+            .map(|(s, n)| {
+                let status = s
+                    .parse::<RunStatus>()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Ok((status, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
+    }
+
+    async fn lease_status_counts(&self) -> Result<Vec<(LeaseStatus, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, COUNT(*) FROM environment_leases GROUP BY status ORDER BY status",
+        )
+        .fetch_all(self.reader())
+        .await?;
+        rows.into_iter()
+            .map(|(s, n)| {
+                let status = s
+                    .parse::<LeaseStatus>()
+                    .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+                Ok((status, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
+    }
+
     // ---- settings and activity ------------------------------------------------------------
 
     async fn get_experimental_settings(&self) -> Result<ExperimentalSettings> {
