@@ -2,8 +2,9 @@
 //! (Server-Sent Events) and prints the agent's output as it arrives; the exit code reflects the
 //! run (0 succeeded, 9 failed / timed out / cancelled).
 
-use std::io::{Read as _, Write as _};
+use std::io::{IsTerminal as _, Read as _, Write as _};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use berth_core::CompanyId;
@@ -300,11 +301,32 @@ async fn follow(ctx: &Ctx, client: &Client, id: &str, after: Option<i64>) -> any
     }
 }
 
+/// Whether a progress line is open on stderr (to end it before the next message).
+static PROGRESS_OPEN: AtomicBool = AtomicBool::new(false);
+
+fn human_bytes(n: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = n;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{v:.0} {}", UNITS[unit])
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
 fn show_event(ctx: &Ctx, stream: &str, value: &Value) -> anyhow::Result<()> {
     if ctx.out.json {
         return ctx.out.print_json(value);
     }
     let payload = &value["payload"];
+    if stream != "progress" && PROGRESS_OPEN.swap(false, Ordering::Relaxed) {
+        eprintln!();
+    }
     match stream {
         "stdout" => {
             let mut out = std::io::stdout().lock();
@@ -326,7 +348,24 @@ fn show_event(ctx: &Ctx, stream: &str, value: &Value) -> anyhow::Result<()> {
             );
         }
         "progress" => {
-            eprintln!("{}", ctx.out.dim(&format!("[berth] {payload}")));
+            let line = format!(
+                "[berth] {}: {} file(s), {}, {}/s",
+                payload["phase"]
+                    .as_str()
+                    .unwrap_or("transfer")
+                    .to_lowercase(),
+                payload["files"].as_u64().unwrap_or(0),
+                human_bytes(payload["bytes"].as_f64().unwrap_or(0.0)),
+                human_bytes(payload["bytesPerSec"].as_f64().unwrap_or(0.0)),
+            );
+            if std::io::stderr().is_terminal() {
+                // One line updated in place, like a progress bar.
+                eprint!("\r\x1b[2K{}", ctx.out.dim(&line));
+                PROGRESS_OPEN.store(true, Ordering::Relaxed);
+            } else {
+                eprintln!("{line}");
+            }
+            return Ok(());
         }
         _ => {}
     }
@@ -361,5 +400,17 @@ async fn print_events(
             Ok(())
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::human_bytes;
+
+    #[test]
+    fn sizes_read_like_people_write_them() {
+        assert_eq!(human_bytes(512.0), "512 B");
+        assert_eq!(human_bytes(1536.0), "1.5 KiB");
+        assert_eq!(human_bytes(100.0 * 1024.0 * 1024.0), "100.0 MiB");
     }
 }
