@@ -8,6 +8,7 @@
 pub mod holder;
 pub mod probe;
 pub mod reaper;
+pub mod redact;
 pub mod resolve;
 pub mod run;
 pub mod secrets;

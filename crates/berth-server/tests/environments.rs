@@ -571,3 +571,50 @@ async fn health_openapi_metrics_and_settings() {
     let r = s.get("/").await;
     assert!(r.text.contains("Berth"));
 }
+
+#[tokio::test]
+async fn agent_env_values_may_be_secret_references_of_the_company_only() {
+    let s = TestServer::start().await;
+    let c = s.default_company().await;
+    let secret = s
+        .post(
+            &format!("/api/companies/{c}/secrets"),
+            json!({"name": "anthropic", "value": "sk-SENTINEL-ENV-1"}),
+        )
+        .await;
+    let sid = secret.body["id"].as_str().unwrap().to_string();
+    let reference = json!({"type": "secret_ref", "secretId": sid, "version": "latest"});
+    let r = s
+        .post(
+            &format!("/api/companies/{c}/agents"),
+            json!({"name": "a", "adapterType": "process", "adapterConfig": {"command": "true", "env": {"API_KEY": reference, "PLAIN": "x"}}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    assert_eq!(
+        r.body["adapterConfig"]["env"]["API_KEY"]["secretId"],
+        sid.as_str()
+    );
+    assert!(!r.text.contains("SENTINEL"));
+    let other = s.post("/api/companies", json!({"name": "other"})).await;
+    let oc = other.body["id"].as_str().unwrap();
+    let r = s
+        .post(
+            &format!("/api/companies/{oc}/agents"),
+            json!({"name": "b", "adapterType": "process", "adapterConfig": {"command": "true", "env": {"API_KEY": reference}}}),
+        )
+        .await;
+    assert_eq!(
+        r.status, 422,
+        "another company's secret cannot be referenced: {}",
+        r.text
+    );
+    let r = s
+        .post(
+            &format!("/api/companies/{c}/agents"),
+            json!({"name": "c", "adapterType": "process", "adapterConfig": {"command": "true", "env": {"API_KEY": 42}}}),
+        )
+        .await;
+    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.body["details"][0]["path"], "adapterConfig.env.API_KEY");
+}

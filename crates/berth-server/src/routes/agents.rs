@@ -48,8 +48,49 @@ fn check_adapter(adapter_type: &str) -> ApiResult<()> {
 }
 
 /// `adapterConfig` must be an object; its `env` keys must be valid names and must not change
-/// how the shell or the loader behaves (SPEC §9).
-fn check_adapter_config(config: &Value) -> ApiResult<()> {
+/// how the shell or the loader behaves (SPEC §9); a value is a string or a secret reference
+/// (`{"type": "secret_ref", "secretId": …, "version": "latest"}`) to a secret of this company,
+/// resolved into memory only when a run starts.
+async fn check_adapter_config(
+    state: &AppState,
+    company_id: CompanyId,
+    config: &Value,
+) -> ApiResult<()> {
+    check_adapter_config_shape(config)?;
+    if let Some(env) = config.get("env").and_then(Value::as_object) {
+        for (key, value) in env {
+            match value {
+                Value::String(_) => {}
+                Value::Object(_) => {
+                    let reference: berth_core::config::SecretRef =
+                        serde_json::from_value(value.clone()).map_err(|_| {
+                            ApiError::field(
+                                &format!("adapterConfig.env.{key}"),
+                                "must be a string or a secret reference {\"type\": \"secret_ref\", \"secretId\": <uuid>, \"version\": \"latest\"}",
+                            )
+                        })?;
+                    match state.store.get_secret(reference.secret_id).await? {
+                        Some(s) if s.meta.company_id == company_id => {}
+                        _ => {
+                            return Err(ApiError::unprocessable(format!(
+                                "Secret reference in adapterConfig.env.{key} not found."
+                            )));
+                        }
+                    }
+                }
+                _ => {
+                    return Err(ApiError::field(
+                        &format!("adapterConfig.env.{key}"),
+                        "must be a string or a secret reference",
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check_adapter_config_shape(config: &Value) -> ApiResult<()> {
     let Some(map) = config.as_object() else {
         return Err(ApiError::field(
             "adapterConfig",
@@ -123,7 +164,7 @@ async fn create_agent(
     }
     check_adapter(&body.adapter_type)?;
     let adapter_config = body.adapter_config.unwrap_or_else(|| json!({}));
-    check_adapter_config(&adapter_config)?;
+    check_adapter_config(&state, company_id, &adapter_config).await?;
     let allowed = supported_drivers(&body.adapter_type).unwrap_or(&[]);
     guards::environment_selection(&state, company_id, body.default_environment_id, allowed).await?;
     let agent = state
@@ -190,7 +231,7 @@ async fn update_agent(
         check_adapter(t)?;
     }
     if let Some(c) = &body.adapter_config {
-        check_adapter_config(c)?;
+        check_adapter_config(&state, agent.company_id, c).await?;
     }
     if let Some(n) = &body.name
         && n.trim().is_empty()
