@@ -1123,21 +1123,18 @@ impl Store for This {
         page: &Page,
     ) -> Result<PageOf<Environment>> {
         let q = codec::page_query(page)?;
-        let r = sqlx::query(
-            "SELECT * FROM environments WHERE company_id = $1 AND ($2 IS NULL OR id > $2) \
-             AND ($3 IS NULL OR status = $3) AND ($4 IS NULL OR driver = $4) \
-             ORDER BY id LIMIT $5",
-        )
-        .bind(b::id(company_id.0))
-        .bind(oid(q.cursor))
-        .bind(filter.status.map(|s| s.as_str()))
-        .bind(filter.driver.map(|d| d.as_str()))
-        .bind(q.fetch)
-        .fetch_all(self.reader())
-        .await?;
-        Ok(codec::finish_page(rows(r, environment)?, &q, |e| {
-            e.id.to_string()
-        }))
+        let text: Option<String> = sqlx::query_scalar(b::ENVIRONMENTS_JSON)
+            .bind(b::id(company_id.0))
+            .bind(oid(q.cursor))
+            .bind(filter.status.map(|s| s.as_str()))
+            .bind(filter.driver.map(|d| d.as_str()))
+            .bind(q.fetch)
+            .fetch_one(self.reader())
+            .await?;
+        let mut items: Vec<Environment> = serde_json::from_str(text.as_deref().unwrap_or("[]"))
+            .map_err(|e| StoreError::Corrupt(format!("environments: {e}")))?;
+        items.sort_by_key(|e| e.id);
+        Ok(codec::finish_page(items, &q, |e| e.id.to_string()))
     }
 
     async fn update_environment(

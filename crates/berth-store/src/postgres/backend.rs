@@ -22,6 +22,15 @@ pub(super) type This = PgStore;
 pub(super) type IdValue = Uuid;
 pub(super) type TsValue = DateTime<Utc>;
 
+/// A page of environments as ONE JSON array built by the database (see the SQLite twin).
+pub(super) const ENVIRONMENTS_JSON: &str = "SELECT COALESCE(json_agg(json_build_object(\
+    'id', id, 'companyId', company_id, 'name', name, 'description', description, \
+    'driver', driver, 'status', status, 'config', config, 'metadata', metadata, \
+    'capacity', capacity, 'leasePolicy', lease_policy, 'createdAt', created_at, \
+    'updatedAt', updated_at) ORDER BY id), '[]'::json)::text FROM (SELECT * FROM environments \
+    WHERE company_id = $1 AND ($2::uuid IS NULL OR id > $2) AND ($3::text IS NULL OR status = $3) \
+    AND ($4::text IS NULL OR driver = $4) ORDER BY id LIMIT $5) e";
+
 pub(super) const BACKEND: Backend = Backend::Postgres;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

@@ -173,6 +173,18 @@ pub(super) fn json_text(col: &str, key: &str) -> String {
 }
 
 /// Writes are serialized by the single writer connection: no row locks exist or are needed.
+/// A page of environments as ONE JSON array built by the database: decoding a thousand rows
+/// one by one through the driver cost ~20 µs each; one document parses in a fraction of that.
+/// Same filters and parameters as the row query ($1 company, $2 cursor, $3 status, $4 driver,
+/// $5 limit).
+pub(super) const ENVIRONMENTS_JSON: &str = "SELECT json_group_array(json_object(\
+    'id', id, 'companyId', company_id, 'name', name, 'description', description, \
+    'driver', driver, 'status', status, 'config', json(config), 'metadata', json(metadata), \
+    'capacity', capacity, 'leasePolicy', lease_policy, 'createdAt', created_at, \
+    'updatedAt', updated_at)) FROM (SELECT * FROM environments WHERE company_id = $1 \
+    AND ($2 IS NULL OR id > $2) AND ($3 IS NULL OR status = $3) AND ($4 IS NULL OR driver = $4) \
+    ORDER BY id LIMIT $5)";
+
 pub(super) const LOCK_SHARE: &str = "";
 pub(super) const LOCK_SHARE_BASE: &str = "";
 pub(super) const LOCK_UPDATE: &str = "";
