@@ -10,9 +10,12 @@
 //! - [`push`] realizes a workspace at `<root>/.berth/ws/<scope>/` (full, or only the difference
 //!   to the last synced manifest on a resumed lease) and records the baseline;
 //! - [`restore`] brings the remote's changes back with a per-path three-way decision;
+//! - [`sync_asset`] / [`copy_back`] carry adapters' assets (skills, instructions, CLI config)
+//!   to `<root>/.berth/assets/<adapter>/<key>/` and selected files back;
 //! - [`gc`] removes remote copies of scopes that no longer exist.
 
 pub mod archive;
+pub mod assets;
 pub mod error;
 pub mod gc;
 pub mod git;
@@ -24,6 +27,7 @@ pub mod remote;
 pub mod restore;
 pub mod state;
 
+pub use assets::{AssetOptions, AssetReport, CopiedBack, CopyBackOutcome, copy_back, sync_asset};
 pub use error::SyncError;
 pub use gc::gc_remote_scopes;
 pub use manifest::{Entry, EntryKind, Filter, Manifest};
