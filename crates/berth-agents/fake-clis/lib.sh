@@ -8,6 +8,10 @@
 #   FAKE_CLI_LOG=path       append "<cli> <argv…>" (one line per invocation) to this file
 #   FAKE_CLI_LINGER=secs    keep running this long after the final result event
 #   FAKE_CLI_IGNORE_TERM=1  ignore SIGTERM (inherited by the linger `sleep`)
+#   FAKE_CLI_ID_PREFIX=p    prefix every session id this fake mints with p (e.g. `unknown-`, so
+#                           that the next resume of it reports an unknown session)
+#   FAKE_CLI_IGNORE_RESUME=1  (codex only) start a new thread instead of resuming, silently,
+#                           as Codex 0.171 does for an id that is not a UUID
 # Session ids starting with `unknown-` are reported as unknown sessions.
 
 fake_start() {
@@ -77,9 +81,9 @@ do_write() {
     printf '%s' "$CONTENT" >"$FILE"
 }
 
-# A fresh id: <prefix><epoch>-<pid>.
+# A fresh id: [$FAKE_CLI_ID_PREFIX]<prefix><epoch>-<pid>.
 new_id() {
-    printf '%s%s-%s' "$1" "$(date +%s)" "$$"
+    printf '%s%s%s-%s' "${FAKE_CLI_ID_PREFIX:-}" "$1" "$(date +%s)" "$$"
 }
 
 is_unknown() {

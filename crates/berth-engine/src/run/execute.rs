@@ -147,6 +147,8 @@ struct Attempt {
     stopped: Option<Stopped>,
     summary: RunSummary,
     unknown_session: bool,
+    /// The CLI started a new session instead of the one it was asked to resume.
+    resume_ignored: bool,
     stderr_tail: String,
     survivors: Option<String>,
 }
@@ -678,30 +680,6 @@ impl Orchestrator {
         lost: &CancellationToken,
     ) -> Result<Finish, RunError> {
         let run_work = format!("{root}/.berth/scratch/{}", run.id);
-        // Step 4: resume only on an exact identity match.
-        let mut resume = match self.saved_session(run, ctx).await? {
-            Some(saved) => match should_resume(&saved, identity, cwd) {
-                Ok(()) => {
-                    log.step(
-                        "session_resume",
-                        format!("Resuming session {}.", saved.session_id),
-                        json!({"sessionId": saved.session_id}),
-                    )
-                    .await;
-                    Some(saved)
-                }
-                Err(refused) => {
-                    log.step(
-                        "session_fresh",
-                        format!("Starting a fresh session: {}.", refused.reason),
-                        json!({}),
-                    )
-                    .await;
-                    None
-                }
-            },
-            None => None,
-        };
         let agent = ctx
             .agent
             .as_ref()
@@ -712,6 +690,44 @@ impl Orchestrator {
                 format!("unknown adapter type \"{}\"", agent.adapter_type),
             )
         })?;
+        // Step 4: resume only on an exact identity match.
+        let mut resume = match self.saved_session(run, ctx).await? {
+            Some(saved) => match should_resume(&saved, identity, cwd) {
+                Ok(()) => match self
+                    .check_session_file(adapter, transport.as_ref(), &saved, cwd)
+                    .await
+                {
+                    Ok(()) => {
+                        log.step(
+                            "session_resume",
+                            format!("Resuming session {}.", saved.session_id),
+                            json!({"sessionId": saved.session_id}),
+                        )
+                        .await;
+                        Some(saved)
+                    }
+                    Err(refused) => {
+                        log.step(
+                            "session_fresh",
+                            format!("Starting a fresh session: {}.", refused.reason),
+                            json!({"reason": refused.reason}),
+                        )
+                        .await;
+                        None
+                    }
+                },
+                Err(refused) => {
+                    log.step(
+                        "session_fresh",
+                        format!("Starting a fresh session: {}.", refused.reason),
+                        json!({"reason": refused.reason}),
+                    )
+                    .await;
+                    None
+                }
+            },
+            None => None,
+        };
         let launcher = Launcher::new(transport.clone(), root.to_string());
         let mut attempt_no = 0;
         let attempt = loop {
@@ -721,6 +737,9 @@ impl Orchestrator {
             bctx.run_id = run.id;
             bctx.resume = resume.clone();
             bctx.is_root = is_root;
+            // Adapters keep per-adapter files there (Pi's session files, synced assets).
+            bctx.assets_dir_on_environment =
+                Some(format!("{root}/.berth/assets/{}", agent.adapter_type));
             let invocation = adapter
                 .build(&bctx)
                 .map_err(|e| RunError::new("agent_start_failed", e.to_string()))?;
@@ -771,6 +790,15 @@ impl Orchestrator {
                 resume = None;
                 continue;
             }
+            if attempt.resume_ignored {
+                // The work happened in the new session, which is the one saved.
+                log.step(
+                    "session_resume_ignored",
+                    "The CLI started a new session instead of resuming the saved one; the new one is saved.",
+                    json!({"requested": invocation.resume_session_id, "sessionId": attempt.summary.session_id}),
+                )
+                .await;
+            }
             break attempt;
         };
         self.remove_run_dirs(
@@ -784,6 +812,36 @@ impl Orchestrator {
         )
         .await;
         Ok(self.finish_from(attempt, cwd, identity.clone(), log).await)
+    }
+
+    /// Pi's session is a file on the environment: resume it only when its header is readable
+    /// and names this working directory (a missing or foreign file starts fresh).
+    async fn check_session_file(
+        &self,
+        adapter: &dyn berth_agents::Adapter,
+        transport: &dyn Transport,
+        saved: &SessionParams,
+        cwd: &str,
+    ) -> Result<(), berth_agents::ResumeRefused> {
+        if adapter.adapter_type() != berth_agents::pi::ADAPTER_TYPE {
+            return Ok(());
+        }
+        let header = match transport
+            .run(
+                &format!("head -n 1 -- {} 2>/dev/null", quote(&saved.session_id)),
+                bytes::Bytes::new(),
+            )
+            .await
+        {
+            Ok(out) if out.outcome.success() => out.stdout_text().trim().to_string(),
+            Ok(_) => String::new(),
+            Err(e) => {
+                return Err(berth_agents::ResumeRefused {
+                    reason: format!("the Pi session file could not be read ({e})"),
+                });
+            }
+        };
+        berth_agents::pi::check_session_header(&header, cwd)
     }
 
     /// The run directory's output is in the event log now; remove it (SPEC §5: per-run files
@@ -1025,6 +1083,7 @@ impl Orchestrator {
             stopped,
             summary,
             unknown_session: parser.unknown_session(),
+            resume_ignored: parser.resume_ignored(),
             stderr_tail,
             survivors,
         })
