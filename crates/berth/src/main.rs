@@ -18,7 +18,6 @@ use berth::output::Output;
 use clap::Parser;
 use serde_json::Value;
 
-
 fn main() -> ExitCode {
     let cli = match Cli::try_parse() {
         Ok(cli) => cli,
