@@ -444,3 +444,62 @@ async fn a_run_executes_on_its_agents_ssh_environment_and_cancel_kills_it_there(
         "nothing of the remote process group survives"
     );
 }
+
+#[tokio::test]
+async fn a_secret_env_value_reaches_the_agent_but_never_its_recorded_output() {
+    let s = TestServer::start().await;
+    let c = s.default_company().await;
+    let secret = "sk-SENTINEL-RUN-ENV-0042";
+    let r = s
+        .post(
+            &format!("/api/companies/{c}/secrets"),
+            json!({"name": "api-key", "value": secret}),
+        )
+        .await;
+    let sid = r.body["id"].as_str().unwrap().to_string();
+    let digest = {
+        use sha2::Digest as _;
+        hex::encode(sha2::Sha256::digest(secret.as_bytes()))[..16].to_string()
+    };
+    let a = agent(
+        &s,
+        &c,
+        json!({"command": "sh", "args": ["-c", format!(
+            // Compare by digest (the value itself must not be in the agent's args either), then
+            // print the value whole, and split across two writes half a second apart so it
+            // reaches Berth in two chunks.
+            "[ \"$(printf %s \"$API_KEY\" | sha256sum | cut -c1-16)\" = '{digest}' ] && echo match; \
+             echo \"key=$API_KEY\"; printf '%s' \"${{API_KEY%????????????}}\"; sleep 0.5; \
+             printf '%s\\n' \"${{API_KEY#????????????}}\""
+        )],
+            "env": {"API_KEY": {"type": "secret_ref", "secretId": sid, "version": "latest"}}}),
+    )
+    .await;
+    let id = start_run(&s, &c, json!({"agentId": a, "prompt": "x"})).await;
+    let run = wait_run(&s, &id, 30).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let r = s.get(&format!("/api/runs/{id}/events")).await;
+    assert!(
+        r.text.contains("match"),
+        "the agent got the real value: {}",
+        r.text
+    );
+    assert!(r.text.contains("key=***"), "{}", r.text);
+    let stdout: String = events(&s, &id)
+        .await
+        .iter()
+        .filter(|e| e["stream"] == "stdout")
+        .map(|e| e["payload"]["text"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        stdout.ends_with("***\n"),
+        "the value split across chunks is redacted too: {stdout:?}"
+    );
+    assert!(
+        !r.text.contains(secret),
+        "the secret leaked into the events: {}",
+        r.text
+    );
+    let agent_json = s.get(&format!("/api/agents/{a}")).await;
+    assert!(!agent_json.text.contains(secret));
+}

@@ -690,6 +690,16 @@ impl Orchestrator {
                 format!("unknown adapter type \"{}\"", agent.adapter_type),
             )
         })?;
+        // Secret references in the agent's env are resolved into memory for this run only;
+        // their values are redacted from everything the run records.
+        let (adapter_config, env_secrets) = crate::redact::resolve_env_secrets(
+            self.store.as_ref(),
+            &self.secrets,
+            run.company_id,
+            &agent.adapter_config,
+        )
+        .await
+        .map_err(|e| RunError::new("agent_start_failed", e.to_string()))?;
         // Step 4: resume only on an exact identity match.
         let mut resume = match self.saved_session(run, ctx).await? {
             Some(saved) => match should_resume(&saved, identity, cwd) {
@@ -733,7 +743,7 @@ impl Orchestrator {
         let attempt = loop {
             attempt_no += 1;
             let mut bctx =
-                berth_agents::BuildContext::new(agent.adapter_config.clone(), &run.prompt, cwd);
+                berth_agents::BuildContext::new(adapter_config.clone(), &run.prompt, cwd);
             bctx.run_id = run.id;
             bctx.resume = resume.clone();
             bctx.is_root = is_root;
@@ -755,6 +765,7 @@ impl Orchestrator {
                     adapter,
                     &invocation,
                     attempt_no,
+                    &env_secrets,
                     log,
                     cancel,
                     lost,
@@ -893,10 +904,40 @@ impl Orchestrator {
         adapter: &dyn berth_agents::Adapter,
         invocation: &berth_agents::Invocation,
         attempt_no: u32,
+        secrets: &[Secret<String>],
         log: &EventLog,
         cancel: &CancellationToken,
         lost: &CancellationToken,
     ) -> Result<Attempt, RunError> {
+        // The adapter's assets (skills, instructions, CLI config) go to
+        // <root>/.berth/assets/<adapter>/<key>/, never over the user's own files.
+        for asset in &invocation.assets {
+            let opts = berth_sync::AssetOptions {
+                follow_symlinks: asset.follow_symlinks,
+                only: asset.only.clone(),
+                progress: None,
+            };
+            let report =
+                berth_sync::sync_asset(transport, &asset.local_dir, &asset.remote_dir, &opts)
+                    .await
+                    .map_err(|e| {
+                        RunError::new("asset_sync_failed", format!("asset {}: {e}", asset.key))
+                    })?;
+            log.step(
+                "asset_synced",
+                format!(
+                    "Asset {}: {}.",
+                    asset.key,
+                    if report.unchanged {
+                        "unchanged".to_string()
+                    } else {
+                        format!("{} file(s), {} byte(s)", report.files, report.bytes)
+                    }
+                ),
+                json!({"key": asset.key, "unchanged": report.unchanged}),
+            )
+            .await;
+        }
         for dir in &invocation.ensure_dirs {
             let made = transport
                 .run(&format!("mkdir -p {}", quote(dir)), bytes::Bytes::new())
@@ -941,8 +982,10 @@ impl Orchestrator {
             json!({"program": invocation.program, "args": invocation.args, "attempt": attempt_no, "pgid": remote.pgid}),
         )
         .await;
-        self.stream(launcher, &remote, adapter, invocation, log, cancel, lost)
-            .await
+        self.stream(
+            launcher, &remote, adapter, invocation, secrets, log, cancel, lost,
+        )
+        .await
     }
 
     #[allow(
@@ -955,11 +998,16 @@ impl Orchestrator {
         remote: &RemoteRun,
         adapter: &dyn berth_agents::Adapter,
         invocation: &berth_agents::Invocation,
+        secrets: &[Secret<String>],
         log: &EventLog,
         cancel: &CancellationToken,
         lost: &CancellationToken,
     ) -> Result<Attempt, RunError> {
         let mut parser = adapter.parser(invocation);
+        let mut redactors = [
+            crate::redact::Redactor::new(secrets.iter()),
+            crate::redact::Redactor::new(secrets.iter()),
+        ];
         let mut summary = RunSummary::default();
         let mut offsets = Offsets::default();
         let mut partial: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
@@ -993,7 +1041,8 @@ impl Orchestrator {
                             StreamKind::Stdout => offsets.stdout = chunk.end(),
                             StreamKind::Stderr => offsets.stderr = chunk.end(),
                         }
-                        let text = String::from_utf8_lossy(&chunk.data).to_string();
+                        let data = redactors[idx].push(&chunk.data);
+                        let text = String::from_utf8_lossy(&data).to_string();
                         if idx == 1 {
                             stderr_tail.push_str(&text);
                             if stderr_tail.len() > 4096 {
@@ -1003,7 +1052,7 @@ impl Orchestrator {
                             }
                         }
                         log.append(name, json!({"text": text, "offset": chunk.offset})).await;
-                        partial[idx].extend_from_slice(&chunk.data);
+                        partial[idx].extend_from_slice(&data);
                         while let Some(pos) = partial[idx].iter().position(|b| *b == b'\n') {
                             let line: Vec<u8> = partial[idx].drain(..=pos).collect();
                             let line = String::from_utf8_lossy(&line[..line.len() - 1]).to_string();
@@ -1055,7 +1104,25 @@ impl Orchestrator {
                 }));
             }
         };
+        // What the redactors held back (a possible start of a secret) is output too.
+        for (idx, name, end) in [(0, "stdout", offsets.stdout), (1, "stderr", offsets.stderr)] {
+            let rest = redactors[idx].finish();
+            if !rest.is_empty() {
+                log.append(
+                    name,
+                    json!({"text": String::from_utf8_lossy(&rest), "offset": end}),
+                )
+                .await;
+                partial[idx].extend_from_slice(&rest);
+            }
+        }
         for (idx, kind) in [(0, Stream::Stdout), (1, Stream::Stderr)] {
+            while let Some(pos) = partial[idx].iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = partial[idx].drain(..=pos).collect();
+                let line = String::from_utf8_lossy(&line[..line.len() - 1]).to_string();
+                self.record(parser.parse_line(kind, &line), &mut summary, log)
+                    .await;
+            }
             if !partial[idx].is_empty() {
                 let line = String::from_utf8_lossy(&partial[idx]).to_string();
                 self.record(parser.parse_line(kind, &line), &mut summary, log)
