@@ -279,6 +279,16 @@ pub async fn push(
     Ok(report)
 }
 
+/// `rm -rf` each argument unless one of its ancestors (below `.`) is a symbolic link.
+const DELETE_UNLESS_BELOW_LINK: &str = r#"'for p do
+  d=$(dirname -- "$p"); below_link=
+  while [ "$d" != . ] && [ "$d" != / ]; do
+    if [ -L "$d" ]; then below_link=1; break; fi
+    d=$(dirname -- "$d")
+  done
+  [ -n "$below_link" ] || rm -rf -- "$p"
+done'"#;
+
 struct Round {
     sent: std::collections::BTreeMap<RelPath, String>,
     stats: StreamStats,
@@ -304,7 +314,13 @@ async fn send_round(
         let list: Vec<Vec<u8>> = delete.iter().map(RelPath::dot_slash).collect();
         run_ok(
             t,
-            &format!("{}xargs -0 rm -rf --\n", cd_ws(spec)),
+            // A path below a symlink is not an entry of this tree (a directory may have been
+            // replaced by a link earlier in the push): never delete through a link.
+            &format!(
+                "{}xargs -0 sh -c {} berth-delete\n",
+                cd_ws(spec),
+                DELETE_UNLESS_BELOW_LINK
+            ),
             nul_list(&list),
             "delete paths in the remote workspace",
         )
