@@ -710,6 +710,43 @@ impl Drop for QueuePlace<'_> {
 }
 
 impl This {
+    /// `SELECT * FROM <table> WHERE id = $1`, decoded (tables named by the code, never input).
+    async fn row_by_id<T>(
+        &self,
+        table: &'static str,
+        id: uuid::Uuid,
+        decode: fn(&DbRow) -> Result<T>,
+    ) -> Result<Option<T>> {
+        sqlx::query(sql(format!("SELECT * FROM {table} WHERE id = $1")))
+            .bind(b::id(id))
+            .fetch_optional(self.reader())
+            .await?
+            .as_ref()
+            .map(decode)
+            .transpose()
+    }
+
+    /// One keyset page of a company's rows of `table`, ordered by id.
+    async fn company_page<T>(
+        &self,
+        table: &'static str,
+        company_id: CompanyId,
+        page: &Page,
+        decode: fn(&DbRow) -> Result<T>,
+        id_of: fn(&T) -> String,
+    ) -> Result<PageOf<T>> {
+        let q = codec::page_query(page)?;
+        let r = sqlx::query(sql(format!(
+            "SELECT * FROM {table} WHERE company_id = $1 AND ($2 IS NULL OR id > $2) \
+             ORDER BY id LIMIT $3"
+        )))
+        .bind(b::id(company_id.0))
+        .bind(oid(q.cursor))
+        .bind(q.fetch)
+        .fetch_all(self.reader())
+        .await?;
+        Ok(codec::finish_page(rows(r, decode)?, &q, id_of))
+    }
     /// One attempt to acquire, in one write transaction. `Ok(Err(_))` = blocked right now.
     async fn try_acquire(&self, req: &AcquireLease) -> Result<Result<Lease, Blocked>> {
         let now = now();
@@ -1703,29 +1740,12 @@ impl Store for This {
     }
 
     async fn get_agent(&self, id: AgentId) -> Result<Option<Agent>> {
-        sqlx::query("SELECT * FROM agents WHERE id = $1")
-            .bind(b::id(id.0))
-            .fetch_optional(self.reader())
-            .await?
-            .as_ref()
-            .map(agent)
-            .transpose()
+        self.row_by_id("agents", id.0, agent).await
     }
 
     async fn list_agents(&self, company_id: CompanyId, page: &Page) -> Result<PageOf<Agent>> {
-        let q = codec::page_query(page)?;
-        let r = sqlx::query(
-            "SELECT * FROM agents WHERE company_id = $1 AND ($2 IS NULL OR id > $2) \
-             ORDER BY id LIMIT $3",
-        )
-        .bind(b::id(company_id.0))
-        .bind(oid(q.cursor))
-        .bind(q.fetch)
-        .fetch_all(self.reader())
-        .await?;
-        Ok(codec::finish_page(rows(r, agent)?, &q, |a| {
-            a.id.to_string()
-        }))
+        self.company_page("agents", company_id, page, agent, |a| a.id.to_string())
+            .await
     }
 
     async fn update_agent(&self, id: AgentId, patch: AgentPatch) -> Result<Agent> {
@@ -1803,29 +1823,12 @@ impl Store for This {
     }
 
     async fn get_project(&self, id: ProjectId) -> Result<Option<Project>> {
-        sqlx::query("SELECT * FROM projects WHERE id = $1")
-            .bind(b::id(id.0))
-            .fetch_optional(self.reader())
-            .await?
-            .as_ref()
-            .map(project)
-            .transpose()
+        self.row_by_id("projects", id.0, project).await
     }
 
     async fn list_projects(&self, company_id: CompanyId, page: &Page) -> Result<PageOf<Project>> {
-        let q = codec::page_query(page)?;
-        let r = sqlx::query(
-            "SELECT * FROM projects WHERE company_id = $1 AND ($2 IS NULL OR id > $2) \
-             ORDER BY id LIMIT $3",
-        )
-        .bind(b::id(company_id.0))
-        .bind(oid(q.cursor))
-        .bind(q.fetch)
-        .fetch_all(self.reader())
-        .await?;
-        Ok(codec::finish_page(rows(r, project)?, &q, |p| {
-            p.id.to_string()
-        }))
+        self.company_page("projects", company_id, page, project, |p| p.id.to_string())
+            .await
     }
 
     async fn update_project(&self, id: ProjectId, patch: ProjectPatch) -> Result<Project> {
@@ -1882,29 +1885,12 @@ impl Store for This {
     }
 
     async fn get_issue(&self, id: IssueId) -> Result<Option<Issue>> {
-        sqlx::query("SELECT * FROM issues WHERE id = $1")
-            .bind(b::id(id.0))
-            .fetch_optional(self.reader())
-            .await?
-            .as_ref()
-            .map(issue)
-            .transpose()
+        self.row_by_id("issues", id.0, issue).await
     }
 
     async fn list_issues(&self, company_id: CompanyId, page: &Page) -> Result<PageOf<Issue>> {
-        let q = codec::page_query(page)?;
-        let r = sqlx::query(
-            "SELECT * FROM issues WHERE company_id = $1 AND ($2 IS NULL OR id > $2) \
-             ORDER BY id LIMIT $3",
-        )
-        .bind(b::id(company_id.0))
-        .bind(oid(q.cursor))
-        .bind(q.fetch)
-        .fetch_all(self.reader())
-        .await?;
-        Ok(codec::finish_page(rows(r, issue)?, &q, |i| {
-            i.id.to_string()
-        }))
+        self.company_page("issues", company_id, page, issue, |i| i.id.to_string())
+            .await
     }
 
     async fn update_issue(&self, id: IssueId, patch: IssuePatch) -> Result<Issue> {
@@ -1981,13 +1967,8 @@ impl Store for This {
         &self,
         id: ExecutionWorkspaceId,
     ) -> Result<Option<ExecutionWorkspace>> {
-        sqlx::query("SELECT * FROM execution_workspaces WHERE id = $1")
-            .bind(b::id(id.0))
-            .fetch_optional(self.reader())
-            .await?
-            .as_ref()
-            .map(workspace)
-            .transpose()
+        self.row_by_id("execution_workspaces", id.0, workspace)
+            .await
     }
 
     async fn list_execution_workspaces(
@@ -1995,19 +1976,10 @@ impl Store for This {
         company_id: CompanyId,
         page: &Page,
     ) -> Result<PageOf<ExecutionWorkspace>> {
-        let q = codec::page_query(page)?;
-        let r = sqlx::query(
-            "SELECT * FROM execution_workspaces WHERE company_id = $1 \
-             AND ($2 IS NULL OR id > $2) ORDER BY id LIMIT $3",
-        )
-        .bind(b::id(company_id.0))
-        .bind(oid(q.cursor))
-        .bind(q.fetch)
-        .fetch_all(self.reader())
-        .await?;
-        Ok(codec::finish_page(rows(r, workspace)?, &q, |w| {
+        self.company_page("execution_workspaces", company_id, page, workspace, |w| {
             w.id.to_string()
-        }))
+        })
+        .await
     }
 
     async fn update_execution_workspace(
