@@ -276,6 +276,26 @@ fn sql(s: String) -> AssertSqlSafe<String> {
     AssertSqlSafe(s)
 }
 
+/// The row `id` of `table`, locked for update inside `tx` (tables named by the code, never
+/// input); `NotFound` naming `entity` when it is missing.
+async fn locked_by_id<T>(
+    tx: &mut Conn,
+    table: &'static str,
+    entity: &'static str,
+    id: uuid::Uuid,
+    decode: fn(&DbRow) -> Result<T>,
+) -> Result<T> {
+    let row = sqlx::query(sql(format!(
+        "SELECT * FROM {table} WHERE id = $1{}",
+        b::LOCK_UPDATE
+    )))
+    .bind(b::id(id))
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or_else(|| StoreError::not_found(entity, id))?;
+    decode(&row)
+}
+
 fn is_fk_violation(e: &sqlx::Error) -> bool {
     // SQLite reports `ON DELETE RESTRICT` with SQLITE_CONSTRAINT_TRIGGER, not _FOREIGNKEY.
     e.as_database_error().is_some_and(|d| {
@@ -1750,15 +1770,7 @@ impl Store for This {
 
     async fn update_agent(&self, id: AgentId, patch: AgentPatch) -> Result<Agent> {
         let mut tx = self.write_tx().await?;
-        let row = sqlx::query(sql(format!(
-            "SELECT * FROM agents WHERE id = $1{}",
-            b::LOCK_UPDATE
-        )))
-        .bind(b::id(id.0))
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::not_found("agent", id))?;
-        let mut a = agent(&row)?;
+        let mut a = locked_by_id(&mut tx, "agents", "agent", id.0, agent).await?;
         if let Some(v) = patch.name {
             a.name = v;
         }
@@ -1833,15 +1845,7 @@ impl Store for This {
 
     async fn update_project(&self, id: ProjectId, patch: ProjectPatch) -> Result<Project> {
         let mut tx = self.write_tx().await?;
-        let row = sqlx::query(sql(format!(
-            "SELECT * FROM projects WHERE id = $1{}",
-            b::LOCK_UPDATE
-        )))
-        .bind(b::id(id.0))
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::not_found("project", id))?;
-        let mut p = project(&row)?;
+        let mut p = locked_by_id(&mut tx, "projects", "project", id.0, project).await?;
         if let Some(v) = patch.name {
             p.name = v;
         }
@@ -1895,15 +1899,7 @@ impl Store for This {
 
     async fn update_issue(&self, id: IssueId, patch: IssuePatch) -> Result<Issue> {
         let mut tx = self.write_tx().await?;
-        let row = sqlx::query(sql(format!(
-            "SELECT * FROM issues WHERE id = $1{}",
-            b::LOCK_UPDATE
-        )))
-        .bind(b::id(id.0))
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::not_found("issue", id))?;
-        let mut i = issue(&row)?;
+        let mut i = locked_by_id(&mut tx, "issues", "issue", id.0, issue).await?;
         if let Some(v) = patch.project_id {
             i.project_id = v;
         }
@@ -1988,15 +1984,14 @@ impl Store for This {
         patch: ExecutionWorkspacePatch,
     ) -> Result<ExecutionWorkspace> {
         let mut tx = self.write_tx().await?;
-        let row = sqlx::query(sql(format!(
-            "SELECT * FROM execution_workspaces WHERE id = $1{}",
-            b::LOCK_UPDATE
-        )))
-        .bind(b::id(id.0))
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or_else(|| StoreError::not_found("execution workspace", id))?;
-        let mut w = workspace(&row)?;
+        let mut w = locked_by_id(
+            &mut tx,
+            "execution_workspaces",
+            "execution workspace",
+            id.0,
+            workspace,
+        )
+        .await?;
         if let Some(v) = patch.project_id {
             w.project_id = v;
         }
