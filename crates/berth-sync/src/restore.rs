@@ -341,7 +341,7 @@ pub async fn restore(
             continue;
         }
         let abs = p.under(&ws);
-        if !unchanged_since_scan(&abs, Some(l)) {
+        if !parent_is_dir(&ws, p) || !unchanged_since_scan(&abs, Some(l)) {
             conflicts.insert(p.clone());
             blocked.insert(p.clone());
             continue;
@@ -454,11 +454,12 @@ fn check_headroom(dir: &Path, needed: u64) -> Result<(), SyncError> {
     Ok(())
 }
 
+/// Whether every ancestor of `p` is a real directory. Each level is checked without following
+/// symlinks: a directory the local side replaced with a symlink must not let a remote change
+/// be written through it to wherever it points.
 fn parent_is_dir(ws: &Path, p: &RelPath) -> bool {
-    match p.parent() {
-        None => true,
-        Some(par) => fs::symlink_metadata(par.under(ws)).is_ok_and(|m| m.is_dir()),
-    }
+    p.ancestors()
+        .all(|a| fs::symlink_metadata(a.under(ws)).is_ok_and(|m| m.is_dir()))
 }
 
 /// Whether the local entry still looks as scanned (`None`: still absent). A last guard

@@ -136,3 +136,35 @@ async fn a_state_dir_inside_the_workspace_is_refused() {
         .unwrap_err();
     assert!(err.to_string().contains("outside the workspace"), "{err}");
 }
+
+/// Found by the property test: a directory replaced locally by a symlink to another directory
+/// must not let a file the remote created below it be written through the link.
+#[tokio::test]
+async fn a_remote_file_is_never_written_through_a_local_symlink() {
+    let l = Layout::new("through-link");
+    let t = LocalTransport::new();
+    let o = SyncOptions::default();
+    write(&l.local, b"a/sub/keep", b"k");
+    write(&l.local, b"d/sub/old", b"o");
+    push(&t, &l.local, &l.spec, &o).await.unwrap();
+
+    write(&l.remote_ws(), b"d/sub/new", b"remote");
+    fs::remove_dir_all(l.local.join("d")).unwrap();
+    std::os::unix::fs::symlink("a", l.local.join("d")).unwrap();
+
+    let rep = restore(&t, &l.local, &l.spec, "run1", &o).await.unwrap();
+    let s = snapshot(&l.local);
+    assert!(!s.contains_key(b"a/sub/new".as_slice()), "{s:?}");
+    assert!(!s.contains_key(b"a/sub/new.berth-remote".as_slice()), "{s:?}");
+    assert_eq!(
+        s.get(b"d".as_slice()),
+        Some(&Node::Symlink {
+            target: b"a".to_vec()
+        })
+    );
+    assert!(
+        rep.conflicts.iter().any(|c| c.to_string() == "d/sub/new"),
+        "{rep:?}"
+    );
+    assert!(rep.applied.is_empty(), "{rep:?}");
+}
