@@ -2,7 +2,7 @@
 //! of a build that are the same for every adapter: env rules, `BERTH_*` variables, assets.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use berth_core::adapters::{default_command, is_forbidden_env_key, is_valid_env_key};
 use serde_json::{Map, Value};
@@ -31,6 +31,9 @@ pub struct CommonConfig {
     /// A file on the control plane with the agent's instructions.
     pub instructions_file_path: Option<String>,
     pub max_turns_per_run: Option<u64>,
+    /// `adapterConfig.assets`: directories on the control plane synced to the environment
+    /// before each run, by asset key (see [`crate::Adapter::asset_keys`]).
+    pub assets: BTreeMap<String, PathBuf>,
 }
 
 impl CommonConfig {
@@ -55,8 +58,38 @@ impl CommonConfig {
             grace_sec: u64_opt(obj, "graceSec")?.unwrap_or(DEFAULT_GRACE_SEC),
             instructions_file_path: str_opt(obj, "instructionsFilePath")?,
             max_turns_per_run: u64_opt(obj, "maxTurnsPerRun")?,
+            assets: asset_dirs(obj)?,
         })
     }
+}
+
+/// `assets`: an object of asset key → absolute directory on the control plane.
+fn asset_dirs(obj: &Map<String, Value>) -> Result<BTreeMap<String, PathBuf>, AdapterError> {
+    let map = match obj.get("assets") {
+        None | Some(Value::Null) => return Ok(BTreeMap::new()),
+        Some(Value::Object(m)) => m,
+        Some(_) => {
+            return Err(AdapterError::config(
+                "assets",
+                "must be an object of asset key to absolute directory",
+            ));
+        }
+    };
+    let mut out = BTreeMap::new();
+    for (key, value) in map {
+        match value.as_str() {
+            Some(dir) if Path::new(dir).is_absolute() => {
+                out.insert(key.clone(), PathBuf::from(dir));
+            }
+            _ => {
+                return Err(AdapterError::config(
+                    "assets",
+                    "each asset must be an absolute directory path on the control plane",
+                ));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The adapter config as an object (`null` counts as `{}`).
@@ -247,7 +280,10 @@ pub(crate) fn place_assets(
     ctx: &BuildContext,
 ) -> Result<PlacedAssets, AdapterError> {
     let mut placed = PlacedAssets::default();
-    let wants_any = !ctx.local_assets.is_empty() || common.instructions_file_path.is_some();
+    // Prepared by the control plane for this run, else configured on the agent.
+    let mut local_assets = common.assets.clone();
+    local_assets.extend(ctx.local_assets.clone());
+    let wants_any = !local_assets.is_empty() || common.instructions_file_path.is_some();
     if !wants_any {
         return Ok(placed);
     }
@@ -262,7 +298,7 @@ pub(crate) fn place_assets(
                 .to_string(),
         });
     };
-    for (key, local_dir) in &ctx.local_assets {
+    for (key, local_dir) in &local_assets {
         if !known.contains(&key.as_str()) || key == INSTRUCTIONS_ASSET {
             return Err(AdapterError::UnknownAsset {
                 adapter,
@@ -362,5 +398,41 @@ pub(crate) fn note_unsupported(inv: &mut Invocation, adapter: &str, key: &str, v
         inv.notes.push(format!(
             "adapterConfig.{key} is not supported by {adapter}; ignored"
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn configured_assets_are_placed_and_a_prepared_one_wins() {
+        let config = json!({"assets": {"home": "/srv/codex", "skills": "/srv/skills"}});
+        let common = CommonConfig::parse("codex_local", &config).expect("valid config");
+        let mut ctx = BuildContext::new(config, "p", "/ws");
+        ctx.assets_dir_on_environment = Some("/r/.berth/assets/codex_local".into());
+        ctx.local_assets
+            .insert("skills".into(), PathBuf::from("/prepared/skills"));
+        let placed =
+            place_assets("codex_local", &["home", "skills"], &common, &ctx).expect("known keys");
+        assert_eq!(placed.remote["home"], "/r/.berth/assets/codex_local/home");
+        let local: BTreeMap<_, _> = placed
+            .specs
+            .iter()
+            .map(|s| (s.key.as_str(), s.local_dir.clone()))
+            .collect();
+        assert_eq!(local["home"], PathBuf::from("/srv/codex"));
+        assert_eq!(local["skills"], PathBuf::from("/prepared/skills"));
+        // An unknown key is refused by name.
+        let err = place_assets("codex_local", &["home"], &common, &ctx).unwrap_err();
+        assert!(err.to_string().contains("skills"), "{err}");
+    }
+
+    #[test]
+    fn relative_asset_directories_are_refused() {
+        let err =
+            CommonConfig::parse("codex_local", &json!({"assets": {"home": "rel"}})).unwrap_err();
+        assert!(err.to_string().contains("assets"), "{err}");
     }
 }

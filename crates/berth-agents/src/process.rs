@@ -55,6 +55,7 @@ impl Adapter for ProcessAdapter {
             grace_sec: u64_opt(obj, "graceSec")?.unwrap_or(DEFAULT_GRACE_SEC),
             instructions_file_path: None,
             max_turns_per_run: None,
+            assets: std::collections::BTreeMap::new(),
         };
         let mut inv = base_invocation(&common, ctx, &[], ctx.prompt.clone())?;
         inv.args = string_list(obj, "args")?.unwrap_or_default();

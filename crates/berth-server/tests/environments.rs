@@ -358,6 +358,31 @@ async fn selection_guards_refuse_missing_foreign_and_archived_environments() {
     let r = s.post(&format!("/api/companies/{c}/agents"), json!({"name": "a", "adapterType": "process", "adapterConfig": {"env": {"LD_PRELOAD": "/x.so"}}})).await;
     assert_eq!(r.status, 422);
     assert!(r.body["error"].as_str().unwrap().contains("LD_PRELOAD"));
+    // Assets: known keys only, absolute directories only, the field named.
+    for (assets, field) in [
+        (
+            json!({"skills": "/srv/skills"}),
+            "adapterConfig.assets.skills",
+        ),
+        (json!({"home": "relative/dir"}), "adapterConfig.assets.home"),
+        (json!(["/srv"]), "adapterConfig.assets"),
+    ] {
+        let r = s
+            .post(
+                &format!("/api/companies/{c}/agents"),
+                json!({"name": "a", "adapterType": "codex_local", "adapterConfig": {"assets": assets}}),
+            )
+            .await;
+        assert_eq!(r.status, 400, "{}", r.text);
+        assert!(r.text.contains(field), "{field}: {}", r.text);
+    }
+    let r = s
+        .post(
+            &format!("/api/companies/{c}/agents"),
+            json!({"name": "a", "adapterType": "codex_local", "adapterConfig": {"assets": {"home": "/srv/codex-home"}}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
 }
 
 #[tokio::test]

@@ -54,9 +54,11 @@ fn check_adapter(adapter_type: &str) -> ApiResult<()> {
 async fn check_adapter_config(
     state: &AppState,
     company_id: CompanyId,
+    adapter_type: &str,
     config: &Value,
 ) -> ApiResult<()> {
     check_adapter_config_shape(config)?;
+    check_assets(adapter_type, config)?;
     if let Some(env) = config.get("env").and_then(Value::as_object) {
         for (key, value) in env {
             match value {
@@ -85,6 +87,46 @@ async fn check_adapter_config(
                     ));
                 }
             }
+        }
+    }
+    Ok(())
+}
+
+/// `adapterConfig.assets`: `{<key>: <absolute directory on this machine>}`, with keys the
+/// adapter knows (its CLI config home, skills, …), synced to the environment before each run.
+fn check_assets(adapter_type: &str, config: &Value) -> ApiResult<()> {
+    let Some(assets) = config.get("assets").filter(|v| !v.is_null()) else {
+        return Ok(());
+    };
+    let Some(assets) = assets.as_object() else {
+        return Err(ApiError::field(
+            "adapterConfig.assets",
+            "assets must be an object of asset key to absolute directory",
+        ));
+    };
+    let known = berth_agents::adapter(adapter_type).map_or(&[][..], |a| a.asset_keys());
+    for (key, dir) in assets {
+        if !known.contains(&key.as_str()) {
+            return Err(ApiError::field(
+                &format!("adapterConfig.assets.{key}"),
+                format!(
+                    "unknown asset for {adapter_type}; known: {}",
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                ),
+            ));
+        }
+        if !dir
+            .as_str()
+            .is_some_and(|d| std::path::Path::new(d).is_absolute())
+        {
+            return Err(ApiError::field(
+                &format!("adapterConfig.assets.{key}"),
+                "must be an absolute directory path on the control plane",
+            ));
         }
     }
     Ok(())
@@ -164,7 +206,7 @@ async fn create_agent(
     }
     check_adapter(&body.adapter_type)?;
     let adapter_config = body.adapter_config.unwrap_or_else(|| json!({}));
-    check_adapter_config(&state, company_id, &adapter_config).await?;
+    check_adapter_config(&state, company_id, &body.adapter_type, &adapter_config).await?;
     let allowed = supported_drivers(&body.adapter_type).unwrap_or(&[]);
     guards::environment_selection(&state, company_id, body.default_environment_id, allowed).await?;
     let agent = state
@@ -231,7 +273,8 @@ async fn update_agent(
         check_adapter(t)?;
     }
     if let Some(c) = &body.adapter_config {
-        check_adapter_config(&state, agent.company_id, c).await?;
+        let adapter = body.adapter_type.as_deref().unwrap_or(&agent.adapter_type);
+        check_adapter_config(&state, agent.company_id, adapter, c).await?;
     }
     if let Some(n) = &body.name
         && n.trim().is_empty()
