@@ -8,7 +8,7 @@ use std::io::Write;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::Path;
 
-use berth_core::{CompanyId, Secret, SecretId};
+use berth_core::{CompanyId, RunId, Secret, SecretId};
 use chacha20poly1305::aead::{Aead, AeadCore, KeyInit, OsRng, Payload};
 use chacha20poly1305::{Key, XChaCha20Poly1305, XNonce};
 use zeroize::Zeroizing;
@@ -167,6 +167,64 @@ impl SecretBox {
     }
 }
 
+/// The prefix of run-scoped API tokens (`BERTH_API_TOKEN`).
+pub const RUN_TOKEN_PREFIX: &str = "berthrun_";
+
+impl SecretBox {
+    /// A bearer token for the agent of one run: `berthrun_<run id>_<nonce+tag>`, the tag an
+    /// XChaCha20-Poly1305 seal of nothing, bound to the run id. Nothing is stored: the server
+    /// accepts it while that run is active, so it dies with the run, and every instance sharing
+    /// the master key accepts it.
+    pub fn run_token(&self, run_id: RunId) -> Result<Secret<String>, CryptoError> {
+        let nonce = XChaCha20Poly1305::generate_nonce(&mut OsRng);
+        let aad = Self::run_aad(run_id);
+        let tag = self
+            .cipher
+            .encrypt(
+                &nonce,
+                Payload {
+                    msg: &[],
+                    aad: aad.as_bytes(),
+                },
+            )
+            .map_err(|_| CryptoError::Encrypt)?;
+        Ok(Secret::new(format!(
+            "{RUN_TOKEN_PREFIX}{}_{}{}",
+            run_id.0.simple(),
+            hex::encode(nonce),
+            hex::encode(tag)
+        )))
+    }
+
+    /// The run a token from [`SecretBox::run_token`] belongs to, if it is authentic.
+    pub fn verify_run_token(&self, token: &str) -> Option<RunId> {
+        let rest = token.strip_prefix(RUN_TOKEN_PREFIX)?;
+        let (id, mac) = rest.split_once('_')?;
+        let run_id = RunId(uuid::Uuid::try_parse(id).ok()?);
+        let mac = hex::decode(mac).ok()?;
+        if mac.len() != 24 + 16 {
+            return None;
+        }
+        let (nonce, tag) = mac.split_at(24);
+        let aad = Self::run_aad(run_id);
+        self.cipher
+            .decrypt(
+                XNonce::from_slice(nonce),
+                Payload {
+                    msg: tag,
+                    aad: aad.as_bytes(),
+                },
+            )
+            .ok()
+            .filter(Vec::is_empty)
+            .map(|_| run_id)
+    }
+
+    fn run_aad(run_id: RunId) -> String {
+        format!("berth-run-token:v1:{run_id}")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -209,5 +267,28 @@ mod tests {
             SecretBox::load_or_create(dir.path(), None),
             Err(CryptoError::Permissions { .. })
         ));
+    }
+
+    #[test]
+    fn run_tokens_verify_only_for_their_run_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let sb = SecretBox::load_or_create(dir.path(), None).unwrap();
+        let run = RunId::new();
+        let token = sb.run_token(run).unwrap();
+        assert!(token.expose().starts_with(RUN_TOKEN_PREFIX));
+        assert_eq!(sb.verify_run_token(token.expose()), Some(run));
+        // Another run's id with this tag, a flipped bit, another key: all refused.
+        let other = token.expose().replace(
+            &run.0.simple().to_string(),
+            &RunId::new().0.simple().to_string(),
+        );
+        assert_eq!(sb.verify_run_token(&other), None);
+        let mut flipped = token.expose().clone();
+        let last = if flipped.ends_with('0') { "1" } else { "0" };
+        flipped.replace_range(flipped.len() - 1.., last);
+        assert_eq!(sb.verify_run_token(&flipped), None);
+        let stranger = SecretBox::from_hex(&"cd".repeat(32)).unwrap();
+        assert_eq!(stranger.verify_run_token(token.expose()), None);
+        assert_eq!(sb.verify_run_token("berthrun_nonsense"), None);
     }
 }

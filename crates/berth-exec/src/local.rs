@@ -114,6 +114,14 @@ impl Transport for LocalTransport {
         }
     }
 
+    /// Same machine: the address itself.
+    async fn expose_local_port(
+        &self,
+        local: std::net::SocketAddr,
+    ) -> Result<Option<std::net::SocketAddr>, ExecError> {
+        Ok(Some(local))
+    }
+
     async fn exec(&self, req: ExecRequest) -> Result<ExecHandle, ExecError> {
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")

@@ -281,6 +281,16 @@ pub trait Transport: Send + Sync {
         Ok(None)
     }
 
+    /// Make a TCP service listening at `local` (on the control plane) reachable from commands
+    /// this transport runs; returns the address they should connect to. `Ok(None)`: this
+    /// transport cannot (the default).
+    async fn expose_local_port(
+        &self,
+        _local: std::net::SocketAddr,
+    ) -> Result<Option<std::net::SocketAddr>, ExecError> {
+        Ok(None)
+    }
+
     async fn run(&self, script: &str, stdin: Bytes) -> Result<Completed, ExecError> {
         let req = ExecRequest::new(script)
             .stdin_bytes(stdin)

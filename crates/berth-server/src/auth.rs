@@ -11,7 +11,7 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use base64::Engine;
 use berth_core::model::{Company, GRANT_ENVIRONMENTS_MANAGE};
-use berth_core::{AgentId, CompanyId, TokenId, TokenKind};
+use berth_core::{AgentId, CompanyId, RunId, TokenId, TokenKind};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, ApiResult};
@@ -32,6 +32,12 @@ pub enum Actor {
         company_id: CompanyId,
         grants: Vec<String>,
     },
+    /// The agent of one active run, by its `BERTH_API_TOKEN` (no grants).
+    Run {
+        run_id: RunId,
+        agent_id: AgentId,
+        company_id: CompanyId,
+    },
 }
 
 impl Actor {
@@ -44,6 +50,9 @@ impl Actor {
                 ..
             } => *instance_admin || company_ids.contains(&company_id),
             Actor::Agent {
+                company_id: own, ..
+            }
+            | Actor::Run {
                 company_id: own, ..
             } => *own == company_id,
         }
@@ -67,6 +76,7 @@ impl Actor {
                 company_id: own,
                 ..
             } => *own == company_id && grants.iter().any(|g| g == GRANT_ENVIRONMENTS_MANAGE),
+            Actor::Run { .. } => false,
         }
     }
 
@@ -88,7 +98,7 @@ impl Actor {
     pub fn actor_type(&self) -> &'static str {
         match self {
             Actor::LocalTrusted | Actor::Board { .. } => "board",
-            Actor::Agent { .. } => "agent",
+            Actor::Agent { .. } | Actor::Run { .. } => "agent",
         }
     }
 
@@ -98,6 +108,7 @@ impl Actor {
             Actor::Board { token_id, .. } | Actor::Agent { token_id, .. } => {
                 format!("token:{token_id}")
             }
+            Actor::Run { run_id, .. } => format!("run:{run_id}"),
         }
     }
 
@@ -174,6 +185,9 @@ impl FromRequestParts<SharedState> for Actor {
             .strip_prefix("Bearer ")
             .ok_or_else(|| ApiError::Unauthorized("Authorization must be a Bearer token".into()))?
             .trim();
+        if value.starts_with(berth_engine::secrets::RUN_TOKEN_PREFIX) {
+            return run_actor(state, value).await;
+        }
         let token = state
             .store
             .find_token_by_hash(&hash_token(value))
@@ -201,6 +215,21 @@ impl FromRequestParts<SharedState> for Actor {
             }
         })
     }
+}
+
+/// A run token is valid while its run is active (queued or running): it dies with the run.
+async fn run_actor(state: &AppState, value: &str) -> Result<Actor, ApiError> {
+    let invalid = || ApiError::Unauthorized("Invalid or expired run token".into());
+    let run_id = state.secrets.verify_run_token(value).ok_or_else(invalid)?;
+    let run = state.store.get_run(run_id).await?.ok_or_else(invalid)?;
+    if run.status.is_terminal() {
+        return Err(invalid());
+    }
+    Ok(Actor::Run {
+        run_id,
+        agent_id: run.agent_id,
+        company_id: run.company_id,
+    })
 }
 
 #[cfg(test)]

@@ -131,8 +131,9 @@ fn restrict_sqlite_files(url: &str) {
 /// Build the application state: store, master key, auth mode inputs.
 pub async fn build_state(
     config: &ServerConfig,
-    loopback: bool,
+    addr: std::net::SocketAddr,
 ) -> Result<SharedState, ServerError> {
+    let loopback = addr.ip().is_loopback();
     restrict_home(config)?;
     let store = open_store(&config.database_url).await?;
     restrict_sqlite_files(&config.database_url);
@@ -169,12 +170,18 @@ pub async fn build_state(
     };
     let secrets = Arc::new(secrets);
     let pool = berth_exec::SshPool::new();
-    let orchestrator = berth_engine::run::Orchestrator::new(
+    let mut orchestrator = berth_engine::run::Orchestrator::new(
         store.clone(),
         secrets.clone(),
         pool.clone(),
         config.berth_home.clone(),
     );
+    // Agents reach the API on loopback (locally, or through an SSH remote forward).
+    let mut api_addr = addr;
+    if api_addr.ip().is_unspecified() {
+        api_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+    }
+    orchestrator.api_addr = Some(api_addr);
     let worker = berth_engine::run::Worker::new(orchestrator, 32);
     Ok(Arc::new(AppState {
         store,
@@ -293,7 +300,7 @@ pub async fn launch_with_options(
     options: LaunchOptions,
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr()?;
-    let state = build_state(&config, addr.ip().is_loopback()).await?;
+    let state = build_state(&config, addr).await?;
     // The reaper's loop lives in the engine; the server only owns its lifetime.
     let reaper = options.reaper_interval.map(|interval| {
         let cleaner = berth_engine::reaper::EnvironmentCleaner {

@@ -245,3 +245,108 @@ async fn a_path_edited_on_both_sides_keeps_the_local_edit_and_reports_a_conflict
         "new\n"
     );
 }
+
+/// What the agent's process does with `BERTH_API_URL` / `BERTH_API_TOKEN`: reads its own run
+/// with the token, tries a privileged call, tries a forged token, and leaves the token in the
+/// workspace so the test can show it dies with the run.
+const API_PROBE: &str = r#"
+import json, os, urllib.request, urllib.error
+url, token, run = os.environ["BERTH_API_URL"], os.environ["BERTH_API_TOKEN"], os.environ["BERTH_RUN_ID"]
+def call(method, path, tok, body=None):
+    req = urllib.request.Request(url + path, method=method, data=None if body is None else json.dumps(body).encode(),
+                                 headers={"Authorization": "Bearer " + tok, "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return r.status, json.load(r)
+    except urllib.error.HTTPError as e:
+        return e.code, None
+status, me = call("GET", "/api/runs/" + run, token)
+print("own-run", status, me["status"])
+print("url", url)
+company = me["companyId"]
+print("privileged", call("POST", "/api/companies/%s/environments" % company, token,
+                         {"name": "x", "driver": "local", "config": {}})[0])
+print("forged", call("GET", "/api/runs/" + run, token[:-4] + "0000")[0])
+open("token.txt", "w").write(token)
+"#;
+
+/// The agent reaches the API as itself: on the local environment directly, over SSH through a
+/// remote forward on the pooled connection; its token works only while its run is active and
+/// grants no management rights.
+#[tokio::test]
+async fn the_agent_reaches_the_api_with_a_token_that_dies_with_its_run() {
+    let Some(sshd) = Sshd::start_unless_unavailable().unwrap() else {
+        return;
+    };
+    let (s, c, eid) = setup(&sshd).await;
+    for ssh in [false, true] {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = s
+            .post(
+                &format!("/api/companies/{c}/execution-workspaces"),
+                json!({"localPath": dir.path()}),
+            )
+            .await;
+        assert_eq!(ws.status, 201, "{}", ws.text);
+        let agent = s
+            .post(
+                &format!("/api/companies/{c}/agents"),
+                json!({"name": format!("api-{ssh}"), "adapterType": "process",
+                    "defaultEnvironmentId": if ssh { json!(eid) } else { Value::Null },
+                    "adapterConfig": {"command": "python3", "args": ["-c", API_PROBE]}}),
+            )
+            .await;
+        assert_eq!(agent.status, 201, "{}", agent.text);
+        let run = s
+            .post(
+                &format!("/api/companies/{c}/runs"),
+                json!({"agentId": agent.body["id"], "prompt": "call the API", "executionWorkspaceId": ws.body["id"]}),
+            )
+            .await;
+        assert_eq!(run.status, 202, "{}", run.text);
+        let id = run.body["id"].as_str().unwrap();
+        let done = wait_run(&s, id).await;
+        assert_eq!(done["status"], "succeeded", "ssh={ssh}: {done}");
+        let events = s.get(&format!("/api/runs/{id}/events")).await;
+        let out: String = events
+            .text
+            .lines()
+            .filter_map(|l| l.strip_prefix("data: "))
+            .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+            .filter(|e| e["stream"] == "stdout")
+            .filter_map(|e| e["payload"]["text"].as_str().map(str::to_string))
+            .collect();
+        assert!(
+            out.contains("own-run 200 running"),
+            "ssh={ssh}: {}",
+            events.text
+        );
+        assert!(out.contains("privileged 403"), "ssh={ssh}: {out}");
+        assert!(out.contains("forged 401"), "ssh={ssh}: {out}");
+        // Locally the API's own address; over SSH a port the sshd forwards back.
+        let direct = out.contains(&format!("url {}", s.base));
+        assert_eq!(direct, !ssh, "{out}");
+        if ssh {
+            assert_eq!(done["environmentId"], eid.as_str(), "{done}");
+        }
+        let token = std::fs::read_to_string(dir.path().join("token.txt")).unwrap();
+        assert!(token.starts_with("berthrun_"));
+        assert!(
+            !events.text.contains(&token),
+            "the token is redacted from events"
+        );
+        let after = s
+            .call(
+                reqwest::Method::GET,
+                &format!("/api/runs/{id}"),
+                Some(&token),
+                None,
+            )
+            .await;
+        assert_eq!(
+            after.status, 401,
+            "the token died with the run: {}",
+            after.text
+        );
+    }
+}

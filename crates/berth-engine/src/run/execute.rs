@@ -165,6 +165,9 @@ pub struct Orchestrator {
     pub lease_ttl_secs: i64,
     /// A CLI that lingers after its final result is stopped after this long (SPEC §7: 5 s).
     pub linger: Duration,
+    /// Where this instance's HTTP API listens, for `BERTH_API_URL` (reverse-forwarded to SSH
+    /// environments). `None`: agents get no API URL.
+    pub api_addr: Option<std::net::SocketAddr>,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -188,6 +191,7 @@ impl Orchestrator {
             lease_wait: Duration::from_secs(600),
             lease_ttl_secs: DEFAULT_TTL_SECS,
             linger: Duration::from_secs(5),
+            api_addr: None,
         }
     }
 
@@ -660,6 +664,38 @@ impl Orchestrator {
         Ok(finish)
     }
 
+    /// `BERTH_API_URL` as the environment reaches this instance (the address itself locally,
+    /// a remote forward over SSH) and a `BERTH_API_TOKEN` valid while this run is active.
+    /// Without it the run goes on without the API, and says why.
+    async fn api_for_agent(
+        &self,
+        run: &Run,
+        transport: &dyn Transport,
+        log: &EventLog,
+    ) -> Option<(String, Secret<String>)> {
+        let local = self.api_addr?;
+        let reachable = match transport.expose_local_port(local).await {
+            Ok(Some(addr)) => addr,
+            Ok(None) => return None,
+            Err(e) => {
+                log.step(
+                    "api_unreachable",
+                    format!("The agent gets no BERTH_API_URL: {e}."),
+                    json!({}),
+                )
+                .await;
+                return None;
+            }
+        };
+        match self.secrets.run_token(run.id) {
+            Ok(token) => Some((format!("http://{reachable}"), token)),
+            Err(e) => {
+                tracing::warn!(run = %run.id, error = %e, "cannot mint a run token");
+                None
+            }
+        }
+    }
+
     /// Steps 4-7: resume decision, launch, stream, retry once on an unknown session; the run
     /// directories are removed afterwards.
     #[allow(
@@ -692,7 +728,7 @@ impl Orchestrator {
         })?;
         // Secret references in the agent's env are resolved into memory for this run only;
         // their values are redacted from everything the run records.
-        let (adapter_config, env_secrets) = crate::redact::resolve_env_secrets(
+        let (adapter_config, mut env_secrets) = crate::redact::resolve_env_secrets(
             self.store.as_ref(),
             &self.secrets,
             run.company_id,
@@ -700,6 +736,10 @@ impl Orchestrator {
         )
         .await
         .map_err(|e| RunError::new("agent_start_failed", e.to_string()))?;
+        let api = self.api_for_agent(run, transport.as_ref(), log).await;
+        if let Some((_, token)) = &api {
+            env_secrets.push(token.clone());
+        }
         // Step 4: resume only on an exact identity match.
         let mut resume = match self.saved_session(run, ctx).await? {
             Some(saved) => match should_resume(&saved, identity, cwd) {
@@ -745,6 +785,10 @@ impl Orchestrator {
             let mut bctx =
                 berth_agents::BuildContext::new(adapter_config.clone(), &run.prompt, cwd);
             bctx.run_id = run.id;
+            if let Some((url, token)) = &api {
+                bctx.api_url = Some(url.clone());
+                bctx.api_token = Some(token.clone());
+            }
             bctx.resume = resume.clone();
             bctx.is_root = is_root;
             // Adapters keep per-adapter files there (Pi's session files, synced assets).

@@ -1,6 +1,8 @@
 //! Connecting: TCP with `TCP_NODELAY`, the handshake with host-key verification (before anything
 //! is sent), then public-key authentication with an in-memory key or the SSH agent.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -46,16 +48,61 @@ enum Seen {
     Rejected(Box<PresentedHostKey>, HostKeyRejection),
 }
 
-/// The russh handler: decides on the host key and records what it saw.
+/// Remote-forwarded ports of one connection: the port the server listens on → the local
+/// address its connections are relayed to.
+pub(crate) type Forwards = Arc<Mutex<HashMap<u32, SocketAddr>>>;
+
+/// The russh handler: decides on the host key, records what it saw, and relays connections
+/// to ports this client asked the server to forward.
 pub struct ClientHandler {
     host: String,
     port: u16,
     policy: Policy,
     seen: Arc<Mutex<Option<Seen>>>,
+    forwards: Forwards,
 }
 
 impl client::Handler for ClientHandler {
     type Error = russh::Error;
+
+    /// A connection to a port we forwarded: relay it to the local address registered for
+    /// that port; anything else (a port we never asked for) is refused.
+    async fn server_channel_open_forwarded_tcpip(
+        &mut self,
+        channel: russh::Channel<client::Msg>,
+        _connected_address: &str,
+        connected_port: u32,
+        _originator_address: &str,
+        _originator_port: u32,
+        reply: client::ChannelOpenHandle,
+        _session: &mut client::Session,
+    ) -> Result<(), Self::Error> {
+        let target = self
+            .forwards
+            .lock()
+            .ok()
+            .and_then(|f| f.get(&connected_port).copied());
+        let Some(target) = target else {
+            reply
+                .reject(russh::ChannelOpenFailure::AdministrativelyProhibited)
+                .await;
+            return Ok(());
+        };
+        reply.accept().await;
+        tokio::spawn(async move {
+            match tokio::net::TcpStream::connect(target).await {
+                Ok(mut tcp) => {
+                    let _ = tcp.set_nodelay(true);
+                    let mut stream = channel.into_stream();
+                    let _ = tokio::io::copy_bidirectional(&mut stream, &mut tcp).await;
+                }
+                Err(e) => {
+                    tracing::warn!(%target, error = %e, "cannot relay a forwarded connection");
+                }
+            }
+        });
+        Ok(())
+    }
 
     async fn check_server_key(
         &mut self,
@@ -169,6 +216,15 @@ pub async fn connect(
     target: &SshTarget,
     timeouts: &SshTimeouts,
 ) -> Result<(Handle<ClientHandler>, ConnectionInfo), ExecError> {
+    connect_with_forwards(target, timeouts, Forwards::default()).await
+}
+
+/// [`connect`], relaying forwarded ports through `forwards`.
+pub(crate) async fn connect_with_forwards(
+    target: &SshTarget,
+    timeouts: &SshTimeouts,
+    forwards: Forwards,
+) -> Result<(Handle<ClientHandler>, ConnectionInfo), ExecError> {
     let env = target.describe();
     // Decode the key first: a bad key or passphrase fails before any network traffic.
     let key = match &target.private_key {
@@ -216,6 +272,7 @@ pub async fn connect(
         port: target.port,
         policy,
         seen: seen.clone(),
+        forwards,
     };
     let t1 = Instant::now();
     let remaining = timeouts.connect.saturating_sub(tcp_connect);
@@ -405,6 +462,7 @@ pub async fn fetch_host_key(
         port,
         policy: Policy::Known(KnownHosts::default()),
         seen: seen.clone(),
+        forwards: Forwards::default(),
     };
     let _ = tokio::time::timeout(
         timeouts.connect,

@@ -2,6 +2,7 @@
 //! it, bounded by `max_sessions`; idle close; reconnect with backoff after a dead connection.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -26,6 +27,8 @@ const RECONNECT_BACKOFF: [Duration; 3] = [
 /// One authenticated SSH connection.
 pub struct SshConnection {
     handle: Handle<ClientHandler>,
+    /// Ports the server forwards to us (remote port → local address).
+    forwards: client::Forwards,
     env: String,
     info: ConnectionInfo,
     sessions: Arc<Semaphore>,
@@ -73,6 +76,43 @@ impl SshConnection {
 
     pub fn is_closed(&self) -> bool {
         self.handle.is_closed()
+    }
+
+    /// Make `local` reachable from the remote host: the server listens on a free port of its
+    /// loopback interface and relays each connection over this SSH connection (`ssh -R`).
+    /// One port per local address per connection; returns the remote port.
+    pub async fn forward_to_local(&self, local: SocketAddr) -> Result<u16, ExecError> {
+        let known = self.forwards.lock().ok().and_then(|f| {
+            f.iter()
+                .find(|(_, addr)| **addr == local)
+                .map(|(port, _)| *port)
+        });
+        if let Some(port) = known {
+            return u16::try_from(port).map_err(|_| self.forward_error("bad port"));
+        }
+        let port = tokio::time::timeout(
+            self.timeouts.channel_open,
+            self.handle.tcpip_forward("127.0.0.1", 0),
+        )
+        .await
+        .map_err(|_| self.forward_error("no answer to the forwarding request"))?
+        .map_err(|e| {
+            self.forward_error(&format!(
+                "the server refused to forward a port ({e}); allow it with \
+                 AllowTcpForwarding yes (or remote) in sshd_config"
+            ))
+        })?;
+        if let Ok(mut f) = self.forwards.lock() {
+            f.insert(port, local);
+        }
+        u16::try_from(port).map_err(|_| self.forward_error("bad port"))
+    }
+
+    fn forward_error(&self, detail: &str) -> ExecError {
+        ExecError::Channel {
+            env: self.env.clone(),
+            detail: format!("cannot forward the Berth API to the environment: {detail}"),
+        }
     }
 
     /// Exec channels currently open (the control shell not counted).
@@ -289,10 +329,14 @@ impl SshPool {
         let mut last = None;
         for delay in attempts {
             tokio::time::sleep(*delay).await;
-            match client::connect(target, &self.inner.timeouts).await {
+            let forwards = client::Forwards::default();
+            match client::connect_with_forwards(target, &self.inner.timeouts, forwards.clone())
+                .await
+            {
                 Ok((handle, info)) => {
                     let conn = Arc::new(SshConnection {
                         handle,
+                        forwards,
                         env: target.describe(),
                         info,
                         sessions: Arc::new(Semaphore::new(target.max_sessions.max(1) as usize)),

@@ -196,6 +196,16 @@ impl Transport for SshTransport {
         Ok(handle)
     }
 
+    /// A remote forward (`ssh -R`) on the pooled connection, to the remote's loopback.
+    async fn expose_local_port(
+        &self,
+        local: std::net::SocketAddr,
+    ) -> Result<Option<std::net::SocketAddr>, ExecError> {
+        let conn = self.pool.get(&self.target).await?;
+        let port = conn.forward_to_local(local).await?;
+        Ok(Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))))
+    }
+
     async fn run_confidential(&self, script: &str) -> Result<Option<Completed>, ExecError> {
         if script.len() > CONTROL_SCRIPT_MAX {
             return Ok(None);
