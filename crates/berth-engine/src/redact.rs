@@ -63,8 +63,16 @@ impl Redactor {
         }
         self.pending.extend_from_slice(chunk);
         let replaced = self.replace_all(&self.pending);
-        let keep = self.keep_back().min(replaced.len());
-        // Never emit a prefix that could be the start of a secret continuing in the next chunk.
+        // Never emit a tail that could be the start of a secret continuing in the next chunk;
+        // hold back only such a tail, so ordinary output streams at once.
+        let max = self.keep_back().min(replaced.len());
+        let keep = (1..=max)
+            .rev()
+            .find(|k| {
+                let tail = &replaced[replaced.len() - k..];
+                self.needles.iter().any(|n| n.starts_with(tail))
+            })
+            .unwrap_or(0);
         let split = replaced.len() - keep;
         let (out, rest) = replaced.split_at(split);
         let out = out.to_vec();
@@ -161,5 +169,16 @@ mod tests {
         );
         let mut none = Redactor::new([].iter());
         assert_eq!(none.push(b"abc"), b"abc");
+    }
+
+    #[test]
+    fn only_a_possible_start_of_a_secret_is_held_back() {
+        let mut r = redactor();
+        // Nothing here can begin the secret: it streams at once.
+        assert_eq!(r.push(b"progress 10%\n"), b"progress 10%\n");
+        // A tail that could: held until the next chunk decides.
+        assert_eq!(r.push(b"token sk-SE"), b"token ");
+        assert_eq!(r.push(b"NTINEL-1234!"), b"***!");
+        assert!(r.finish().is_empty());
     }
 }

@@ -1151,6 +1151,9 @@ impl Orchestrator {
         // What the redactors held back (a possible start of a secret) is output too.
         for (idx, name, end) in [(0, "stdout", offsets.stdout), (1, "stderr", offsets.stderr)] {
             let rest = redactors[idx].finish();
+            if idx == 1 {
+                stderr_tail.push_str(&String::from_utf8_lossy(&rest));
+            }
             if !rest.is_empty() {
                 log.append(
                     name,
