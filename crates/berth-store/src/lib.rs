@@ -233,6 +233,11 @@ pub trait Store: Send + Sync + 'static {
     /// Claim the oldest `queued` run for `claimer` (status `running`, `claimed_by`,
     /// `started_at`); `SKIP LOCKED` on Postgres. `None` when nothing is queued.
     async fn claim_next_run(&self, claimer: &str) -> Result<Option<Run>>;
+    /// Ask whichever instance executes the run to cancel it (recorded on the run, so another
+    /// instance sharing the database sees it); `false` when the run already ended.
+    async fn request_run_cancel(&self, id: RunId) -> Result<bool>;
+    /// `running` runs claimed by `claimer` with a cancel request pending.
+    async fn cancel_requested_runs(&self, claimer: &str) -> Result<Vec<RunId>>;
     /// Append an event with the next `seq` of the run (1, 2, 3, …), durable and ordered.
     async fn append_run_event(
         &self,

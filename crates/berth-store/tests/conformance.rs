@@ -112,6 +112,7 @@ conformance!(
     pagination_follows_cursors,
     runs_lifecycle_and_terminal_status_is_final,
     claim_next_run_never_double_claims,
+    cancel_requests_reach_the_claiming_instance_only,
     append_run_event_numbers_events_without_gaps_under_concurrency,
     tokens_are_found_by_hash_and_revoked,
     experimental_settings_round_trip,
@@ -1769,6 +1770,59 @@ async fn claim_next_run_never_double_claims(fx: &Fx) {
         fx.store.claim_next_run("w").await.unwrap().unwrap().id,
         r2.id
     );
+}
+
+async fn cancel_requests_reach_the_claiming_instance_only(fx: &Fx) {
+    let c = company(&*fx.store).await;
+    let a = agent(&*fx.store, c.id).await;
+    let r = new_run(&*fx.store, c.id, a.id).await;
+    let claimed = fx
+        .store
+        .claim_next_run("instance-a")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(claimed.id, r.id);
+    assert!(
+        fx.store
+            .cancel_requested_runs("instance-a")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(fx.store.request_run_cancel(r.id).await.unwrap());
+    // Asking twice is harmless.
+    assert!(fx.store.request_run_cancel(r.id).await.unwrap());
+    assert_eq!(
+        fx.store.cancel_requested_runs("instance-a").await.unwrap(),
+        vec![r.id]
+    );
+    assert!(
+        fx.store
+            .cancel_requested_runs("instance-b")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // Once the run ended, it is no longer asked for and a new request is refused.
+    fx.store
+        .update_run(
+            r.id,
+            RunPatch {
+                status: Some(RunStatus::Cancelled),
+                ..RunPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        fx.store
+            .cancel_requested_runs("instance-a")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(!fx.store.request_run_cancel(r.id).await.unwrap());
 }
 
 async fn append_run_event_numbers_events_without_gaps_under_concurrency(fx: &Fx) {

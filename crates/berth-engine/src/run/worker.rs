@@ -54,6 +54,30 @@ impl Worker {
         }
     }
 
+    /// Cancel the runs executing here that a cancel request reached through the database
+    /// (asked of another instance sharing it).
+    async fn cancel_requested_elsewhere(&self) {
+        let busy = self.running.lock().map(|m| !m.is_empty()).unwrap_or(false);
+        if !busy {
+            return;
+        }
+        match self
+            .orchestrator
+            .store
+            .cancel_requested_runs(&self.claimer)
+            .await
+        {
+            Ok(ids) => {
+                for id in ids {
+                    if self.cancel(id) {
+                        tracing::info!(run = %id, "cancel requested through the database");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot read cancel requests"),
+        }
+    }
+
     /// Claim and execute runs until aborted. Polls every second too, so runs queued by another
     /// instance (PostgreSQL) are picked up.
     pub fn spawn(self: Arc<Self>) -> JoinHandle<()> {
@@ -90,6 +114,7 @@ impl Worker {
                     _ = self.wake.notified() => {}
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
+                self.cancel_requested_elsewhere().await;
             }
         })
     }

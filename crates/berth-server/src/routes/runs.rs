@@ -157,8 +157,10 @@ async fn cancel_run(
             details: json!({"code": "run_finished", "status": run.status}),
         });
     }
-    // A run executing here stops through its token (restore and release still run); a queued
-    // one never starts.
+    // A run executing here stops through its token (restore and release still run); one
+    // executing on another instance sharing the database sees the request within a second; a
+    // queued one never starts.
+    state.store.request_run_cancel(id).await?;
     if !state.worker.cancel(id) && run.status == RunStatus::Queued {
         let _ = state
             .store

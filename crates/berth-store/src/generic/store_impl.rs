@@ -2159,7 +2159,8 @@ impl Store for This {
         let row = sqlx::query(sql(format!(
             "UPDATE runs SET status = 'running', claimed_by = $1, started_at = $2 \
              WHERE id = (SELECT id FROM runs WHERE status = 'queued' \
-             ORDER BY queued_at, id LIMIT 1{}) AND status = 'queued' RETURNING *",
+             AND cancel_requested_at IS NULL ORDER BY queued_at, id LIMIT 1{}) \
+             AND status = 'queued' AND cancel_requested_at IS NULL RETURNING *",
             b::SKIP_LOCKED
         )))
         .bind(claimer)
@@ -2167,6 +2168,31 @@ impl Store for This {
         .fetch_optional(self.writer())
         .await?;
         row.as_ref().map(run).transpose()
+    }
+
+    async fn request_run_cancel(&self, id: RunId) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE runs SET cancel_requested_at = COALESCE(cancel_requested_at, $2) \
+             WHERE id = $1 AND status IN ('queued', 'running')",
+        )
+        .bind(b::id(id.0))
+        .bind(b::ts(now()))
+        .execute(self.writer())
+        .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn cancel_requested_runs(&self, claimer: &str) -> Result<Vec<RunId>> {
+        let rows = sqlx::query(
+            "SELECT id FROM runs WHERE claimed_by = $1 AND status = 'running' \
+             AND cancel_requested_at IS NOT NULL",
+        )
+        .bind(claimer)
+        .fetch_all(self.reader())
+        .await?;
+        rows.iter()
+            .map(|r| Ok(RunId(b::get_id(r, "id")?)))
+            .collect()
     }
 
     async fn append_run_event(
