@@ -236,6 +236,15 @@ pub trait Store: Send + Sync + 'static {
     /// Ask whichever instance executes the run to cancel it (recorded on the run, so another
     /// instance sharing the database sees it); `false` when the run already ended.
     async fn request_run_cancel(&self, id: RunId) -> Result<bool>;
+    /// Mark every `running` run not claimed by `claimer` as `failed` with `error_code` and
+    /// `message`, returning their ids: for a single-process store (SQLite) after a restart,
+    /// when those runs' executor is gone.
+    async fn fail_runs_not_claimed_by(
+        &self,
+        claimer: &str,
+        error_code: &str,
+        message: &str,
+    ) -> Result<Vec<RunId>>;
     /// `running` runs claimed by `claimer` with a cancel request pending.
     async fn cancel_requested_runs(&self, claimer: &str) -> Result<Vec<RunId>>;
     /// Append an event with the next `seq` of the run (1, 2, 3, …), durable and ordered.

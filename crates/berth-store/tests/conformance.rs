@@ -113,6 +113,7 @@ conformance!(
     runs_lifecycle_and_terminal_status_is_final,
     claim_next_run_never_double_claims,
     cancel_requests_reach_the_claiming_instance_only,
+    runs_of_a_gone_executor_are_failed,
     append_run_event_numbers_events_without_gaps_under_concurrency,
     tokens_are_found_by_hash_and_revoked,
     experimental_settings_round_trip,
@@ -1823,6 +1824,36 @@ async fn cancel_requests_reach_the_claiming_instance_only(fx: &Fx) {
             .is_empty()
     );
     assert!(!fx.store.request_run_cancel(r.id).await.unwrap());
+}
+
+async fn runs_of_a_gone_executor_are_failed(fx: &Fx) {
+    let c = company(&*fx.store).await;
+    let a = agent(&*fx.store, c.id).await;
+    let old = new_run(&*fx.store, c.id, a.id).await;
+    fx.store
+        .claim_next_run("before-restart")
+        .await
+        .unwrap()
+        .unwrap();
+    let mine = new_run(&*fx.store, c.id, a.id).await;
+    fx.store.claim_next_run("me").await.unwrap().unwrap();
+    let queued = new_run(&*fx.store, c.id, a.id).await;
+    let failed = fx
+        .store
+        .fail_runs_not_claimed_by("me", "lease_lost", "the executor stopped")
+        .await
+        .unwrap();
+    assert_eq!(failed, vec![old.id]);
+    let old = fx.store.get_run(old.id).await.unwrap().unwrap();
+    assert_eq!(old.status, RunStatus::Failed);
+    assert_eq!(old.error_code.as_deref(), Some("lease_lost"));
+    assert!(old.finished_at.is_some());
+    let status = |id| {
+        let s = fx.store.clone();
+        async move { s.get_run(id).await.unwrap().unwrap().status }
+    };
+    assert_eq!(status(mine.id).await, RunStatus::Running);
+    assert_eq!(status(queued.id).await, RunStatus::Queued);
 }
 
 async fn append_run_event_numbers_events_without_gaps_under_concurrency(fx: &Fx) {

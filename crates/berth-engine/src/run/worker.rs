@@ -54,6 +54,40 @@ impl Worker {
         }
     }
 
+    /// SQLite is one process: a run still `running` when the worker starts was executing in
+    /// a process that is gone. It fails now rather than showing `running` forever; its lease,
+    /// no longer renewed, expires at its TTL and the reaper stops what is left of the agent on
+    /// the environment and removes its run directory. (PostgreSQL instances share runs, so
+    /// there the lease's expiry is the only signal; re-attaching is not implemented yet.)
+    async fn fail_runs_of_a_previous_process(&self) {
+        let store = &self.orchestrator.store;
+        if store.backend() != berth_store::Backend::Sqlite {
+            return;
+        }
+        let message = "the control plane stopped while this run was executing; its lease \
+                       expires at its TTL and the reaper then stops the agent on the environment";
+        match store
+            .fail_runs_not_claimed_by(&self.claimer, "lease_lost", message)
+            .await
+        {
+            Ok(ids) => {
+                for id in ids {
+                    tracing::warn!(run = %id, "run left running by a previous process marked failed");
+                    let _ = store
+                        .append_run_event(
+                            id,
+                            "lifecycle",
+                            serde_json::json!({"step": "orphaned", "message": message}),
+                        )
+                        .await;
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot check for runs left by a previous process")
+            }
+        }
+    }
+
     /// Cancel the runs executing here that a cancel request reached through the database
     /// (asked of another instance sharing it).
     async fn cancel_requested_elsewhere(&self) {
@@ -82,6 +116,7 @@ impl Worker {
     /// instance (PostgreSQL) are picked up.
     pub fn spawn(self: Arc<Self>) -> JoinHandle<()> {
         tokio::spawn(async move {
+            self.fail_runs_of_a_previous_process().await;
             loop {
                 loop {
                     let Ok(permit) = self.slots.clone().acquire_owned().await else {

@@ -2182,6 +2182,28 @@ impl Store for This {
         Ok(done.rows_affected() > 0)
     }
 
+    async fn fail_runs_not_claimed_by(
+        &self,
+        claimer: &str,
+        error_code: &str,
+        message: &str,
+    ) -> Result<Vec<RunId>> {
+        let rows = sqlx::query(
+            "UPDATE runs SET status = 'failed', error_code = $2, error_message = $3, \
+             finished_at = $4 WHERE status = 'running' \
+             AND (claimed_by IS NULL OR claimed_by <> $1) RETURNING id",
+        )
+        .bind(claimer)
+        .bind(error_code)
+        .bind(message)
+        .bind(b::ts(now()))
+        .fetch_all(self.writer())
+        .await?;
+        rows.iter()
+            .map(|r| Ok(RunId(b::get_id(r, "id")?)))
+            .collect()
+    }
+
     async fn cancel_requested_runs(&self, claimer: &str) -> Result<Vec<RunId>> {
         let rows = sqlx::query(
             "SELECT id FROM runs WHERE claimed_by = $1 AND status = 'running' \
