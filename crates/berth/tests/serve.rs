@@ -39,6 +39,7 @@ fn spawn_serve(home: &std::path::Path) -> (std::process::Child, String) {
     loop {
         let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
             let _ = child.kill();
+            let _ = child.wait();
             panic!("berth serve logged no URL");
         };
         let record: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
