@@ -503,3 +503,171 @@ async fn a_secret_env_value_reaches_the_agent_but_never_its_recorded_output() {
     let agent_json = s.get(&format!("/api/agents/{a}")).await;
     assert!(!agent_json.text.contains(secret));
 }
+
+/// SPEC §6 end to end: every rule of the precedence, and each explicit `null`, decides the
+/// environment a run is recorded on (workspace > issue > project > agent > company default).
+/// The environments point at a closed port: the runs fail after selection, which is all this
+/// test looks at.
+#[tokio::test]
+async fn runs_record_the_environment_chosen_by_each_selection_rule() {
+    let s = TestServer::start().await;
+    let c = s.default_company().await;
+    let mut envs = std::collections::HashMap::new();
+    for name in ["workspace", "issue", "project", "agent", "company"] {
+        let r = s
+            .post(
+                &format!("/api/companies/{c}/environments"),
+                json!({"name": name, "driver": "ssh", "config": common::ssh_config(None)}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.text);
+        envs.insert(name, r.body["id"].as_str().unwrap().to_string());
+    }
+    let a = agent(&s, &c, json!({"command": "true"})).await;
+    let project = s
+        .post(
+            &format!("/api/companies/{c}/projects"),
+            json!({"name": "p"}),
+        )
+        .await;
+    let project = project.body["id"].as_str().unwrap().to_string();
+    let issue = s
+        .post(
+            &format!("/api/companies/{c}/issues"),
+            json!({"title": "t", "projectId": project, "assigneeAgentId": a}),
+        )
+        .await;
+    assert_eq!(issue.status, 201, "{}", issue.text);
+    let issue = issue.body["id"].as_str().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let ws = s
+        .post(
+            &format!("/api/companies/{c}/execution-workspaces"),
+            json!({"localPath": dir.path()}),
+        )
+        .await;
+    let ws = ws.body["id"].as_str().unwrap().to_string();
+
+    // (what to change, expected environment (None = the managed local one), expected source)
+    let steps: Vec<(Vec<(String, Value)>, Option<&str>, &str)> = vec![
+        (vec![], None, "company_default"),
+        (
+            vec![(
+                format!("/api/companies/{c}"),
+                json!({"defaultEnvironmentId": envs["company"]}),
+            )],
+            Some("company"),
+            "company_default",
+        ),
+        (
+            vec![(
+                format!("/api/agents/{a}"),
+                json!({"defaultEnvironmentId": envs["agent"]}),
+            )],
+            Some("agent"),
+            "agent",
+        ),
+        (
+            vec![(
+                format!("/api/projects/{project}"),
+                json!({"executionWorkspacePolicy": {"environmentId": envs["project"]}}),
+            )],
+            Some("project"),
+            "project",
+        ),
+        (
+            vec![(
+                format!("/api/issues/{issue}"),
+                json!({"executionWorkspaceSettings": {"environmentId": envs["issue"]}}),
+            )],
+            Some("issue"),
+            "issue",
+        ),
+        (
+            vec![
+                (
+                    format!("/api/execution-workspaces/{ws}"),
+                    json!({"config": {"environmentId": envs["workspace"]}}),
+                ),
+                (
+                    format!("/api/issues/{issue}"),
+                    json!({"executionWorkspaceId": ws}),
+                ),
+            ],
+            Some("workspace"),
+            "workspace",
+        ),
+        // An explicit null at a level selects the company default and skips the levels below.
+        (
+            vec![(
+                format!("/api/execution-workspaces/{ws}"),
+                json!({"config": {"environmentId": null}}),
+            )],
+            Some("company"),
+            "company_default",
+        ),
+        (
+            vec![
+                (
+                    format!("/api/issues/{issue}"),
+                    json!({"executionWorkspaceId": null}),
+                ),
+                (
+                    format!("/api/issues/{issue}"),
+                    json!({"executionWorkspaceSettings": {"environmentId": null}}),
+                ),
+            ],
+            Some("company"),
+            "company_default",
+        ),
+        (
+            vec![
+                (
+                    format!("/api/issues/{issue}"),
+                    json!({"executionWorkspaceSettings": {}}),
+                ),
+                (
+                    format!("/api/projects/{project}"),
+                    json!({"executionWorkspacePolicy": {"environmentId": null}}),
+                ),
+            ],
+            Some("company"),
+            "company_default",
+        ),
+        (
+            vec![(
+                format!("/api/projects/{project}"),
+                json!({"executionWorkspacePolicy": {}}),
+            )],
+            Some("agent"),
+            "agent",
+        ),
+    ];
+    for (i, (changes, want, source)) in steps.into_iter().enumerate() {
+        for (path, body) in changes {
+            let r = s.patch(&path, body).await;
+            assert_eq!(r.status, 200, "step {i} {path}: {}", r.text);
+        }
+        let id = start_run(
+            &s,
+            &c,
+            json!({"agentId": a, "prompt": "x", "issueId": issue}),
+        )
+        .await;
+        let run = wait_run(&s, &id, 60).await;
+        assert_eq!(run["environmentSource"], source, "step {i}: {run}");
+        match want {
+            Some(name) => assert_eq!(run["environmentId"], envs[name].as_str(), "step {i}: {run}"),
+            None => {
+                let local = s
+                    .get(&format!(
+                        "/api/environments/{}",
+                        run["environmentId"].as_str().unwrap()
+                    ))
+                    .await;
+                assert_eq!(local.body["driver"], "local", "step {i}: {run}");
+                assert_eq!(run["status"], "succeeded", "step {i}: {run}");
+            }
+        }
+    }
+}
