@@ -549,7 +549,8 @@ async fn runs_record_the_environment_chosen_by_each_selection_rule() {
     let ws = ws.body["id"].as_str().unwrap().to_string();
 
     // (what to change, expected environment (None = the managed local one), expected source)
-    let steps: Vec<(Vec<(String, Value)>, Option<&str>, &str)> = vec![
+    type Step<'a> = (Vec<(String, Value)>, Option<&'a str>, &'a str);
+    let steps: Vec<Step> = vec![
         (vec![], None, "company_default"),
         (
             vec![(
