@@ -12,6 +12,11 @@
 //!   pull-back of 20 remotely changed files with `berth_sync::restore` vs `rsync -a`; peak RSS
 //!   of the push process for 1,000 vs 10,000 files. Median of 3 each.
 //!
+//! - `runs`: end-to-end overhead of a `process` run of `true` on the lab SSH environment with
+//!   a small git workspace, through the real server, vs a script doing Paperclip's per-run
+//!   sequence of fresh `ssh` calls; and first output line → `--follow` SSE client latency.
+//!   Median of `min(BERTH_BENCH_N, 20)`.
+//!
 //! Run: `cargo run --release -p berth-bench -- ssh` (`BERTH_BENCH_N` overrides 50),
 //! `cargo run --release -p berth-bench -- sync` (`BERTH_BENCH_FILES` overrides 10,000).
 
@@ -23,6 +28,7 @@ use berth_core::Secret;
 use berth_exec::launcher::{LaunchSpec, Launcher};
 use berth_exec::{ExecRequest, SshPool, SshTarget, SshTransport, Transport};
 
+mod runs;
 mod sync;
 
 fn n() -> usize {
@@ -47,9 +53,10 @@ async fn main() -> anyhow::Result<()> {
     match suite.as_str() {
         "ssh" => ssh().await,
         "sync" => sync::run().await,
+        "runs" => runs::run().await,
         // Internal: one berth push in its own process, for the `sync` suite's RSS figures.
         "sync-child" => sync::child(&std::env::args().skip(2).collect::<Vec<_>>()).await,
-        other => bail!("unknown suite {other:?}; known: ssh, sync"),
+        other => bail!("unknown suite {other:?}; known: ssh, sync, runs"),
     }
 }
 
