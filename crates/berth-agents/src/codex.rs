@@ -2,7 +2,10 @@
 //!
 //! Command: `codex exec --json [--model m] [--sandbox s] [--dangerously-bypass-approvals-and-sandbox]
 //! <extraArgs> -` fresh, `codex exec --json … resume <id> -` resumed; prompt on stdin (`-`).
-//! Asset `home` becomes `CODEX_HOME` (auth.json, config.toml, skills). No `--skip-git-repo-check`.
+//! Asset `home` becomes `CODEX_HOME` (auth.json, config.toml, skills). No `--skip-git-repo-check`
+//! unless `skipGitRepoCheck` is true: the real 0.171.0 exits 1 with `Not inside a trusted
+//! directory and --skip-git-repo-check was not specified.` in a workspace that is not a git
+//! repository.
 //!
 //! Documented (codex `docs/exec.md`): `--json` events `thread.started` (`thread_id`),
 //! `turn.started`, `turn.completed` (`usage`: `input_tokens`, `cached_input_tokens`,
@@ -56,6 +59,7 @@ impl Adapter for CodexAdapter {
         let obj = object(&ctx.adapter_config)?;
         let sandbox = choice(obj, "sandbox", SANDBOX_MODES)?;
         let bypass = bool_opt(obj, "dangerouslyBypassApprovalsAndSandbox")?.unwrap_or(false);
+        let skip_git_check = bool_opt(obj, "skipGitRepoCheck")?.unwrap_or(false);
         let placed = place_assets(ADAPTER_TYPE, self.asset_keys(), &common, ctx)?;
         let prompt = prompt_with_instructions(&ctx.prompt, placed.instructions_file.as_deref());
         let mut inv = base_invocation(&common, ctx, &[], prompt)?;
@@ -71,6 +75,11 @@ impl Adapter for CodexAdapter {
         }
         if bypass {
             args.push("--dangerously-bypass-approvals-and-sandbox".into());
+        }
+        // Opt-in only (Paperclip never passes it): Codex refuses to run outside a git
+        // repository without it.
+        if skip_git_check {
+            args.push("--skip-git-repo-check".into());
         }
         args.extend(common.extra_args.iter().cloned());
         if let Some(id) = ctx.resume_id() {

@@ -422,6 +422,17 @@ fn codex_fresh_and_resumed_argv_exactly_as_paperclip() {
 }
 
 #[test]
+fn codex_skips_the_git_repo_check_only_when_asked() {
+    let inv = build("codex_local", &ctx(json!({"skipGitRepoCheck": true})));
+    assert_eq!(args(&inv), ["exec", "--json", "--skip-git-repo-check", "-"]);
+    let inv = build(
+        "codex_local",
+        &resumed(json!({"skipGitRepoCheck": false}), "s-1"),
+    );
+    assert_eq!(args(&inv), ["exec", "--json", "resume", "s-1", "-"]);
+}
+
+#[test]
 fn codex_flags_go_between_exec_and_resume_and_home_becomes_codex_home() {
     let mut c = resumed(
         json!({"model": "gpt-5-codex", "sandbox": "workspace-write", "extraArgs": ["-c", "x=1"]}),
