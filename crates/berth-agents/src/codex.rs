@@ -60,7 +60,12 @@ impl Adapter for CodexAdapter {
         let sandbox = choice(obj, "sandbox", SANDBOX_MODES)?;
         let bypass = bool_opt(obj, "dangerouslyBypassApprovalsAndSandbox")?.unwrap_or(false);
         let skip_git_check = bool_opt(obj, "skipGitRepoCheck")?.unwrap_or(false);
-        let placed = place_assets(ADAPTER_TYPE, self.asset_keys(), &common, ctx)?;
+        let mut placed = place_assets(ADAPTER_TYPE, self.asset_keys(), &common, ctx)?;
+        // Codex writes its sessions (and history, logs) into CODEX_HOME: a resume needs them
+        // to survive the next sync of the home asset.
+        for spec in &mut placed.specs {
+            spec.merge |= spec.key == "home";
+        }
         let prompt = prompt_with_instructions(&ctx.prompt, placed.instructions_file.as_deref());
         let mut inv = base_invocation(&common, ctx, &[], prompt)?;
         if let Some(home) = placed.remote.get("home") {

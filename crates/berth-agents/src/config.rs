@@ -314,6 +314,7 @@ pub(crate) fn place_assets(
             remote_dir,
             follow_symlinks: true,
             only: Vec::new(),
+            merge: false,
         });
     }
     if let Some(path) = &common.instructions_file_path {
@@ -332,6 +333,7 @@ pub(crate) fn place_assets(
             remote_dir,
             follow_symlinks: true,
             only: vec![name.to_string()],
+            merge: false,
         });
     }
     Ok(placed)

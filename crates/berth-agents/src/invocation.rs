@@ -94,6 +94,9 @@ pub struct AssetSpec {
     pub follow_symlinks: bool,
     /// File names relative to `local_dir` to copy; empty means the whole directory.
     pub only: Vec<String>,
+    /// The CLI keeps its own state in this directory (a CLI home): write the files over it
+    /// and keep the rest, instead of making it an exact copy.
+    pub merge: bool,
 }
 
 /// The command for one attempt, ready for the remote launcher. `Debug` never prints env values

@@ -150,9 +150,10 @@ struct Subject {
     ssh: bool,
     agent: String,
     ws: String,
-    root: PathBuf,
     repo: PathBuf,
     home: PathBuf,
+    /// `<root>/.berth/assets` of the subject's environment (both are on this machine).
+    assets: PathBuf,
     api: ModelApi,
 }
 
@@ -200,10 +201,8 @@ fn adapter_config(lab: &Lab, cli: Cli, root: &Path, home: &Path, api: &ModelApi)
             config["allowedTools"] = json!(["Write"]);
         }
         Cli::Codex => {
-            // CODEX_HOME is a directory on the environment (the lab's sshd is this machine),
-            // NOT the `home` asset: the asset sync replaces the whole directory whenever its
-            // listing changed, which deletes the rollouts Codex wrote there and so every
-            // session it would resume (see docs/adapters.md, "Codex").
+            // The `home` asset becomes CODEX_HOME on the environment; it is synced in merge
+            // mode, so the rollouts Codex writes there survive the next run's sync.
             let codex_home = root.join("codex-home");
             write(
                 &codex_home.join("config.toml"),
@@ -214,7 +213,7 @@ fn adapter_config(lab: &Lab, cli: Cli, root: &Path, home: &Path, api: &ModelApi)
                 ),
             );
             env["MOCK_API_KEY"] = json!("mock");
-            env["CODEX_HOME"] = json!(codex_home);
+            config["assets"] = json!({"home": codex_home});
             config["sandbox"] = json!("danger-full-access");
         }
         Cli::Gemini => {
@@ -316,9 +315,13 @@ async fn subject(lab: &Lab, cli: Cli, ssh: bool) -> Subject {
         ssh,
         agent: agent.body["id"].as_str().unwrap().to_string(),
         ws: ws.body["id"].as_str().unwrap().to_string(),
-        root,
         repo,
         home,
+        assets: if ssh {
+            lab._sshd.workspace.join(".berth/assets")
+        } else {
+            lab.s.home.path().join(".berth/assets")
+        },
         api,
     }
 }
@@ -486,7 +489,7 @@ fn forget_session(sub: &Subject, session: &str) {
             }
         }
         Cli::Codex => {
-            let files = files_containing(&sub.root.join("codex-home/sessions"), session);
+            let files = files_containing(&sub.assets.join("codex_local/home/sessions"), session);
             assert!(!files.is_empty(), "{who}: no rollout of {session}");
             for f in files {
                 std::fs::remove_file(f).unwrap();

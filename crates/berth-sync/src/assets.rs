@@ -51,6 +51,11 @@ pub struct AssetOptions {
     /// Paths relative to the local directory to copy (a directory brings its subtree); empty
     /// means the whole directory.
     pub only: Vec<String>,
+    /// Write the local files over the remote directory and keep everything else in it: for a
+    /// CLI's home, where the CLI keeps its own state (sessions, history) beside the config
+    /// Berth provides. Nothing on the remote is removed, and the files are sent every time
+    /// (the CLI may have rewritten one). Off: the remote becomes an exact copy.
+    pub merge: bool,
     /// Called with transfer progress.
     pub progress: Option<ProgressFn>,
 }
@@ -407,8 +412,23 @@ pub async fn sync_asset(
         });
     }
 
-    let id = uuid::Uuid::new_v4().simple().to_string();
     let qp = quote(&parent);
+    if opts.merge {
+        let script = format!(
+            "set -e\nmkdir -p {qp}\ncd {qp}\n\
+             printf '%s pending\\n' {MARKER_VERSION} > {qm}\n\
+             if [ -L {qd} ]; then echo 'the asset directory is a symlink' >&2; exit 3; fi\n\
+             mkdir -p {qd}\ncd {qd}\n\
+             tar -x -z -p -f - --no-same-owner --delay-directory-restore\n\
+             chmod {root_mode:o} .\ncd {qp}\n\
+             printf '%s %s merged\\n' {MARKER_VERSION} {digest} > {qm}\n"
+        );
+        let stats = send_tree(t, local_dir, entries, script, opts).await?;
+        report.files = stats.files;
+        report.bytes = stats.bytes;
+        return Ok(report);
+    }
+    let id = uuid::Uuid::new_v4().simple().to_string();
     let qtmp = quote(&format!("{parent}/.{name}.berth-tmp-{id}"));
     let qold = quote(&format!("{parent}/.{name}.berth-old-{id}"));
     // Leftovers of a crashed update are removed once they are an hour old (a concurrent
@@ -433,6 +453,20 @@ pub async fn sync_asset(
          l=$(cd {qd} && {LISTING_DIGEST})\n\
          printf '%s %s %s\\n' {MARKER_VERSION} {digest} \"$l\" > {qm}\n"
     );
+    let stats = send_tree(t, local_dir, entries, script, opts).await?;
+    report.files = stats.files;
+    report.bytes = stats.bytes;
+    Ok(report)
+}
+
+/// Stream `entries` of `local_dir` as one gzip tar into `script` on the environment.
+async fn send_tree(
+    t: &dyn Transport,
+    local_dir: &Path,
+    entries: Vec<Entry>,
+    script: String,
+    opts: &AssetOptions,
+) -> Result<StreamStats, SyncError> {
     let (rd, wr) = tokio::io::duplex(256 * 1024);
     let root = local_dir.to_path_buf();
     let progress: std::sync::Arc<dyn Fn(StreamStats) + Send + Sync> =
@@ -459,10 +493,7 @@ pub async fn sync_asset(
         detail: e.to_string(),
     })?;
     ran?;
-    let stats = built?;
-    report.files = stats.files;
-    report.bytes = stats.bytes;
-    Ok(report)
+    built
 }
 
 /// Removes a local staging directory on drop.

@@ -432,6 +432,47 @@ async fn robustness(t: &dyn Transport, base: &Path) {
     assert_eq!(snapshot(&other), snapshot(&f.remote("ro")), "{settled:?}");
 }
 
+/// A CLI home in merge mode: the CLI's own state beside the provided config survives every
+/// sync, and the provided files are rewritten even when the CLI changed them.
+async fn merge_keeps_the_clis_state(t: &dyn Transport, base: &Path) {
+    let f = Fx::new(base, "merge");
+    let o = AssetOptions {
+        merge: true,
+        ..AssetOptions::default()
+    };
+    write(&f.local, b"config.toml", b"model = 'x'\n");
+    let rd = f.remote_dir("home");
+    sync_asset(t, &f.local, &rd, &o).await.expect("first sync");
+    // The CLI writes its sessions and edits the config during a run.
+    write(&f.remote("home"), b"sessions/2026/rollout-1.jsonl", b"{}\n");
+    write(
+        &f.remote("home"),
+        b"config.toml",
+        b"model = 'changed by the cli'\n",
+    );
+    write(&f.local, b"skills/a.md", b"skill");
+    let rep = sync_asset(t, &f.local, &rd, &o).await.expect("second sync");
+    assert!(!rep.unchanged && rep.files == 2, "{rep:?}");
+    let got = snapshot(&f.remote("home"));
+    assert!(
+        got.contains_key(b"sessions/2026/rollout-1.jsonl".as_slice()),
+        "the CLI's session survived: {got:?}"
+    );
+    assert_eq!(
+        content(&f.remote("home"), "config.toml").expect("config"),
+        b"model = 'x'\n"
+    );
+    assert_eq!(
+        content(&f.remote("home"), "skills/a.md").expect("skill"),
+        b"skill"
+    );
+    // Without merge the remote becomes an exact copy again.
+    sync_asset(t, &f.local, &rd, &AssetOptions::default())
+        .await
+        .expect("exact sync");
+    assert_eq!(snapshot(&f.local), snapshot(&f.remote("home")));
+}
+
 #[tokio::test]
 async fn assets_over_local_transport() {
     let t = LocalTransport::new();
@@ -441,6 +482,7 @@ async fn assets_over_local_transport() {
     copy_back_cycle(&t, base.path()).await;
     refusals(&t, base.path()).await;
     robustness(&t, base.path()).await;
+    merge_keeps_the_clis_state(&t, base.path()).await;
 }
 
 fn ssh(s: &Sshd) -> SshTransport {
@@ -463,4 +505,5 @@ async fn assets_over_sshd() {
     copy_back_cycle(&t, &s.workspace).await;
     refusals(&t, &s.workspace).await;
     robustness(&t, &s.workspace).await;
+    merge_keeps_the_clis_state(&t, &s.workspace).await;
 }

@@ -959,6 +959,7 @@ impl Orchestrator {
             let opts = berth_sync::AssetOptions {
                 follow_symlinks: asset.follow_symlinks,
                 only: asset.only.clone(),
+                merge: asset.merge,
                 progress: None,
             };
             let report =
