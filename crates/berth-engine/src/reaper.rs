@@ -14,12 +14,12 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use berth_core::lease::{FAILURE_RETENTION_SECS, LeaseEvent, REUSE_RETENTION_SECS};
-use berth_core::model::Lease;
-use berth_core::{CleanupStatus, LeaseId, LeasePolicy, LeaseStatus};
+use berth_core::model::{Environment, Lease};
+use berth_core::{CleanupStatus, Driver, EnvironmentStatus, LeaseId, LeasePolicy, LeaseStatus};
 use berth_exec::SshPool;
 use berth_exec::launcher::{Launcher, RemoteRun, StopReason};
 use berth_exec::shell::quote;
-use berth_store::Store;
+use berth_store::{EnvironmentFilter, Page, Store};
 use chrono::Utc;
 use tokio::task::JoinHandle;
 
@@ -30,7 +30,19 @@ use crate::secrets::SecretBox;
 #[async_trait::async_trait]
 pub trait LeaseCleaner: Send + Sync {
     async fn cleanup(&self, lease: &Lease) -> Result<(), String>;
+
+    /// Remove what no lease accounts for any more (workspace copies of scopes without a
+    /// lease); returns how many copies were removed.
+    async fn collect_garbage(&self) -> Result<usize, String> {
+        Ok(0)
+    }
 }
+
+/// How often the reaper collects remote garbage.
+pub const GC_INTERVAL: Duration = Duration::from_secs(3600);
+/// Copies younger than this are never collected (one may belong to a lease created while the
+/// collector ran).
+pub const GC_IDLE_MINUTES: u32 = 30;
 
 /// What one sweep did (for logs and tests).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -164,15 +176,28 @@ impl Reaper {
         }
     }
 
-    /// Sweep every `interval` until the returned handle is aborted.
+    /// Sweep every `interval`, and collect remote garbage every [`GC_INTERVAL`], until the
+    /// returned handle is aborted.
     pub fn spawn(self: Arc<Self>, interval: Duration) -> JoinHandle<()> {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut last_gc: Option<std::time::Instant> = None;
             loop {
                 tick.tick().await;
                 if let Err(e) = self.sweep().await {
                     tracing::error!(error = %e, "lease reaper sweep failed");
+                }
+                if last_gc.is_none_or(|t| t.elapsed() >= GC_INTERVAL) {
+                    last_gc = Some(std::time::Instant::now());
+                    match self.cleaner.collect_garbage().await {
+                        Ok(0) => {}
+                        Ok(n) => tracing::info!(
+                            removed = n,
+                            "removed remote workspace copies no lease accounts for"
+                        ),
+                        Err(e) => tracing::warn!(error = %e, "remote garbage collection failed"),
+                    }
                 }
             }
         })
@@ -213,8 +238,123 @@ pub fn scope_dir(scope_key: &str) -> String {
         .collect()
 }
 
+impl EnvironmentCleaner {
+    /// Every environment Berth can reach (local and SSH, not archived), across companies.
+    async fn reachable_environments(&self) -> Result<Vec<Environment>, String> {
+        let mut out = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = Page {
+                limit: Page::MAX_LIMIT,
+                cursor: cursor.take(),
+            };
+            let companies = self
+                .store
+                .list_companies(&page)
+                .await
+                .map_err(|e| e.to_string())?;
+            for company in companies.items {
+                let mut env_cursor = None;
+                loop {
+                    let page = Page {
+                        limit: Page::MAX_LIMIT,
+                        cursor: env_cursor.take(),
+                    };
+                    let envs = self
+                        .store
+                        .list_environments(company.id, &EnvironmentFilter::default(), &page)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    out.extend(envs.items.into_iter().filter(|e| {
+                        matches!(e.driver, Driver::Local | Driver::Ssh)
+                            && e.status != EnvironmentStatus::Archived
+                    }));
+                    match envs.next_cursor {
+                        Some(c) => env_cursor = Some(c),
+                        None => break,
+                    }
+                }
+            }
+            match companies.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => return Ok(out),
+            }
+        }
+    }
+
+    /// Scope directories of the leases that may still use their copy on `env`.
+    async fn live_scopes(&self, env: &Environment) -> Result<Vec<String>, String> {
+        let mut keep = Vec::new();
+        for status in [LeaseStatus::Active, LeaseStatus::Retained] {
+            let mut cursor = None;
+            loop {
+                let page = Page {
+                    limit: Page::MAX_LIMIT,
+                    cursor: cursor.take(),
+                };
+                let leases = self
+                    .store
+                    .list_leases(env.id, Some(status), &page)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                keep.extend(leases.items.iter().map(|l| scope_dir(&l.scope_key)));
+                match leases.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+        }
+        Ok(keep)
+    }
+}
+
 #[async_trait::async_trait]
 impl LeaseCleaner for EnvironmentCleaner {
+    /// Workspace copies under `<root>/.berth/ws/` of every reachable environment whose scope
+    /// has no active or retained lease, idle for [`GC_IDLE_MINUTES`]: left by a lease row that
+    /// vanished (its company deleted, a database restored) or a crash between release and
+    /// cleanup. An unreachable environment is skipped and tried at the next collection.
+    async fn collect_garbage(&self) -> Result<usize, String> {
+        let mut removed = 0;
+        for env in self.reachable_environments().await? {
+            let keep = self.live_scopes(&env).await?;
+            let reached = transport_for(
+                self.store.as_ref(),
+                &self.secrets,
+                &self.pool,
+                &self.berth_home,
+                &env,
+            )
+            .await;
+            let (transport, root) = match reached {
+                Ok(t) => t,
+                Err(e) => {
+                    tracing::debug!(environment_id = %env.id, error = %e, "garbage collection skipped");
+                    continue;
+                }
+            };
+            match berth_sync::gc_idle_remote_scopes(
+                transport.as_ref(),
+                &root,
+                &keep,
+                GC_IDLE_MINUTES,
+            )
+            .await
+            {
+                Ok(scopes) => {
+                    for scope in &scopes {
+                        tracing::info!(environment_id = %env.id, scope, "removed a workspace copy no lease accounts for");
+                    }
+                    removed += scopes.len();
+                }
+                Err(e) => {
+                    tracing::warn!(environment_id = %env.id, error = %e, "garbage collection failed on this environment");
+                }
+            }
+        }
+        Ok(removed)
+    }
+
     async fn cleanup(&self, lease: &Lease) -> Result<(), String> {
         let Some(env) = self
             .store

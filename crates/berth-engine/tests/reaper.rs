@@ -265,3 +265,89 @@ async fn a_failed_cleanup_parks_the_lease_in_pending_cleanup_for_retry() {
     let report = w.reaper.sweep().await.unwrap();
     assert!(report.cleanup_failed.is_empty(), "{report:?}");
 }
+
+/// The scheduled collector removes workspace copies no lease accounts for, once idle, and
+/// spares copies of active or retained leases and young copies.
+#[tokio::test]
+async fn garbage_collection_removes_only_idle_copies_without_a_lease() {
+    use berth_engine::reaper::LeaseCleaner as _;
+    let w = world().await;
+    let home = tempfile::tempdir().unwrap();
+    let cleaner = EnvironmentCleaner {
+        store: w.store.clone(),
+        secrets: Arc::new(SecretBox::load_or_create(home.path(), None).unwrap()),
+        pool: SshPool::new(),
+        berth_home: home.path().to_path_buf(),
+        grace: Duration::from_millis(500),
+    };
+    let company = w.store.create_company("gc").await.unwrap();
+    let local = w.store.ensure_local_environment(company.id).await.unwrap();
+    let env = w
+        .store
+        .update_environment(
+            local.id,
+            berth_core::model::EnvironmentPatch {
+                config: Some(json!({"workspaceRoot": w.root.path()})),
+                ..Default::default()
+            },
+            Vec::new(),
+            Vec::new(),
+        )
+        .await
+        .unwrap();
+    let lease = w
+        .store
+        .acquire_lease(AcquireLease {
+            company_id: company.id,
+            environment_id: env.id,
+            scope_key: format!("workspace:{}", RunId::new()),
+            policy: LeasePolicy::ReuseByExecutionWorkspace,
+            ttl_secs: 600,
+            execution_workspace_id: None,
+            issue_id: None,
+            run_id: None,
+            agent_id: None,
+            provider: Some("local".into()),
+            provider_lease_id: None,
+            metadata: None,
+            wait: None,
+        })
+        .await
+        .unwrap();
+    let ws = w.root.path().join(".berth/ws");
+    let leased = scope_dir(&lease.scope_key);
+    for name in [
+        leased.as_str(),
+        "workspace-orphan-old",
+        "workspace-orphan-young",
+    ] {
+        std::fs::create_dir_all(ws.join(name).join("src")).unwrap();
+        std::fs::write(ws.join(format!(".{name}.sync")), "state").unwrap();
+    }
+    for name in [
+        leased.clone(),
+        "workspace-orphan-old".to_string(),
+        format!(".{leased}.sync"),
+        ".workspace-orphan-old.sync".to_string(),
+    ] {
+        let ok = std::process::Command::new("touch")
+            .args(["-d", "2 hours ago"])
+            .arg(ws.join(name))
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+    let removed = cleaner.collect_garbage().await.unwrap();
+    assert_eq!(removed, 1);
+    assert!(ws.join(&leased).is_dir(), "the leased copy stays");
+    assert!(ws.join(format!(".{leased}.sync")).is_file());
+    assert!(
+        !ws.join("workspace-orphan-old").exists(),
+        "the idle orphan is gone"
+    );
+    assert!(!ws.join(".workspace-orphan-old.sync").exists());
+    assert!(
+        ws.join("workspace-orphan-young").is_dir(),
+        "a young copy may belong to a lease being created"
+    );
+}

@@ -14,6 +14,18 @@ pub async fn gc_remote_scopes(
     root: &str,
     keep: &[String],
 ) -> Result<Vec<String>, SyncError> {
+    gc_idle_remote_scopes(t, root, keep, 0).await
+}
+
+/// [`gc_remote_scopes`] for copies untouched for more than `idle_minutes` only: a scheduled
+/// collector reads `keep` before it lists, so a copy a new lease is creating right then is
+/// young and spared.
+pub async fn gc_idle_remote_scopes(
+    t: &dyn Transport,
+    root: &str,
+    keep: &[String],
+    idle_minutes: u32,
+) -> Result<Vec<String>, SyncError> {
     for k in keep {
         validate_id("scope", k)?;
     }
@@ -21,8 +33,13 @@ pub async fn gc_remote_scopes(
     let c = run_ok(
         t,
         &format!(
-            "cd {} 2>/dev/null || exit 0\nfor d in * .*.sync; do [ -e \"$d\" ] && printf '%s\\0' \"$d\"; done\nexit 0\n",
-            quote(&parent)
+            "cd {} 2>/dev/null || exit 0\nfind . -mindepth 1 -maxdepth 1 {} -printf '%f\\0'\nexit 0\n",
+            quote(&parent),
+            if idle_minutes > 0 {
+                format!("-mmin +{idle_minutes}")
+            } else {
+                String::new()
+            }
         ),
         Bytes::new(),
         "list remote workspace copies",

@@ -3,9 +3,16 @@
 //! three-way restore that never loses a local edit.
 //!
 //! Everything runs over [`berth_exec::Transport`], so it works unchanged for every driver. The
-//! remote side needs only POSIX `sh`, GNU `tar`/`find`, coreutils (`sha256sum`, `xargs`) and
-//! `gzip`, plus `git` for git work trees. It depends on `berth-exec` only: no store, no server,
-//! no scheduler.
+//! remote side needs only POSIX `sh`, GNU `tar`/`find`, coreutils (`sha256sum`, `xargs`,
+//! `base64`) and `gzip`, plus `git` for git work trees. It depends on `berth-exec` only: no
+//! store, no server, no scheduler.
+//!
+//! Cost model: on SSH every exec channel starts the user's login shell, while a step on the
+//! connection's control shell costs about a millisecond. Small steps therefore go through
+//! [`berth_exec::Transport::run`], with their data embedded in the script (base64, at most
+//! 64 KiB) since the control shell has no stdin; only bulk streams open an exec channel.
+//! Bulk streams are gzip-compressed (fast level) unless the link is local (the local
+//! transport, or SSH to a loopback address), where compression only costs CPU.
 //!
 //! - [`push`] realizes a workspace at `<root>/.berth/ws/<scope>/` (full, or only the difference
 //!   to the last synced manifest on a resumed lease) and records the baseline;
@@ -29,7 +36,7 @@ pub mod state;
 
 pub use assets::{AssetOptions, AssetReport, CopiedBack, CopyBackOutcome, copy_back, sync_asset};
 pub use error::SyncError;
-pub use gc::gc_remote_scopes;
+pub use gc::{gc_idle_remote_scopes, gc_remote_scopes};
 pub use manifest::{Entry, EntryKind, Filter, Manifest};
 pub use path::RelPath;
 pub use progress::{Phase, Progress, ProgressFn};
