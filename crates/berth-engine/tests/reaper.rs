@@ -74,6 +74,27 @@ async fn local_env(w: &World, config: serde_json::Value) -> berth_core::model::E
         .unwrap()
 }
 
+/// The company's managed local environment, with its Berth root moved to `w.root` (the
+/// managed one otherwise uses BERTH_HOME).
+async fn rooted_local(
+    w: &World,
+    company_id: berth_core::CompanyId,
+) -> berth_core::model::Environment {
+    let local = w.store.ensure_local_environment(company_id).await.unwrap();
+    w.store
+        .update_environment(
+            local.id,
+            berth_core::model::EnvironmentPatch {
+                config: Some(json!({"workspaceRoot": w.root.path()})),
+                ..Default::default()
+            },
+            Vec::new(),
+            Vec::new(),
+        )
+        .await
+        .unwrap()
+}
+
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|s| s.split_whitespace().nth(2).is_none_or(|st| st != "Z"))
@@ -86,20 +107,7 @@ async fn an_expired_lease_is_reaped_and_its_process_group_and_directories_are_go
     // A local environment whose Berth root is a temp dir (the managed local one uses BERTH_HOME;
     // a second local per company is refused, so use a company of its own).
     let company = w.store.create_company("reaped").await.unwrap();
-    let local = w.store.ensure_local_environment(company.id).await.unwrap();
-    let env = w
-        .store
-        .update_environment(
-            local.id,
-            berth_core::model::EnvironmentPatch {
-                config: Some(json!({"workspaceRoot": w.root.path()})),
-                ..Default::default()
-            },
-            Vec::new(),
-            Vec::new(),
-        )
-        .await
-        .unwrap();
+    let env = rooted_local(&w, company.id).await;
     let agent = w
         .store
         .create_agent(berth_store::NewAgent {
@@ -281,20 +289,7 @@ async fn garbage_collection_removes_only_idle_copies_without_a_lease() {
         grace: Duration::from_millis(500),
     };
     let company = w.store.create_company("gc").await.unwrap();
-    let local = w.store.ensure_local_environment(company.id).await.unwrap();
-    let env = w
-        .store
-        .update_environment(
-            local.id,
-            berth_core::model::EnvironmentPatch {
-                config: Some(json!({"workspaceRoot": w.root.path()})),
-                ..Default::default()
-            },
-            Vec::new(),
-            Vec::new(),
-        )
-        .await
-        .unwrap();
+    let env = rooted_local(&w, company.id).await;
     let lease = w
         .store
         .acquire_lease(AcquireLease {

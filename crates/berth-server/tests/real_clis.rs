@@ -122,17 +122,7 @@ async fn lab(bin: PathBuf) -> Lab {
         .unwrap_or_else(|| panic!("sshd unavailable"));
     let s = TestServer::start().await;
     let c = s.default_company().await;
-    let env = s
-        .post(
-            &format!("/api/companies/{c}/environments"),
-            json!({"name": "lab", "driver": "ssh", "config": {
-                "host": sshd.host, "port": sshd.port, "username": sshd.username,
-                "remoteWorkspacePath": sshd.workspace, "privateKey": sshd.client_private_key,
-                "knownHosts": sshd.known_hosts}}),
-        )
-        .await;
-    assert_eq!(env.status, 201, "{}", env.text);
-    let ssh = env.body["id"].as_str().unwrap().to_string();
+    let ssh = s.lab_environment(&c, "lab", &sshd).await;
     Lab {
         s,
         c,

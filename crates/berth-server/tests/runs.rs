@@ -370,17 +370,7 @@ async fn a_run_executes_on_its_agents_ssh_environment_and_cancel_kills_it_there(
     };
     let s = TestServer::start().await;
     let c = s.default_company().await;
-    let env = s
-        .post(
-            &format!("/api/companies/{c}/environments"),
-            json!({"name": "lab", "driver": "ssh", "config": {
-                "host": sshd.host, "port": sshd.port, "username": sshd.username,
-                "remoteWorkspacePath": sshd.workspace, "privateKey": sshd.client_private_key,
-                "knownHosts": sshd.known_hosts}}),
-        )
-        .await;
-    assert_eq!(env.status, 201, "{}", env.text);
-    let eid = env.body["id"].as_str().unwrap().to_string();
+    let eid = s.lab_environment(&c, "lab", &sshd).await;
     let a = agent(&s, &c, json!({"command": "sh", "args": ["-c", "echo \"cwd=$(pwd)\"; echo \"home=$HOME\"; echo \"cwdvar=$BERTH_WORKSPACE_CWD\""]})).await;
     s.patch(
         &format!("/api/agents/{a}"),

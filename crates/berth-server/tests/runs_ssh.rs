@@ -59,17 +59,7 @@ async fn wait_run(s: &TestServer, id: &str) -> Value {
 async fn setup(sshd: &Sshd) -> (TestServer, String, String) {
     let s = TestServer::start().await;
     let c = s.default_company().await;
-    let env = s
-        .post(
-            &format!("/api/companies/{c}/environments"),
-            json!({"name": "lab", "driver": "ssh", "config": {
-                "host": sshd.host, "port": sshd.port, "username": sshd.username,
-                "remoteWorkspacePath": sshd.workspace, "privateKey": sshd.client_private_key,
-                "knownHosts": sshd.known_hosts}}),
-        )
-        .await;
-    assert_eq!(env.status, 201, "{}", env.text);
-    let eid = env.body["id"].as_str().unwrap().to_string();
+    let eid = s.lab_environment(&c, "lab", sshd).await;
     (s, c, eid)
 }
 

@@ -42,7 +42,8 @@ fn spawn_serve(home: &std::path::Path) -> (std::process::Child, String) {
             let _ = child.wait();
             panic!("berth serve logged no URL");
         };
-        let record: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        let record: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("--log-format json wrote a non-JSON line ({e}): {line}"));
         if let Some(url) = record["fields"]["message"]
             .as_str()
             .and_then(|m| m.strip_prefix("serving "))
@@ -128,40 +129,7 @@ fn a_run_left_running_by_a_killed_server_fails_at_the_next_start() {
 #[test]
 fn serve_logs_its_url_answers_and_stops_on_sigterm() {
     let home = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
-        .args(["serve", "--bind", "127.0.0.1:0", "--log-format", "json"])
-        .env("BERTH_HOME", home.path().join("home"))
-        .env_remove("BERTH_DATABASE_URL")
-        .env_remove("BERTH_BIND")
-        .env_remove("RUST_LOG")
-        .env_remove("BERTH_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let url = loop {
-        let line = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) => line,
-            Err(e) => {
-                let _ = child.kill();
-                panic!("berth serve logged no URL: {e}");
-            }
-        };
-        let record: serde_json::Value = serde_json::from_str(&line)
-            .unwrap_or_else(|e| panic!("--log-format json wrote a non-JSON line ({e}): {line}"));
-        let message = record["fields"]["message"].as_str().unwrap_or_default();
-        if let Some(url) = message.strip_prefix("serving ") {
-            break url.to_string();
-        }
-    };
+    let (mut child, url) = spawn_serve(&home.path().join("home"));
     assert!(url.starts_with("http://127.0.0.1:"), "{url}");
     assert!(home.path().join("home").is_dir(), "BERTH_HOME is created");
 

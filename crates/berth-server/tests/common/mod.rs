@@ -139,6 +139,27 @@ impl TestServer {
             .to_string()
     }
 
+    /// Register `sshd` as an SSH environment named `name` of company `c` (pinned host key,
+    /// the fixture's client key); returns its id.
+    pub async fn lab_environment(
+        &self,
+        c: &str,
+        name: &str,
+        sshd: &berth_testkit::sshd::Sshd,
+    ) -> String {
+        let env = self
+            .post(
+                &format!("/api/companies/{c}/environments"),
+                serde_json::json!({"name": name, "driver": "ssh", "config": {
+                    "host": sshd.host, "port": sshd.port, "username": sshd.username,
+                    "remoteWorkspacePath": sshd.workspace, "privateKey": sshd.client_private_key,
+                    "knownHosts": sshd.known_hosts}}),
+            )
+            .await;
+        assert_eq!(env.status, 201, "{}", env.text);
+        env.body["id"].as_str().unwrap().to_string()
+    }
+
     pub async fn stop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
