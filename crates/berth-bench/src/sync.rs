@@ -511,9 +511,18 @@ async fn run_inner(
     // Fixed per-operation costs on this sshd, for reading the 20-file rows: a fresh OpenSSH
     // `ssh host true` (what every rsync run pays) and one exec channel on a warm connection
     // (what each berth step outside the control shell pays).
-    let (mut fresh_true, mut chan_true) = (vec![], vec![]);
+    let (mut fresh_true, mut chan_true, mut fresh_berth) = (vec![], vec![], vec![]);
     for _ in 0..5 {
         fresh_true.push(sh(&format!("{ssh} {host} true"), Path::new("/")).await?);
+        // The floor of every berth operation on a fresh connection: connect, authenticate,
+        // start the control shell (one channel through the login shell), run one step.
+        let start = Instant::now();
+        let t = transport(lab)?;
+        let out = berth_exec::Transport::run(&t, "true", bytes::Bytes::new()).await?;
+        if !out.outcome.success() {
+            bail!("fresh-connection `true` failed: {}", out.outcome);
+        }
+        fresh_berth.push(start.elapsed());
         let start = Instant::now();
         let out = berth_exec::Transport::exec(&warm, berth_exec::ExecRequest::new("true"))
             .await?
@@ -617,6 +626,11 @@ async fn run_inner(
         "| fixed cost: fresh OpenSSH `ssh host true`, median of 5 | {:.3} s | {} | |",
         median(fresh_true.clone()).as_secs_f64(),
         secs(&fresh_true)
+    );
+    println!(
+        "| fixed cost: fresh `SshTransport` connect + one control-shell step `true`, median of 5 | {:.3} s | {} | |",
+        median(fresh_berth.clone()).as_secs_f64(),
+        secs(&fresh_berth)
     );
     println!(
         "| fixed cost: one exec channel `true` on the warm connection, median of 5 | {:.3} s | {} | |",

@@ -1,6 +1,6 @@
-//! Tar streams: building the gzip-compressed stream that carries entries out (streamed, memory
-//! bounded), and extracting a received stream into a staging directory, refusing anything that
-//! is not a plain file with a safe relative name.
+//! Tar streams: building the stream that carries entries out (streamed, memory bounded; the
+//! caller decides on compression), and extracting a received stream into a staging directory,
+//! refusing anything that is not a plain file with a safe relative name.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsStr;
@@ -51,9 +51,9 @@ pub struct StreamStats {
 
 /// Write `entries` of the workspace at `root` as a tar stream into `out`. Returns the SHA-256
 /// of every file's bytes as actually sent.
-pub fn write_tar<W: Write>(
+pub fn write_tar<'a, W: Write>(
     root: &Path,
-    entries: &[Entry],
+    entries: impl IntoIterator<Item = &'a Entry>,
     out: W,
     progress: &dyn Fn(StreamStats),
 ) -> Result<(BTreeMap<RelPath, String>, StreamStats, W), SyncError> {

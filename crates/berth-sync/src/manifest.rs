@@ -225,6 +225,55 @@ pub fn hash_file(path: &Path) -> Result<(String, u64), SyncError> {
     Ok((hex::encode(h.finalize()), n_total))
 }
 
+/// Hash `paths` under `root`, on up to 4 threads when there is enough to share.
+pub(crate) fn hash_parallel<'a>(
+    root: &Path,
+    paths: &'a [RelPath],
+) -> Result<Vec<(&'a RelPath, String)>, SyncError> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .clamp(1, 4)
+        .min(paths.len().div_ceil(16).max(1));
+    if workers <= 1 {
+        return paths
+            .iter()
+            .map(|p| Ok((p, hash_file(&p.under(root))?.0)))
+            .collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let results: Vec<Result<Vec<(&RelPath, String)>, SyncError>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(p) = paths.get(i) else { break };
+                        out.push((p, hash_file(&p.under(root))?.0));
+                    }
+                    Ok(out)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(SyncError::Task {
+                        what: "hash workspace files".to_owned(),
+                        detail: "a hashing thread panicked".to_owned(),
+                    })
+                })
+            })
+            .collect()
+    });
+    let mut all = Vec::with_capacity(paths.len());
+    for r in results {
+        all.extend(r?);
+    }
+    Ok(all)
+}
+
 pub(crate) fn hash_bytes(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }
@@ -243,6 +292,19 @@ pub fn scan(
     filter: &Filter,
     previous: Option<&Manifest>,
 ) -> Result<(Manifest, ScanReport), SyncError> {
+    scan_with(root, filter, previous, true)
+}
+
+/// [`scan`], hashing only when `hash` is set. Without it, files whose hash cannot be reused
+/// from `previous` keep `sha256: None` (a full push hashes the bytes it sends instead of
+/// reading every file twice). Files to hash are hashed on a few threads.
+pub fn scan_with(
+    root: &Path,
+    filter: &Filter,
+    previous: Option<&Manifest>,
+    hash: bool,
+) -> Result<(Manifest, ScanReport), SyncError> {
+    let mut to_hash: Vec<RelPath> = Vec::new();
     let taken_at_ns = now_ns();
     let mut entries = BTreeMap::new();
     let mut report = ScanReport::default();
@@ -302,13 +364,19 @@ pub fn scan(
                     let reuse = previous
                         .and_then(|m| m.get(&rel).map(|old| (old, m.taken_at_ns)))
                         .filter(|(old, at)| e.can_reuse_hash_of(old, *at));
-                    e.sha256 = match reuse {
-                        Some((old, _)) => old.sha256.clone(),
-                        None => Some(hash_file(&path)?.0),
-                    };
+                    match reuse {
+                        Some((old, _)) => e.sha256 = old.sha256.clone(),
+                        None if hash => to_hash.push(rel.clone()),
+                        None => {}
+                    }
                 }
             }
             entries.insert(rel, e);
+        }
+    }
+    for (p, h) in hash_parallel(root, &to_hash)? {
+        if let Some(e) = entries.get_mut(p) {
+            e.sha256 = Some(h);
         }
     }
     Ok((

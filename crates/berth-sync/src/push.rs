@@ -1,9 +1,13 @@
 //! Sync out: realize a local workspace at `<root>/.berth/ws/<scope>/` on any transport.
 //!
-//! A push takes the workspace lock, scans the workspace, and asks the remote whether its copy is
-//! the one the recorded state describes (a marker written at the end of every successful
-//! push and removed at the start of the next). If so, only the difference to the recorded
-//! remote manifest travels: one deletion list, then one tar stream of changed entries.
+//! A push takes the workspace lock, scans the workspace (stat only; hashes are reused where
+//! size and mtime prove them) while asking the remote whether its copy is the one the recorded
+//! state describes (a marker written at the end of every successful push and removed at the
+//! start of the next). If so, only the difference to the recorded remote manifest travels:
+//! one deletion list, then one tar stream of changed entries (embedded in a control-shell
+//! step when small), and only the sent paths are listed back; the rest of the recorded remote
+//! manifest is trusted. The first push of a plain tree (no recorded state) needs no probe: one
+//! exec channel, opened while the tree is scanned, clears, extracts, lists and marks.
 //! Otherwise the remote copy is cleared (keeping `.git` for git work trees) and rebuilt: git
 //! history as a bundle (incremental against a commit the remote has), HEAD and branch set
 //! with plumbing, the tree checked out from the index, then the overlay of everything that
@@ -25,11 +29,12 @@ use tokio_util::io::SyncIoBridge;
 use crate::archive::{StreamStats, write_tar};
 use crate::error::SyncError;
 use crate::git;
-use crate::manifest::{Entry, EntryKind, Filter, Manifest, scan};
+use crate::manifest::{Entry, EntryKind, Filter, Manifest, scan_with};
 use crate::path::RelPath;
 use crate::progress::{Phase, reporter};
 use crate::remote::{
-    RemoteSpec, cd_ws, exec_collect, listing_script, nul_list, parse_listing, run_ok,
+    EMBED_SCRIPT_MAX, RemoteSpec, cd_ws, embedded, exec_collect, link_is_local, listing_script,
+    nul_list, parse_listing, run_collect, run_ok,
 };
 use crate::state::{GitPoint, ScopeState, StateDir, SyncOptions, new_state};
 
@@ -72,14 +77,39 @@ pub(crate) async fn scan_blocking(
     ws: &Path,
     filter: &Filter,
     previous: Option<Manifest>,
+    hash: bool,
 ) -> Result<(Manifest, crate::manifest::ScanReport), SyncError> {
     let (ws, filter) = (ws.to_path_buf(), filter.clone());
-    tokio::task::spawn_blocking(move || scan(&ws, &filter, previous.as_ref()))
+    tokio::task::spawn_blocking(move || scan_with(&ws, &filter, previous.as_ref(), hash))
         .await
         .map_err(|e| SyncError::Task {
             what: "scan the workspace".to_owned(),
             detail: e.to_string(),
         })?
+}
+
+/// Hash the files of `m` that have no hash yet.
+async fn fill_hashes(ws: &Path, mut m: Manifest) -> Result<Manifest, SyncError> {
+    let ws = ws.to_path_buf();
+    tokio::task::spawn_blocking(move || {
+        let todo: Vec<RelPath> = m
+            .entries
+            .values()
+            .filter(|e| e.kind == EntryKind::File && e.sha256.is_none())
+            .map(|e| e.path.clone())
+            .collect();
+        for (p, h) in crate::manifest::hash_parallel(&ws, &todo)? {
+            if let Some(e) = m.entries.get_mut(p) {
+                e.sha256 = Some(h);
+            }
+        }
+        Ok(m)
+    })
+    .await
+    .map_err(|e| SyncError::Task {
+        what: "hash the workspace".to_owned(),
+        detail: e.to_string(),
+    })?
 }
 
 /// Push `ws` to `spec` over `t`. Records the baseline for [`crate::restore`].
@@ -94,25 +124,41 @@ pub async fn push(
     let _lock = sd.lock().await?;
     let prev: Option<ScopeState> = sd.load(&spec.scope)?;
     let point = git::local_point(&ws).await?;
-    let filter = local_filter(&ws, opts, point.is_some()).await?;
-    let (local, scan_report) =
-        scan_blocking(&ws, &filter, prev.as_ref().map(|p| p.local.clone())).await?;
-
+    if prev.is_none() && point.is_none() {
+        return push_first(t, &ws, spec, opts, &sd).await;
+    }
     let (rws, meta) = (quote(&spec.ws()), quote(&spec.meta()));
     // The marker names the state and the work tree it was written for (inode and birth time):
     // a copy that was removed (GC, disk wipe) and recreated never passes for the recorded one.
-    let mut probe = format!(
+    let probe = format!(
         "mkdir -p {meta} || exit 1\ncat {meta}/state-id 2>/dev/null\nrm -f {meta}/state-id\nprintf '\\n'\n\
          if [ -d {rws} ]; then stat -c %i.%.9W {rws}; else printf '\\n'; fi\nmkdir -p {rws} || exit 1\n"
     );
+    // The remote probe (on a fresh connection: connect, authenticate, start the control
+    // shell) runs while the workspace is read locally.
+    let local_side = async {
+        let filter = local_filter(&ws, opts, point.is_some()).await?;
+        // Stat only: hashes are reused where size and mtime prove them, computed below where
+        // needed, or taken from the bytes as they are sent.
+        let (local, scan_report) =
+            scan_blocking(&ws, &filter, prev.as_ref().map(|p| p.local.clone()), false).await?;
+        Ok::<_, SyncError>((filter, local, scan_report))
+    };
+    let (out, local_side) = tokio::join!(
+        run_ok(t, &probe, Bytes::new(), "prepare the remote workspace"),
+        local_side
+    );
+    let (filter, mut local, scan_report) = local_side?;
+    let out = out?;
+    let mut out = out.stdout_text();
     if point.is_some() {
-        probe.push_str(&format!(
+        let git_probe = format!(
             "command -v git >/dev/null 2>&1 || {{ echo 'git is not installed' >&2; exit 4; }}\n\
              cd {rws} && git rev-parse -q --verify 'HEAD^{{commit}}' 2>/dev/null\nexit 0\n"
-        ));
+        );
+        let g = run_ok(t, &git_probe, Bytes::new(), "prepare the remote workspace").await?;
+        out.push_str(&g.stdout_text());
     }
-    let out = run_ok(t, &probe, Bytes::new(), "prepare the remote workspace").await?;
-    let out = out.stdout_text();
     let mut lines = out.lines();
     let marker = lines.next().unwrap_or("").trim().to_owned();
     let inode = lines.next().unwrap_or("").trim().to_owned();
@@ -130,6 +176,14 @@ pub async fn push(
         skipped_special: scan_report.skipped_special,
         ..PushReport::default()
     };
+
+    // Hash what the recorded hashes do not cover (in parallel), except on a full push of a
+    // plain tree, where every file is hashed as it is sent. For a git work tree this happens
+    // before asking git what differs from HEAD: a file edited in between is then sent rather
+    // than recorded with content the remote checkout does not have.
+    if incremental || point.is_some() {
+        local = fill_hashes(&ws, local).await?;
+    }
 
     // A full push of a git work tree sends only what differs from HEAD. Computed after the
     // scan: a file edited in between is then sent rather than assumed equal to HEAD.
@@ -192,14 +246,17 @@ pub async fn push(
         .await?;
     }
 
-    // What to send and what to delete.
-    let mut send: Vec<Entry> = Vec::new();
+    // What to send and what to delete. `None`: everything.
+    let mut send: Option<Vec<Entry>> = Some(Vec::new());
     let mut delete: Vec<RelPath> = Vec::new();
-    match (&prev, incremental, &changed) {
+    // The recorded remote manifest an incremental push updates instead of re-listing it.
+    let mut trusted: Option<Manifest> = None;
+    match (prev, incremental, &changed) {
         (Some(st), true, _) => {
+            let list = send.get_or_insert_with(Vec::new);
             for e in local.entries.values() {
                 if st.remote.get(&e.path).is_none_or(|r| !r.same_content(e)) {
-                    send.push(e.clone());
+                    list.push(e.clone());
                 }
             }
             for (p, r) in &st.remote.entries {
@@ -211,12 +268,14 @@ pub async fn push(
                     delete.push(p.clone());
                 }
             }
+            trusted = Some(st.remote);
         }
         (_, _, Some(changed)) => {
             let changed_set: BTreeSet<&RelPath> = changed.iter().collect();
+            let list = send.get_or_insert_with(Vec::new);
             for e in local.entries.values() {
                 if e.kind == EntryKind::Dir || changed_set.contains(&e.path) {
-                    send.push(e.clone());
+                    list.push(e.clone());
                 }
             }
             for p in changed {
@@ -226,28 +285,46 @@ pub async fn push(
                 }
             }
         }
-        _ => send.extend(local.entries.values().cloned()),
+        // Everything travels; hashes are those of the bytes sent.
+        _ => send = None,
     }
-    // Deletions, one tar stream, the remote's listing of itself. A second round repairs
-    // whatever the listing shows still differs (e.g. a directory emptied by a deletion of
-    // tracked files in a git checkout, or a stale entry of unexpected kind).
+    // Deletions, one tar stream, the remote's listing of itself (of the sent paths only when
+    // the recorded remote manifest is trusted). A second round, with a full listing, repairs
+    // whatever still differs (e.g. a directory emptied by a deletion of tracked files in a
+    // git checkout, or a stale entry of unexpected kind).
     let mut baseline = local;
     let mut round = 0;
     let progress: std::sync::Arc<dyn Fn(StreamStats) + Send + Sync> =
         std::sync::Arc::new(reporter(opts.progress.clone(), Phase::Push));
     let (remote, listed_head) = loop {
         round += 1;
-        let r = send_round(t, &ws, spec, opts, point.is_some(), send, delete, &progress).await?;
+        let targeted = trusted.take();
+        let (b, r) = send_round(
+            t,
+            &ws,
+            spec,
+            opts,
+            point.is_some(),
+            baseline,
+            send,
+            delete,
+            targeted.is_some(),
+            &progress,
+        )
+        .await?;
+        baseline = b;
         report.deleted += r.deleted;
         report.files += r.stats.files;
         report.bytes += r.stats.bytes;
-        for (p, h) in r.sent {
-            if let Some(e) = baseline.entries.get_mut(&p) {
-                e.sha256 = Some(h);
+        let remote = match (targeted, r.targeted) {
+            (Some(prev_remote), Some(listed)) => {
+                merge_remote(prev_remote, &r.deleted_paths, &listed, r.listing, &baseline)
             }
-        }
-        let rfilter = filter_for_listing(&ws, opts, &r.listing)?;
-        let remote = remote_manifest(&baseline, r.listing.manifest, &rfilter);
+            _ => {
+                let rfilter = filter_for_listing(&ws, opts, &r.listing)?;
+                remote_manifest(&baseline, r.listing.manifest, &rfilter)
+            }
+        };
         let (d, s) = reconcile(&baseline, &remote);
         if (d.is_empty() && s.is_empty()) || round >= 2 {
             if !d.is_empty() || !s.is_empty() {
@@ -257,10 +334,10 @@ pub async fn push(
                     "remote copy still differs after repair; the next push resends it"
                 );
             }
-            break (remote, r.listing.head);
+            break (remote, r.head);
         }
         delete = d;
-        send = s;
+        send = Some(s);
     };
     let mut st = new_state(baseline, remote);
     st.git = point.clone();
@@ -279,21 +356,230 @@ pub async fn push(
     Ok(report)
 }
 
-/// `rm -rf` each argument unless one of its ancestors (below `.`) is a symbolic link.
-const DELETE_UNLESS_BELOW_LINK: &str = r#"'for p do
-  d=$(dirname -- "$p"); below_link=
-  while [ "$d" != . ] && [ "$d" != / ]; do
+/// The first push of a plain (non-git) tree, with no recorded state: necessarily a full one,
+/// so no probe is needed. One exec channel prepares and clears the remote copy, extracts the
+/// stream, lists the result and writes the marker; it is opened while the workspace is
+/// scanned. The marker is written before the local state is saved: if that save fails, the
+/// ids differ and the next push is a full one again.
+async fn push_first(
+    t: &dyn Transport,
+    ws: &Path,
+    spec: &RemoteSpec,
+    opts: &SyncOptions,
+    sd: &StateDir,
+) -> Result<PushReport, SyncError> {
+    let (rws, meta) = (quote(&spec.ws()), quote(&spec.meta()));
+    let filter = local_filter(ws, opts, false).await?;
+    let state_id = uuid::Uuid::new_v4().simple().to_string();
+    let gzip = !link_is_local(t);
+    let z = if gzip { "-z " } else { "" };
+    let script = format!(
+        "set -e\nmkdir -p {meta}\nrm -f {meta}/state-id\nmkdir -p {rws}\ncd {rws}\n\
+         find . -mindepth 1 -maxdepth 1 -exec rm -rf -- {{}} +\n\
+         tar -x {z}-p -f - --no-same-owner --delay-directory-restore\n{listing}\
+         printf '%s:%s' {id} \"$(stat -c %i.%.9W .)\" > {meta}/state-id\n",
+        listing = listing_script(false, false),
+        id = quote(&state_id),
+    );
+    let (rd, wr) = tokio::io::duplex(256 * 1024);
+    let progress: std::sync::Arc<dyn Fn(StreamStats) + Send + Sync> =
+        std::sync::Arc::new(reporter(opts.progress.clone(), Phase::Push));
+    let build = {
+        let (ws, filter, progress) = (ws.to_path_buf(), filter.clone(), progress.clone());
+        async move {
+            let (mut local, scan_report) = scan_blocking(&ws, &filter, None, false).await?;
+            tokio::task::spawn_blocking(move || {
+                let out = Packer::new(
+                    std::io::BufWriter::with_capacity(256 * 1024, SyncIoBridge::new(wr)),
+                    gzip,
+                );
+                let (stats, out) = build_into(&ws, &mut local, None, out, &*progress)?;
+                let mut bridge = out
+                    .finish()
+                    .and_then(|b| b.into_inner().map_err(|e| e.into_error()))
+                    .map_err(|e| SyncError::io("finish the workspace stream", &ws, e))?;
+                std::io::Write::flush(&mut bridge)
+                    .map_err(|e| SyncError::io("finish the workspace stream", &ws, e))?;
+                drop(bridge);
+                Ok::<_, SyncError>((local, stats, scan_report))
+            })
+            .await
+            .map_err(|e| SyncError::Task {
+                what: "build the workspace stream".to_owned(),
+                detail: e.to_string(),
+            })?
+        }
+    };
+    let (listed, built) = tokio::join!(
+        exec_collect(
+            t,
+            ExecRequest::new(script).stdin_reader(rd),
+            "extract the workspace stream",
+        ),
+        build
+    );
+    // The remote's failure explains a broken stream: report it first.
+    let listed = listed?;
+    let (mut baseline, stats, scan_report) = built?;
+    let listing = parse_listing(&t.describe(), &listed.stdout)?;
+    drop(listed);
+    let mut report = PushReport {
+        full: true,
+        files: stats.files,
+        bytes: stats.bytes,
+        skipped_special: scan_report.skipped_special,
+        ..PushReport::default()
+    };
+    let rfilter = filter_for_listing(ws, opts, &listing)?;
+    let mut remote = remote_manifest(&baseline, listing.manifest, &rfilter);
+    let (d, s) = reconcile(&baseline, &remote);
+    let repaired = !d.is_empty() || !s.is_empty();
+    if repaired {
+        // One repair round, as in `push`; the marker is only rewritten after it.
+        run_ok(
+            t,
+            &format!("rm -f {meta}/state-id\n"),
+            Bytes::new(),
+            "prepare the remote workspace",
+        )
+        .await?;
+        let (b, r) = send_round(
+            t,
+            ws,
+            spec,
+            opts,
+            false,
+            baseline,
+            Some(s),
+            d,
+            false,
+            &progress,
+        )
+        .await?;
+        baseline = b;
+        report.deleted += r.deleted;
+        report.files += r.stats.files;
+        report.bytes += r.stats.bytes;
+        let rfilter = filter_for_listing(ws, opts, &r.listing)?;
+        remote = remote_manifest(&baseline, r.listing.manifest, &rfilter);
+        let (d, s) = reconcile(&baseline, &remote);
+        if !d.is_empty() || !s.is_empty() {
+            tracing::warn!(
+                extra = d.len(),
+                differing = s.len(),
+                "remote copy still differs after repair; the next push resends it"
+            );
+        }
+    }
+    let mut st = new_state(baseline, remote);
+    st.state_id = state_id;
+    sd.save(&spec.scope, &st)?;
+    if repaired {
+        run_ok(
+            t,
+            &format!(
+                "printf '%s:%s' {} \"$(stat -c %i.%.9W {rws})\" > {meta}/state-id\n",
+                quote(&st.state_id)
+            ),
+            Bytes::new(),
+            "record the remote workspace state",
+        )
+        .await?;
+    }
+    Ok(report)
+}
+
+/// Prints (NUL-terminated) each `./`-prefixed argument none of whose ancestors (below `.`) is
+/// a symbolic link, for `xargs -0 rm -rf --`. Parameter expansion, not `dirname`: no process
+/// per path.
+const UNLESS_BELOW_LINK: &str = r#"'for p do
+  d=${p%/*}; below_link=
+  while [ "$d" != . ] && [ -n "$d" ]; do
     if [ -L "$d" ]; then below_link=1; break; fi
-    d=$(dirname -- "$d")
+    n=${d%/*}
+    [ "$n" != "$d" ] || break
+    d=$n
   done
-  [ -n "$below_link" ] || rm -rf -- "$p"
+  [ -n "$below_link" ] || printf "%s\0" "$p"
 done'"#;
 
 struct Round {
-    sent: std::collections::BTreeMap<RelPath, String>,
     stats: StreamStats,
+    /// The full listing (empty when only the sent paths were listed).
     listing: crate::remote::Listing,
+    /// The paths that were listed, when only those were.
+    targeted: Option<Vec<RelPath>>,
+    head: Option<String>,
     deleted: usize,
+    deleted_paths: Vec<RelPath>,
+}
+
+/// Most uncompressed file bytes an embedded (control-shell) tar payload is built from.
+const EMBED_RAW_MAX: u64 = 512 * 1024;
+
+/// Build the tar stream of `send` (or of all of `baseline`) into `out`, recording the hash
+/// of every file as sent into `baseline`.
+fn build_into<W: std::io::Write>(
+    root: &Path,
+    baseline: &mut Manifest,
+    send: Option<&[Entry]>,
+    out: W,
+    progress: &dyn Fn(StreamStats),
+) -> Result<(StreamStats, W), SyncError> {
+    let (sent, stats, out) = match send {
+        Some(list) => write_tar(root, list, out, progress)?,
+        None => write_tar(root, baseline.entries.values(), out, progress)?,
+    };
+    for (p, h) in sent {
+        if let Some(e) = baseline.entries.get_mut(&p) {
+            e.sha256 = Some(h);
+        }
+    }
+    Ok((stats, out))
+}
+
+/// The tar output: plain (fast links) or gzip (fast level).
+enum Packer<W: std::io::Write> {
+    Plain(W),
+    Gz(GzEncoder<W>),
+}
+
+impl<W: std::io::Write> std::io::Write for Packer<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self {
+            Self::Plain(w) => w.write(buf),
+            Self::Gz(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self {
+            Self::Plain(w) => w.flush(),
+            Self::Gz(w) => w.flush(),
+        }
+    }
+}
+
+impl<W: std::io::Write> Packer<W> {
+    fn new(w: W, gzip: bool) -> Self {
+        if gzip {
+            Self::Gz(GzEncoder::new(w, Compression::fast()))
+        } else {
+            Self::Plain(w)
+        }
+    }
+    fn finish(self) -> std::io::Result<W> {
+        match self {
+            Self::Plain(w) => Ok(w),
+            Self::Gz(w) => w.finish(),
+        }
+    }
+}
+
+/// Script fragment listing only `paths` (as `listing_script` does for the whole tree), from a
+/// NUL list on stdin.
+fn targeted_listing_cmd() -> &'static str {
+    // Missing paths are simply not listed: the reconcile step resends them.
+    "xargs -0 -r sh -c 'exec find \"$@\" -maxdepth 0 -printf \"E\\\\0%y\\\\0%m\\\\0%s\\\\0%T@\\\\0%p\\\\0%l\\\\0\"' berth-list || true\n"
 }
 
 #[expect(clippy::too_many_arguments, reason = "one round of the push protocol")]
@@ -303,80 +589,224 @@ async fn send_round(
     spec: &RemoteSpec,
     opts: &SyncOptions,
     is_git: bool,
-    send: Vec<Entry>,
+    mut baseline: Manifest,
+    mut send: Option<Vec<Entry>>,
     mut delete: Vec<RelPath>,
+    want_targeted: bool,
     progress: &std::sync::Arc<dyn Fn(StreamStats) + Send + Sync>,
-) -> Result<Round, SyncError> {
+) -> Result<(Manifest, Round), SyncError> {
     // Deleting a directory deletes what is below it.
     let del_set: BTreeSet<RelPath> = delete.iter().cloned().collect();
     delete.retain(|p| !p.ancestors().any(|a| del_set.contains(&a)));
     if !delete.is_empty() {
-        let list: Vec<Vec<u8>> = delete.iter().map(RelPath::dot_slash).collect();
-        run_ok(
-            t,
-            // A path below a symlink is not an entry of this tree (a directory may have been
-            // replaced by a link earlier in the push): never delete through a link.
-            &format!(
-                "{}xargs -0 sh -c {} berth-delete\n",
-                cd_ws(spec),
-                DELETE_UNLESS_BELOW_LINK
-            ),
-            nul_list(&list),
-            "delete paths in the remote workspace",
-        )
-        .await?;
+        let list = nul_list(&delete.iter().map(RelPath::dot_slash).collect::<Vec<_>>());
+        // A path below a symlink is not an entry of this tree (a directory may have been
+        // replaced by a link earlier in the push): never delete through a link.
+        let cmd =
+            format!("xargs -0 sh -c {UNLESS_BELOW_LINK} berth-delete | xargs -0 -r rm -rf --\n");
+        match embedded(&list) {
+            Some(data) => {
+                run_ok(
+                    t,
+                    &format!("{}{data} | {cmd}", cd_ws(spec)),
+                    Bytes::new(),
+                    "delete paths in the remote workspace",
+                )
+                .await?;
+            }
+            None => {
+                run_ok(
+                    t,
+                    &format!("{}{cmd}", cd_ws(spec)),
+                    list,
+                    "delete paths in the remote workspace",
+                )
+                .await?;
+            }
+        }
     }
 
-    // One tar stream in, the remote's listing of itself out.
-    let (rd, wr) = tokio::io::duplex(256 * 1024);
-    let root = ws.to_path_buf();
-    let progress = progress.clone();
-    let builder = tokio::task::spawn_blocking(move || {
-        let gz = GzEncoder::new(SyncIoBridge::new(wr), Compression::fast());
-        let (sent, stats, gz) = write_tar(&root, &send, gz, &*progress)?;
-        let mut bridge = gz
-            .finish()
-            .map_err(|e| SyncError::io("finish the compressed stream", &root, e))?;
-        std::io::Write::flush(&mut bridge)
-            .map_err(|e| SyncError::io("finish the compressed stream", &root, e))?;
-        drop(bridge);
-        Ok::<_, SyncError>((sent, stats))
+    // Which paths to list afterwards: only the sent ones when the caller trusts the rest and
+    // the list is small enough to embed; otherwise the whole tree.
+    let targeted_list = match (&send, want_targeted) {
+        (Some(list), true) => {
+            let paths: Vec<RelPath> = list.iter().map(|e| e.path.clone()).collect();
+            let data = nul_list(&paths.iter().map(RelPath::dot_slash).collect::<Vec<_>>());
+            embedded(&data).map(|frag| (paths, frag))
+        }
+        _ => None,
+    };
+    let listing_part = match &targeted_list {
+        Some((_, frag)) => {
+            let mut l = String::from("printf 'T\\0%s\\0' \"$(date +%s)\"\n");
+            if is_git {
+                l.push_str(
+                    "printf 'H\\0%s\\0' \"$(git rev-parse -q --verify HEAD 2>/dev/null)\"\n",
+                );
+            }
+            l.push_str(frag);
+            l.push_str(" | ");
+            l.push_str(targeted_listing_cmd());
+            l
+        }
+        None => listing_script(is_git, is_git && !opts.sync_ignored),
+    };
+
+    // Small payloads travel inside one control-shell step (no exec channel, no stdin).
+    let small = send.as_ref().is_some_and(|list| {
+        list.iter()
+            .filter(|e| e.kind == EntryKind::File)
+            .map(|e| e.size)
+            .sum::<u64>()
+            <= EMBED_RAW_MAX
     });
-    let script = format!(
-        "set -e\n{}tar -x -z -p -f - --no-same-owner --delay-directory-restore\n{}",
-        cd_ws(spec),
-        listing_script(is_git, is_git && !opts.sync_ignored)
-    );
-    let listed = exec_collect(
+    let mut done: Option<(StreamStats, Bytes)> = None;
+    if small {
+        let root = ws.to_path_buf();
+        let prog = progress.clone();
+        let (b, send_back, built) = tokio::task::spawn_blocking(move || {
+            let gz = GzEncoder::new(Vec::new(), Compression::fast());
+            let r = build_into(&root, &mut baseline, send.as_deref(), gz, &*prog).and_then(
+                |(stats, gz)| {
+                    gz.finish()
+                        .map(|v| (stats, v))
+                        .map_err(|e| SyncError::io("finish the compressed stream", &root, e))
+                },
+            );
+            (baseline, send, r)
+        })
+        .await
+        .map_err(|e| SyncError::Task {
+            what: "build the workspace stream".to_owned(),
+            detail: e.to_string(),
+        })?;
+        baseline = b;
+        let (stats, bytes) = built?;
+        // The listed paths are embedded in the same script: both together stay within the
+        // budget of one script (the exec-channel fallback passes it as one argv string).
+        let list_len = targeted_list.as_ref().map_or(0, |(_, frag)| frag.len());
+        let data = embedded(&bytes).filter(|d| d.len() + list_len <= EMBED_SCRIPT_MAX);
+        if let Some(data) = data {
+            let script = format!(
+                "set -e\n{}{data} | tar -x -z -p -f - --no-same-owner --delay-directory-restore\n{listing_part}",
+                cd_ws(spec)
+            );
+            let out = run_collect(t, &script, "extract the workspace stream").await?;
+            done = Some((stats, out.stdout));
+        }
+        // Too large once packed: streamed instead.
+        send = send_back;
+    }
+    finish_round(
         t,
-        ExecRequest::new(script).stdin_reader(rd),
-        "extract the workspace stream",
+        ws,
+        spec,
+        baseline,
+        send,
+        done,
+        delete,
+        targeted_list,
+        listing_part,
+        progress,
     )
-    .await;
-    let built = builder.await.map_err(|e| SyncError::Task {
-        what: "build the workspace stream".to_owned(),
-        detail: e.to_string(),
-    })?;
-    let listed = listed?;
-    let (sent, stats) = built?;
-    let listing = parse_listing(&t.describe(), &listed.stdout)?;
-    Ok(Round {
-        sent,
-        stats,
-        listing,
-        deleted: delete.len(),
-    })
+    .await
 }
 
-/// The remote manifest from a post-push listing: hashes come from the baseline where kind and
-/// size agree (the remote was just made equal to it), else stay unknown.
-fn remote_manifest(baseline: &Manifest, listed: Manifest, filter: &Filter) -> Manifest {
-    let mut remote = Manifest {
-        taken_at_ns: listed.taken_at_ns,
-        ..Manifest::default()
+#[expect(clippy::too_many_arguments, reason = "one round of the push protocol")]
+async fn finish_round(
+    t: &dyn Transport,
+    ws: &Path,
+    spec: &RemoteSpec,
+    mut baseline: Manifest,
+    send: Option<Vec<Entry>>,
+    done: Option<(StreamStats, Bytes)>,
+    delete: Vec<RelPath>,
+    targeted_list: Option<(Vec<RelPath>, String)>,
+    listing_part: String,
+    progress: &std::sync::Arc<dyn Fn(StreamStats) + Send + Sync>,
+) -> Result<(Manifest, Round), SyncError> {
+    let (stats, stdout) = match done {
+        Some(d) => d,
+        None => {
+            // One tar stream in, the listing out. Compressed unless the link is local.
+            let gzip = !link_is_local(t);
+            let (rd, wr) = tokio::io::duplex(256 * 1024);
+            let root = ws.to_path_buf();
+            let progress = progress.clone();
+            let builder = tokio::task::spawn_blocking(move || {
+                let out = Packer::new(
+                    std::io::BufWriter::with_capacity(256 * 1024, SyncIoBridge::new(wr)),
+                    gzip,
+                );
+                let r = build_into(&root, &mut baseline, send.as_deref(), out, &*progress)
+                    .and_then(|(stats, out)| {
+                        let mut bridge = out
+                            .finish()
+                            .and_then(|b| b.into_inner().map_err(|e| e.into_error()))
+                            .map_err(|e| SyncError::io("finish the workspace stream", &root, e))?;
+                        std::io::Write::flush(&mut bridge)
+                            .map_err(|e| SyncError::io("finish the workspace stream", &root, e))?;
+                        drop(bridge);
+                        Ok(stats)
+                    });
+                (baseline, r)
+            });
+            let z = if gzip { "-z " } else { "" };
+            let script = format!(
+                "set -e\n{}tar -x {z}-p -f - --no-same-owner --delay-directory-restore\n{listing_part}",
+                cd_ws(spec),
+            );
+            let listed = exec_collect(
+                t,
+                ExecRequest::new(script).stdin_reader(rd),
+                "extract the workspace stream",
+            )
+            .await;
+            let (b, built) = builder.await.map_err(|e| SyncError::Task {
+                what: "build the workspace stream".to_owned(),
+                detail: e.to_string(),
+            })?;
+            baseline = b;
+            let listed = listed?;
+            (built?, listed.stdout)
+        }
     };
-    for (p, mut e) in listed.entries {
-        if filter.is_excluded(&p, e.kind == EntryKind::Dir) {
+    let listing = parse_listing(&t.describe(), &stdout)?;
+    drop(stdout);
+    let head = listing.head.clone();
+    let round = Round {
+        stats,
+        listing,
+        targeted: targeted_list.map(|(paths, _)| paths),
+        head,
+        deleted: delete.len(),
+        deleted_paths: delete,
+    };
+    Ok((baseline, round))
+}
+
+/// The remote manifest after an incremental push, from the recorded one: deleted paths (and
+/// what was below them) and the sent paths go, the sent paths come back as listed (with the
+/// hashes of the bytes sent). Untouched entries keep what was recorded, as a full re-listing
+/// would have given them (their hashes came from the same baseline or a restore's hashing).
+fn merge_remote(
+    mut prev: Manifest,
+    deleted: &[RelPath],
+    sent: &[RelPath],
+    listed: crate::remote::Listing,
+    baseline: &Manifest,
+) -> Manifest {
+    let gone: BTreeSet<&RelPath> = deleted.iter().collect();
+    if !gone.is_empty() {
+        prev.entries
+            .retain(|p, _| !gone.contains(p) && !p.ancestors().any(|a| gone.contains(&a)));
+    }
+    for p in sent {
+        prev.entries.remove(p);
+    }
+    let sent_set: BTreeSet<&RelPath> = sent.iter().collect();
+    for (p, mut e) in listed.manifest.entries {
+        if !sent_set.contains(&p) {
             continue;
         }
         if e.kind == EntryKind::File {
@@ -385,9 +815,28 @@ fn remote_manifest(baseline: &Manifest, listed: Manifest, filter: &Filter) -> Ma
                 .filter(|b| b.kind == EntryKind::File && b.size == e.size)
                 .and_then(|b| b.sha256.clone());
         }
-        remote.entries.insert(p, e);
+        prev.entries.insert(p, e);
     }
-    remote
+    prev.taken_at_ns = listed.manifest.taken_at_ns;
+    prev
+}
+
+/// The remote manifest from a post-push listing: hashes come from the baseline where kind and
+/// size agree (the remote was just made equal to it), else stay unknown.
+fn remote_manifest(baseline: &Manifest, mut listed: Manifest, filter: &Filter) -> Manifest {
+    // In place: no second copy of a large listing.
+    listed
+        .entries
+        .retain(|p, e| !filter.is_excluded(p, e.kind == EntryKind::Dir));
+    for (p, e) in &mut listed.entries {
+        if e.kind == EntryKind::File {
+            e.sha256 = baseline
+                .get(p)
+                .filter(|b| b.kind == EntryKind::File && b.size == e.size)
+                .and_then(|b| b.sha256.clone());
+        }
+    }
+    listed
 }
 
 /// What still differs between the local manifest and the remote after a push, as far as a

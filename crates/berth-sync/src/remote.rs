@@ -242,6 +242,96 @@ pub(crate) fn marker_script(spec: &RemoteSpec) -> String {
     )
 }
 
+/// Largest data embedded in a control-shell script (before base64). Scripts stay well below
+/// both the SSH control shell's script limit and the 128 KiB argv limit of `sh -c` on the
+/// exec-channel fallback.
+pub(crate) const EMBED_MAX: usize = 64 * 1024;
+
+/// Most embedded text (base64 included) one script carries when it embeds two pieces of data,
+/// so that it stays below the 128 KiB argv limit with room for the commands around it.
+pub(crate) const EMBED_SCRIPT_MAX: usize = 112 * 1024;
+
+/// Standard base64 (with padding) of `data`.
+pub(crate) fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            chunk.get(1).copied().unwrap_or(0),
+            chunk.get(2).copied().unwrap_or(0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(char::from(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]));
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Shell fragment writing `data` to stdout (`printf … | base64 -d`): data for a step that
+/// runs on the control shell, which has no stdin. `None` when `data` is too large to embed.
+pub(crate) fn embedded(data: &[u8]) -> Option<String> {
+    if data.len() > EMBED_MAX {
+        return None;
+    }
+    // The base64 alphabet has no quote: single quotes are safe.
+    Some(format!("printf '%s' '{}' | base64 -d", base64(data)))
+}
+
+/// Whether bytes to this environment cross no network worth compressing for: the local
+/// transport, or SSH to a loopback address. Anything else gets fast gzip.
+pub(crate) fn link_is_local(t: &dyn Transport) -> bool {
+    let id = t.identity();
+    match id.transport.as_str() {
+        "local" => true,
+        "ssh" => id.host.as_deref().is_some_and(|h| {
+            h.eq_ignore_ascii_case("localhost")
+                || h.trim_start_matches('[')
+                    .trim_end_matches(']')
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }),
+        _ => false,
+    }
+}
+
+/// A reader over a tar stream that may be gzip-compressed (detected from the magic bytes; a
+/// tar stream of `./`-prefixed members never starts with them).
+pub(crate) fn maybe_gunzip<'a, R: Read + 'a>(r: R) -> io::Result<Box<dyn Read + 'a>> {
+    use std::io::BufRead as _;
+    let mut br = io::BufReader::with_capacity(64 * 1024, r);
+    let head = br.fill_buf()?;
+    if head.starts_with(&[0x1f, 0x8b]) {
+        Ok(Box::new(flate2::bufread::MultiGzDecoder::new(br)))
+    } else {
+        Ok(Box::new(br))
+    }
+}
+
+/// Run a step through [`Transport::run`] (the SSH control shell when available), require
+/// success and complete output.
+pub(crate) async fn run_collect(
+    t: &dyn Transport,
+    script: &str,
+    what: &str,
+) -> Result<Completed, SyncError> {
+    let env = t.describe();
+    let c = t.run(script, Bytes::new()).await?;
+    if c.stdout_truncated {
+        return Err(SyncError::Remote {
+            env,
+            what: what.to_owned(),
+            detail: "output exceeded the step output limit".to_owned(),
+        });
+    }
+    Ok(c.check(&env, what)?)
+}
+
 /// `cd <ws>` with a clear error when it is missing.
 pub(crate) fn cd_ws(spec: &RemoteSpec) -> String {
     format!("cd {} || exit 3\n", quote(&spec.ws()))
@@ -408,6 +498,16 @@ mod tests {
         assert_eq!(ln.target, Some(RawBytes(b"t\nx".to_vec())));
         assert_eq!(l.special.len(), 1);
         assert_eq!(l.git_ignored, b"node_modules/\x00x.log\x00");
+    }
+
+    #[test]
+    fn base64_matches_the_standard_encoding() {
+        assert_eq!(base64(b""), "");
+        assert_eq!(base64(b"f"), "Zg==");
+        assert_eq!(base64(b"fo"), "Zm8=");
+        assert_eq!(base64(b"foo"), "Zm9v");
+        assert_eq!(base64(b"foob"), "Zm9vYg==");
+        assert_eq!(base64(&[0xff, 0xfe, 0x00, 0x27]), "//4AJw==");
     }
 
     #[test]

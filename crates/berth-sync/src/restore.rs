@@ -2,9 +2,10 @@
 //! local edit.
 //!
 //! Under the workspace lock (stale staging of a crashed restore is removed first): the remote
-//! lists itself, hashes only files whose size/mtime differ from the recorded remote manifest,
-//! and sends the files that are needed in one tar stream into a staging directory next to the
-//! workspace. Then, per path, a three-way decision against the baseline recorded at push:
+//! lists itself (while the local side is scanned), hashes only files whose size/mtime differ
+//! from the recorded remote manifest, and sends the files that are needed in one tar stream
+//! into a staging directory next to the workspace. These steps run on the control shell
+//! (no exec channel) unless the data is large: then the file list and the stream use a channel. Then, per path, a three-way decision against the baseline recorded at push:
 //! remote-only changes are applied (renames), local-only changes kept, changes on both sides
 //! to different content are conflicts (local kept, remote beside it as `<path>.berth-remote`).
 //! Remote commits arrive as `refs/berth/runs/<run>`; the local branch is fast-forwarded with a
@@ -19,7 +20,7 @@ use std::path::{Path, PathBuf};
 
 use berth_exec::shell::quote;
 use berth_exec::{ExecRequest, Transport};
-use flate2::read::GzDecoder;
+use bytes::Bytes;
 
 use crate::archive::{Staged, extract_to_staging};
 use crate::error::SyncError;
@@ -29,8 +30,8 @@ use crate::path::{RelPath, symlink_stays_inside};
 use crate::progress::{Phase, reporter};
 use crate::push::{canonical, filter_for_listing, scan_blocking};
 use crate::remote::{
-    RemoteSpec, cd_ws, exec_collect, exec_into, listing_script, marker_script, nul_list,
-    parse_listing, parse_sums, validate_id,
+    RemoteSpec, cd_ws, embedded, exec_collect, exec_into, link_is_local, listing_script,
+    marker_script, maybe_gunzip, nul_list, parse_listing, parse_sums, run_collect, validate_id,
 };
 use crate::state::{StateDir, SyncOptions};
 
@@ -135,8 +136,29 @@ pub async fn restore(
         marker_script(spec),
         listing_script(is_git, is_git && !opts.sync_ignored)
     );
-    let listed = exec_collect(t, ExecRequest::new(script), "list the remote workspace").await?;
-    let listing = parse_listing(&env, &listed.stdout)?;
+    // On the control shell when there is one (no exec channel); a listing too large for a
+    // step's output limit goes through its own channel.
+    let what = "list the remote workspace";
+    let list_remote = async {
+        let listed = t.run(&script, Bytes::new()).await?;
+        let listed = if listed.stdout_truncated {
+            drop(listed);
+            exec_collect(t, ExecRequest::new(script), what).await?
+        } else {
+            listed.check(&env, what)?
+        };
+        parse_listing(&env, &listed.stdout)
+    };
+    // The local side, read while the remote lists itself (on a fresh connection: connect,
+    // authenticate, start the control shell). Edits made after this scan are caught by the
+    // last check before each write.
+    let scan_local = async {
+        let lfilter = crate::push::local_filter(&ws, opts, is_git).await?;
+        scan_blocking(&ws, &lfilter, Some(st.local.clone()), true).await
+    };
+    let (listing, scanned) = tokio::join!(list_remote, scan_local);
+    let listing = listing?;
+    let (local, _) = scanned?;
     // A copy that is not the one pushed (wiped, recreated, re-pushed from elsewhere) would
     // look like "the remote deleted everything": refuse it rather than apply that.
     let expected = format!(
@@ -203,14 +225,27 @@ pub async fn restore(
 
     // 2. Hash only what may have changed.
     if !need_hash.is_empty() {
-        let list: Vec<Vec<u8>> = need_hash.iter().map(RelPath::dot_slash).collect();
-        let c = exec_collect(
-            t,
-            ExecRequest::new(format!("{}xargs -0 sha256sum -z --\n", cd_ws(spec)))
-                .stdin_bytes(nul_list(&list)),
-            "hash changed remote files",
-        )
-        .await?;
+        let list = nul_list(&need_hash.iter().map(RelPath::dot_slash).collect::<Vec<_>>());
+        let what = "hash changed remote files";
+        let c = match embedded(&list) {
+            Some(data) => {
+                run_collect(
+                    t,
+                    &format!("{}{data} | xargs -0 sha256sum -z --\n", cd_ws(spec)),
+                    what,
+                )
+                .await?
+            }
+            None => {
+                exec_collect(
+                    t,
+                    ExecRequest::new(format!("{}xargs -0 sha256sum -z --\n", cd_ws(spec)))
+                        .stdin_bytes(list),
+                    what,
+                )
+                .await?
+            }
+        };
         let sums = parse_sums(&c.stdout);
         for p in &need_hash {
             let h = sums.get(&p.dot_slash()).ok_or_else(|| SyncError::Remote {
@@ -224,9 +259,7 @@ pub async fn restore(
         }
     }
 
-    // 3. The local side now.
-    let lfilter = crate::push::local_filter(&ws, opts, is_git).await?;
-    let (local, _) = scan_blocking(&ws, &lfilter, Some(st.local.clone())).await?;
+    // 3. The local side (scanned above).
     let base = &st.local;
 
     let mut paths: BTreeSet<RelPath> = BTreeSet::new();
@@ -256,21 +289,57 @@ pub async fn restore(
     let mut staged = BTreeMap::new();
     let (mut files, mut bytes) = (0, 0);
     if !wanted.is_empty() {
-        let list: Vec<Vec<u8>> = wanted.iter().map(RelPath::dot_slash).collect();
+        let list = nul_list(&wanted.iter().map(RelPath::dot_slash).collect::<Vec<_>>());
         let dir = staging.dir.clone();
         let want = wanted.clone();
         let progress = reporter(opts.progress.clone(), Phase::Restore);
-        let (got, stats) = exec_into(
-            t,
-            ExecRequest::new(format!(
-                "{}tar -c -z -f - --null --no-recursion -T -\n",
-                cd_ws(spec)
-            ))
-            .stdin_bytes(nul_list(&list)),
-            "send changed remote files",
-            move |r| extract_to_staging(GzDecoder::new(r), &dir, &want, &progress),
-        )
-        .await?;
+        let what = "send changed remote files";
+        // A few files come back as the output of one control-shell step; anything larger
+        // streams through its own channel (compressed unless the link is local).
+        let small = (needed <= FETCH_INLINE_MAX)
+            .then(|| embedded(&list))
+            .flatten();
+        let (got, stats) = match small {
+            Some(data) => {
+                let c = run_collect(
+                    t,
+                    &format!(
+                        "{}{data} | tar -c -z -f - --null --no-recursion -T -\n",
+                        cd_ws(spec)
+                    ),
+                    what,
+                )
+                .await?;
+                tokio::task::spawn_blocking(move || {
+                    let r = maybe_gunzip(&c.stdout[..])
+                        .map_err(|e| SyncError::io("read a tar stream", &dir, e))?;
+                    extract_to_staging(r, &dir, &want, &progress)
+                })
+                .await
+                .map_err(|e| SyncError::Task {
+                    what: what.to_owned(),
+                    detail: e.to_string(),
+                })??
+            }
+            None => {
+                let z = if link_is_local(t) { "" } else { "-z " };
+                exec_into(
+                    t,
+                    ExecRequest::new(format!(
+                        "{}tar -c {z}-f - --null --no-recursion -T -\n",
+                        cd_ws(spec)
+                    ))
+                    .stdin_bytes(list),
+                    what,
+                    move |r| {
+                        let r = maybe_gunzip(r)
+                            .map_err(|e| SyncError::io("read a tar stream", &dir, e))?;
+                        extract_to_staging(r, &dir, &want, &progress)
+                    },
+                )
+                .await?
+            }
+        };
         for p in &wanted {
             let s: &Staged = got.get(p).ok_or_else(|| SyncError::Remote {
                 env: env.clone(),
@@ -431,6 +500,9 @@ pub async fn restore(
     drop(staging);
     Ok(report)
 }
+
+/// Most bytes of remote files fetched as one control-shell step's output (held in memory).
+const FETCH_INLINE_MAX: u64 = 8 << 20;
 
 /// Free space kept beyond what staging needs.
 const HEADROOM: u64 = 16 << 20;

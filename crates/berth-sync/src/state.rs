@@ -129,11 +129,17 @@ impl StateDir {
     pub fn save(&self, scope: &str, st: &ScopeState) -> Result<(), SyncError> {
         let p = self.scope_file(scope);
         let tmp = self.dir.join(format!(".scope-{scope}.json.tmp"));
-        let json = serde_json::to_vec(st).map_err(|e| SyncError::State {
+        // Streamed: no copy of the whole JSON in memory.
+        let file =
+            fs::File::create(&tmp).map_err(|e| SyncError::io("write the sync state", &tmp, e))?;
+        let mut w = std::io::BufWriter::with_capacity(64 * 1024, file);
+        serde_json::to_writer(&mut w, st).map_err(|e| SyncError::State {
             path: p.clone(),
             detail: e.to_string(),
         })?;
-        fs::write(&tmp, json).map_err(|e| SyncError::io("write the sync state", &tmp, e))?;
+        std::io::Write::flush(&mut w)
+            .map_err(|e| SyncError::io("write the sync state", &tmp, e))?;
+        drop(w);
         fs::rename(&tmp, &p).map_err(|e| SyncError::io("replace the sync state", &p, e))
     }
 

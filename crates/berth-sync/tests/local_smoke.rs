@@ -155,7 +155,10 @@ async fn a_remote_file_is_never_written_through_a_local_symlink() {
     let rep = restore(&t, &l.local, &l.spec, "run1", &o).await.unwrap();
     let s = snapshot(&l.local);
     assert!(!s.contains_key(b"a/sub/new".as_slice()), "{s:?}");
-    assert!(!s.contains_key(b"a/sub/new.berth-remote".as_slice()), "{s:?}");
+    assert!(
+        !s.contains_key(b"a/sub/new.berth-remote".as_slice()),
+        "{s:?}"
+    );
     assert_eq!(
         s.get(b"d".as_slice()),
         Some(&Node::Symlink {
