@@ -15,7 +15,9 @@ use std::time::Duration;
 
 use berth_core::lease::{FAILURE_RETENTION_SECS, LeaseEvent, REUSE_RETENTION_SECS};
 use berth_core::model::{Environment, Lease};
-use berth_core::{CleanupStatus, Driver, EnvironmentStatus, LeaseId, LeasePolicy, LeaseStatus};
+use berth_core::{
+    CleanupStatus, Driver, EnvironmentStatus, LeaseId, LeasePolicy, LeaseStatus, RunId,
+};
 use berth_exec::SshPool;
 use berth_exec::launcher::{Launcher, RemoteRun, StopReason};
 use berth_exec::shell::quote;
@@ -51,13 +53,21 @@ pub struct SweepReport {
     pub destroyed: Vec<LeaseId>,
     pub cleaned: Vec<LeaseId>,
     pub cleanup_failed: Vec<LeaseId>,
+    /// Runs still `running` on a lease expired long enough ago: their executor is gone.
+    pub orphaned_runs: Vec<RunId>,
 }
+
+/// How long after its lease expired a run still `running` is taken for orphaned. A live
+/// executor notices the lost lease within a renewal period and ends the run itself (after its
+/// restore), so this only catches runs whose executor died.
+pub const ORPHAN_GRACE: Duration = Duration::from_secs(300);
 
 pub struct Reaper {
     store: Arc<dyn Store>,
     cleaner: Arc<dyn LeaseCleaner>,
     /// Failed cleanups: attempts so far and when the next one is due.
     backoff: Mutex<HashMap<LeaseId, (u32, chrono::DateTime<Utc>)>>,
+    orphan_grace: Duration,
 }
 
 impl std::fmt::Debug for Reaper {
@@ -72,7 +82,14 @@ impl Reaper {
             store,
             cleaner,
             backoff: Mutex::new(HashMap::new()),
+            orphan_grace: ORPHAN_GRACE,
         }
+    }
+
+    /// Take runs for orphaned this long after their lease expired (default [`ORPHAN_GRACE`]).
+    pub fn with_orphan_grace(mut self, grace: Duration) -> Self {
+        self.orphan_grace = grace;
+        self
     }
 
     /// Run one sweep.
@@ -150,6 +167,26 @@ impl Reaper {
                     report.cleanup_failed.push(lease.id);
                 }
             }
+        }
+        let grace = chrono::Duration::from_std(self.orphan_grace)
+            .unwrap_or_else(|_| chrono::Duration::seconds(300));
+        let message = "the run's executor stopped renewing its lease (the control plane \
+                       instance died or lost the database); the reaper stopped the agent";
+        for id in self
+            .store
+            .fail_runs_of_expired_leases(Utc::now() - grace, "lease_lost", message)
+            .await?
+        {
+            tracing::warn!(run = %id, "run orphaned by a dead executor marked failed");
+            let _ = self
+                .store
+                .append_run_event(
+                    id,
+                    "lifecycle",
+                    serde_json::json!({"step": "orphaned", "message": message}),
+                )
+                .await;
+            report.orphaned_runs.push(id);
         }
         Ok(report)
     }

@@ -40,7 +40,7 @@ async fn world() -> World {
         berth_home: home.path().to_path_buf(),
         grace: Duration::from_millis(500),
     };
-    let reaper = Reaper::new(store.clone(), Arc::new(cleaner));
+    let reaper = Reaper::new(store.clone(), Arc::new(cleaner)).with_orphan_grace(Duration::ZERO);
     World {
         store,
         reaper,
@@ -150,6 +150,21 @@ async fn an_expired_lease_is_reaped_and_its_process_group_and_directories_are_go
         })
         .await
         .unwrap();
+    // Its executor claimed the run, took the lease and died.
+    assert_eq!(
+        w.store.claim_next_run("dead").await.unwrap().unwrap().id,
+        run.id
+    );
+    w.store
+        .update_run(
+            run.id,
+            berth_store::RunPatch {
+                lease_id: Some(Some(lease.id)),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
     // What the run left behind: a workspace copy and a process group that ignores TERM and
     // forked a grandchild.
     let ws = w
@@ -181,6 +196,11 @@ async fn an_expired_lease_is_reaped_and_its_process_group_and_directories_are_go
     assert_eq!(report.cleaned, vec![lease.id], "{report:?}");
     let after = w.store.get_lease(lease.id).await.unwrap().unwrap();
     assert_eq!(after.status, LeaseStatus::Expired);
+    // The run no executor will finish is failed, not left `running`.
+    assert_eq!(report.orphaned_runs, vec![run.id]);
+    let run = w.store.get_run(run.id).await.unwrap().unwrap();
+    assert_eq!(run.status, berth_core::RunStatus::Failed);
+    assert_eq!(run.error_code.as_deref(), Some("lease_lost"));
     assert_eq!(after.failure_reason.as_deref(), Some("expired"));
     assert_eq!(after.cleanup_status, Some(CleanupStatus::Success));
     assert!(!ws.exists(), "the workspace copy is removed");

@@ -245,6 +245,15 @@ pub trait Store: Send + Sync + 'static {
         error_code: &str,
         message: &str,
     ) -> Result<Vec<RunId>>;
+    /// Mark `failed` every `running` run whose lease the reaper expired (its holder stopped
+    /// renewing it) before `expired_before`: its executor is gone, or it would have ended the
+    /// run itself by now. Returns their ids.
+    async fn fail_runs_of_expired_leases(
+        &self,
+        expired_before: DateTime<Utc>,
+        error_code: &str,
+        message: &str,
+    ) -> Result<Vec<RunId>>;
     /// `running` runs claimed by `claimer` with a cancel request pending.
     async fn cancel_requested_runs(&self, claimer: &str) -> Result<Vec<RunId>>;
     /// Append an event with the next `seq` of the run (1, 2, 3, …), durable and ordered.

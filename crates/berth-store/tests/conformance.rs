@@ -114,6 +114,7 @@ conformance!(
     claim_next_run_never_double_claims,
     cancel_requests_reach_the_claiming_instance_only,
     runs_of_a_gone_executor_are_failed,
+    runs_on_leases_expired_past_the_grace_are_failed,
     append_run_event_numbers_events_without_gaps_under_concurrency,
     tokens_are_found_by_hash_and_revoked,
     experimental_settings_round_trip,
@@ -1854,6 +1855,66 @@ async fn runs_of_a_gone_executor_are_failed(fx: &Fx) {
     };
     assert_eq!(status(mine.id).await, RunStatus::Running);
     assert_eq!(status(queued.id).await, RunStatus::Queued);
+}
+
+async fn runs_on_leases_expired_past_the_grace_are_failed(fx: &Fx) {
+    let s = &*fx.store;
+    let c = company(s).await;
+    let a = agent(s, c.id).await;
+    let e = env(s, c.id, None).await;
+    let mut leased = Vec::new();
+    for (scope, ttl) in [("workspace:orphan", 30), ("workspace:alive", 3600)] {
+        let r = new_run(s, c.id, a.id).await;
+        assert_eq!(s.claim_next_run("w").await.unwrap().unwrap().id, r.id);
+        let l = s
+            .acquire_lease(AcquireLease {
+                ttl_secs: ttl,
+                run_id: Some(r.id),
+                ..req(&e, scope, LeasePolicy::Ephemeral, None)
+            })
+            .await
+            .unwrap();
+        s.update_run(
+            r.id,
+            RunPatch {
+                lease_id: Some(Some(l.id)),
+                ..RunPatch::default()
+            },
+        )
+        .await
+        .unwrap();
+        leased.push(r.id);
+    }
+    let expired = s
+        .expire_due_leases(Utc::now() + chrono::Duration::seconds(60))
+        .await
+        .unwrap();
+    assert_eq!(expired.len(), 1);
+    // Just expired: a live executor may still be ending the run itself.
+    let early = s
+        .fail_runs_of_expired_leases(
+            Utc::now() - chrono::Duration::seconds(300),
+            "lease_lost",
+            "x",
+        )
+        .await
+        .unwrap();
+    assert!(early.is_empty(), "{early:?}");
+    let late = s
+        .fail_runs_of_expired_leases(
+            Utc::now() + chrono::Duration::seconds(1),
+            "lease_lost",
+            "gone",
+        )
+        .await
+        .unwrap();
+    assert_eq!(late, vec![leased[0]]);
+    let orphan = s.get_run(leased[0]).await.unwrap().unwrap();
+    assert_eq!(orphan.status, RunStatus::Failed);
+    assert_eq!(orphan.error_code.as_deref(), Some("lease_lost"));
+    assert_eq!(orphan.error_message.as_deref(), Some("gone"));
+    let alive = s.get_run(leased[1]).await.unwrap().unwrap();
+    assert_eq!(alive.status, RunStatus::Running);
 }
 
 async fn append_run_event_numbers_events_without_gaps_under_concurrency(fx: &Fx) {

@@ -2204,6 +2204,29 @@ impl Store for This {
             .collect()
     }
 
+    async fn fail_runs_of_expired_leases(
+        &self,
+        expired_before: DateTime<Utc>,
+        error_code: &str,
+        message: &str,
+    ) -> Result<Vec<RunId>> {
+        let rows = sqlx::query(
+            "UPDATE runs SET status = 'failed', error_code = $1, error_message = $2, \
+             finished_at = $3 WHERE status = 'running' AND lease_id IN (SELECT id FROM \
+             environment_leases WHERE failure_reason = 'expired' AND updated_at < $4) \
+             RETURNING id",
+        )
+        .bind(error_code)
+        .bind(message)
+        .bind(b::ts(now()))
+        .bind(b::ts(codec::at_stored_precision(expired_before)))
+        .fetch_all(self.writer())
+        .await?;
+        rows.iter()
+            .map(|r| Ok(RunId(b::get_id(r, "id")?)))
+            .collect()
+    }
+
     async fn cancel_requested_runs(&self, claimer: &str) -> Result<Vec<RunId>> {
         let rows = sqlx::query(
             "SELECT id FROM runs WHERE claimed_by = $1 AND status = 'running' \
