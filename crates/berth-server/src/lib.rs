@@ -132,6 +132,7 @@ fn restrict_sqlite_files(url: &str) {
 pub async fn build_state(
     config: &ServerConfig,
     addr: std::net::SocketAddr,
+    agent_api: std::net::SocketAddr,
 ) -> Result<SharedState, ServerError> {
     let loopback = addr.ip().is_loopback();
     restrict_home(config)?;
@@ -176,12 +177,9 @@ pub async fn build_state(
         pool.clone(),
         config.berth_home.clone(),
     );
-    // Agents reach the API on loopback (locally, or through an SSH remote forward).
-    let mut api_addr = addr;
-    if api_addr.ip().is_unspecified() {
-        api_addr.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
-    }
-    orchestrator.api_addr = Some(api_addr);
+    // Agents reach the API through its agent listener (locally, or through an SSH remote
+    // forward), where only tokens count.
+    orchestrator.api_addr = Some(agent_api);
     let worker = berth_engine::run::Worker::new(orchestrator, 32);
     Ok(Arc::new(AppState {
         store,
@@ -300,7 +298,12 @@ pub async fn launch_with_options(
     options: LaunchOptions,
 ) -> Result<(), ServerError> {
     let addr = listener.local_addr()?;
-    let state = build_state(&config, addr).await?;
+    // Agents get their own listener on loopback: what arrives there (possibly relayed from
+    // another host's loopback by an SSH remote forward) never counts as the local user, so
+    // `local_trusted` never applies to it; it needs a token.
+    let agent_listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+    let agent_addr = agent_listener.local_addr()?;
+    let state = build_state(&config, addr, agent_addr).await?;
     // The reaper's loop lives in the engine; the server only owns its lifetime.
     let reaper = options.reaper_interval.map(|interval| {
         let cleaner = berth_engine::reaper::EnvironmentCleaner {
@@ -317,10 +320,27 @@ pub async fn launch_with_options(
         .spawn(interval)
     });
     let worker = options.run_worker.then(|| state.worker.clone().spawn());
-    tracing::info!(%addr, auth_mode = state.auth_mode(), "berth server listening");
+    tracing::info!(%addr, %agent_addr, auth_mode = state.auth_mode(), "berth server listening");
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown.await;
+        let _ = stop.send(true);
+    });
+    let until_stop = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+    let agents = tokio::spawn(
+        axum::serve(
+            agent_listener,
+            router(state.clone()).layer(axum::Extension(auth::AgentChannel)),
+        )
+        .with_graceful_shutdown(until_stop(stopping.clone()))
+        .into_future(),
+    );
     let served = axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(until_stop(stopping))
         .await;
+    agents.abort();
     if let Some(r) = reaper {
         r.abort();
     }

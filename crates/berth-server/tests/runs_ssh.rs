@@ -243,8 +243,11 @@ const API_PROBE: &str = r#"
 import json, os, urllib.request, urllib.error
 url, token, run = os.environ["BERTH_API_URL"], os.environ["BERTH_API_TOKEN"], os.environ["BERTH_RUN_ID"]
 def call(method, path, tok, body=None):
+    headers = {"Content-Type": "application/json"}
+    if tok is not None:
+        headers["Authorization"] = "Bearer " + tok
     req = urllib.request.Request(url + path, method=method, data=None if body is None else json.dumps(body).encode(),
-                                 headers={"Authorization": "Bearer " + tok, "Content-Type": "application/json"})
+                                 headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             return r.status, json.load(r)
@@ -257,6 +260,7 @@ company = me["companyId"]
 print("privileged", call("POST", "/api/companies/%s/environments" % company, token,
                          {"name": "x", "driver": "local", "config": {}})[0])
 print("forged", call("GET", "/api/runs/" + run, token[:-4] + "0000")[0])
+print("anonymous", call("GET", "/api/runs/" + run, None)[0])
 open("token.txt", "w").write(token)
 "#;
 
@@ -313,9 +317,13 @@ async fn the_agent_reaches_the_api_with_a_token_that_dies_with_its_run() {
         );
         assert!(out.contains("privileged 403"), "ssh={ssh}: {out}");
         assert!(out.contains("forged 401"), "ssh={ssh}: {out}");
-        // Locally the API's own address; over SSH a port the sshd forwards back.
-        let direct = out.contains(&format!("url {}", s.base));
-        assert_eq!(direct, !ssh, "{out}");
+        // The server is local_trusted for its own user, but what comes in through the agents'
+        // listener (here relayed from the environment) needs a token.
+        assert!(out.contains("anonymous 401"), "ssh={ssh}: {out}");
+        assert_eq!(s.get("/api/health").await.body["authMode"], "local_trusted");
+        // Never the API's own address: the agents' listener locally, over SSH a port the
+        // sshd forwards back to it.
+        assert!(!out.contains(&format!("url {}", s.base)), "{out}");
         if ssh {
             assert_eq!(done["environmentId"], eid.as_str(), "{done}");
         }
