@@ -32,7 +32,7 @@ use tokio_util::io::SyncIoBridge;
 
 use crate::archive::{StreamStats, extract_to_staging, write_tar};
 use crate::error::SyncError;
-use crate::manifest::{Entry, EntryKind, hash_file};
+use crate::manifest::{Entry, EntryKind, hash_file, mtime_ns};
 use crate::path::{RawBytes, RelPath};
 use crate::progress::{Phase, ProgressFn, reporter};
 use crate::remote::{exec_collect, exec_into, nul_list, run_ok};
@@ -176,10 +176,7 @@ impl Walk<'_> {
             kind: EntryKind::File,
             mode: md.mode() & 0o7777,
             size: 0,
-            mtime_ns: md
-                .mtime()
-                .saturating_mul(1_000_000_000)
-                .saturating_add(md.mtime_nsec()),
+            mtime_ns: mtime_ns(&md),
             sha256: None,
             target: None,
         };
@@ -264,10 +261,7 @@ impl Walk<'_> {
                     kind: EntryKind::Dir,
                     mode: md.mode() & 0o7777,
                     size: 0,
-                    mtime_ns: md
-                        .mtime()
-                        .saturating_mul(1_000_000_000)
-                        .saturating_add(md.mtime_nsec()),
+                    mtime_ns: mtime_ns(&md),
                     sha256: None,
                     target: None,
                 },

@@ -346,10 +346,7 @@ pub fn scan_with(
                 kind,
                 mode: md.mode() & 0o7777,
                 size: if kind == EntryKind::Dir { 0 } else { md.size() },
-                mtime_ns: md
-                    .mtime()
-                    .saturating_mul(1_000_000_000)
-                    .saturating_add(md.mtime_nsec()),
+                mtime_ns: mtime_ns(&md),
                 sha256: None,
                 target: None,
             };
@@ -386,6 +383,14 @@ pub fn scan_with(
         },
         report,
     ))
+}
+
+/// A file's modification time in nanoseconds since the epoch, as entries record it.
+pub(crate) fn mtime_ns(md: &std::fs::Metadata) -> i64 {
+    use std::os::unix::fs::MetadataExt as _;
+    md.mtime()
+        .saturating_mul(1_000_000_000)
+        .saturating_add(md.mtime_nsec())
 }
 
 #[cfg(test)]

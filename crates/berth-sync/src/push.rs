@@ -343,16 +343,7 @@ pub async fn push(
     st.git = point.clone();
     st.remote_head = point.map(|p| p.head).or(listed_head);
     sd.save(&spec.scope, &st)?;
-    run_ok(
-        t,
-        &format!(
-            "printf '%s:%s' {} \"$(stat -c %i.%.9W {rws})\" > {meta}/state-id\n",
-            quote(&st.state_id)
-        ),
-        Bytes::new(),
-        "record the remote workspace state",
-    )
-    .await?;
+    record_state_id(t, spec, &st.state_id).await?;
     Ok(report)
 }
 
@@ -475,16 +466,7 @@ async fn push_first(
     st.state_id = state_id;
     sd.save(&spec.scope, &st)?;
     if repaired {
-        run_ok(
-            t,
-            &format!(
-                "printf '%s:%s' {} \"$(stat -c %i.%.9W {rws})\" > {meta}/state-id\n",
-                quote(&st.state_id)
-            ),
-            Bytes::new(),
-            "record the remote workspace state",
-        )
-        .await?;
+        record_state_id(t, spec, &st.state_id).await?;
     }
     Ok(report)
 }
@@ -941,4 +923,26 @@ async fn send_bundle(
     )
     .await;
     result
+}
+
+/// Write `<state id>:<inode.birth time of the remote copy>` as the remote marker, which a
+/// restore checks before trusting the copy.
+async fn record_state_id(
+    t: &dyn Transport,
+    spec: &RemoteSpec,
+    state_id: &str,
+) -> Result<(), SyncError> {
+    run_ok(
+        t,
+        &format!(
+            "printf '%s:%s' {} \"$(stat -c %i.%.9W {})\" > {}/state-id\n",
+            quote(state_id),
+            quote(&spec.ws()),
+            quote(&spec.meta())
+        ),
+        Bytes::new(),
+        "record the remote workspace state",
+    )
+    .await?;
+    Ok(())
 }

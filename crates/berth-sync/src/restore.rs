@@ -25,7 +25,7 @@ use bytes::Bytes;
 use crate::archive::{Staged, extract_to_staging};
 use crate::error::SyncError;
 use crate::git;
-use crate::manifest::{Entry, EntryKind, Manifest, same};
+use crate::manifest::{Entry, EntryKind, Manifest, mtime_ns, same};
 use crate::path::{RelPath, symlink_stays_inside};
 use crate::progress::{Phase, reporter};
 use crate::push::{canonical, filter_for_listing, scan_blocking};
@@ -549,10 +549,7 @@ fn unchanged_since_scan(abs: &Path, l: Option<&Entry>) -> bool {
             } else {
                 EntryKind::File
             };
-            let mtime = md
-                .mtime()
-                .saturating_mul(1_000_000_000)
-                .saturating_add(md.mtime_nsec());
+            let mtime = mtime_ns(&md);
             kind == l.kind
                 && (kind == EntryKind::Dir || (md.size() == l.size && mtime == l.mtime_ns))
         }
