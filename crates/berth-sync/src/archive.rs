@@ -14,7 +14,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use sha2::{Digest as _, Sha256};
 
 use crate::error::SyncError;
-use crate::manifest::{Entry, EntryKind};
+use crate::manifest::{ContentHash, Entry, EntryKind};
 use crate::path::RelPath;
 
 /// Reads exactly `size` bytes from `inner` (zero-padding when the file shrank since it was
@@ -56,7 +56,7 @@ pub fn write_tar<'a, W: Write>(
     entries: impl IntoIterator<Item = &'a Entry>,
     out: W,
     progress: &dyn Fn(StreamStats),
-) -> Result<(BTreeMap<RelPath, String>, StreamStats, W), SyncError> {
+) -> Result<(BTreeMap<RelPath, ContentHash>, StreamStats, W), SyncError> {
     let mut b = tar::Builder::new(out);
     b.mode(tar::HeaderMode::Complete);
     let mut sent = BTreeMap::new();
@@ -99,7 +99,7 @@ pub fn write_tar<'a, W: Write>(
                 };
                 b.append_data(&mut h, e.path.as_path(), &mut r)
                     .map_err(|x| tar_err(&e.path, x))?;
-                sent.insert(e.path.clone(), hex::encode(r.hasher.finalize()));
+                sent.insert(e.path.clone(), ContentHash::finish(r.hasher));
                 stats.files += 1;
                 stats.bytes += e.size;
                 progress(stats);
@@ -116,7 +116,7 @@ pub fn write_tar<'a, W: Write>(
 #[derive(Debug, Clone)]
 pub struct Staged {
     pub file: PathBuf,
-    pub sha256: String,
+    pub sha256: ContentHash,
     pub size: u64,
     pub mode: u32,
 }
@@ -203,7 +203,7 @@ pub fn extract_to_staging<R: Read>(
             rel,
             Staged {
                 file,
-                sha256: hex::encode(h.finalize()),
+                sha256: ContentHash::finish(h),
                 size,
                 mode,
             },

@@ -336,9 +336,10 @@ fn content_digest(entries: &[Entry], root_mode: u32) -> String {
     let mut h = Sha256::new();
     h.update(format!("{MARKER_VERSION}\0root {:o}\0", root_mode & 0o7777));
     for e in entries {
+        let hex = e.sha256.map(|h| h.to_hex()).unwrap_or_default();
         let (k, v): (&str, &[u8]) = match e.kind {
             EntryKind::Dir => ("d", b""),
-            EntryKind::File => ("f", e.sha256.as_deref().unwrap_or("").as_bytes()),
+            EntryKind::File => ("f", hex.as_bytes()),
             EntryKind::Symlink => ("l", e.target.as_ref().map_or(&b""[..], |t| &t.0)),
         };
         h.update(k.as_bytes());

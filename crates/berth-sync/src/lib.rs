@@ -20,9 +20,13 @@
 //! - [`sync_asset`] / [`copy_back`] carry adapters' assets (skills, instructions, CLI config)
 //!   to `<root>/.berth/assets/<adapter>/<key>/` and selected files back;
 //! - [`gc`] removes remote copies of scopes that no longer exist.
+//!
+//! The local sync state (baseline manifests per scope) is kept next to the workspace in the
+//! compact binary form of [`codec`].
 
 pub mod archive;
 pub mod assets;
+pub mod codec;
 pub mod error;
 pub mod gc;
 pub mod git;
@@ -37,7 +41,7 @@ pub mod state;
 pub use assets::{AssetOptions, AssetReport, CopiedBack, CopyBackOutcome, copy_back, sync_asset};
 pub use error::SyncError;
 pub use gc::{gc_idle_remote_scopes, gc_remote_scopes};
-pub use manifest::{Entry, EntryKind, Filter, Manifest};
+pub use manifest::{ContentHash, Entry, EntryKind, Filter, Manifest};
 pub use path::RelPath;
 pub use progress::{Phase, Progress, ProgressFn};
 pub use push::{PushReport, push};

@@ -23,6 +23,59 @@ pub const BERTHIGNORE: &str = ".berthignore";
 /// again within the same timestamp tick; its hash is never reused (git's "racily clean" rule).
 pub const RACY_WINDOW_NS: i64 = 2_000_000_000;
 
+/// A file's SHA-256, held as its 32 bytes (a manifest keeps one per file) and written as hex.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ContentHash(pub [u8; 32]);
+
+impl ContentHash {
+    /// The hash of `bytes`.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(Sha256::digest(bytes).into())
+    }
+
+    /// The hash a hasher has accumulated.
+    pub fn finish(h: Sha256) -> Self {
+        Self(h.finalize().into())
+    }
+
+    /// Parse 64 hex digits.
+    pub fn from_hex(hex_digits: &[u8]) -> Option<Self> {
+        let mut out = [0u8; 32];
+        hex::decode_to_slice(hex_digits, &mut out).ok()?;
+        Some(Self(out))
+    }
+
+    pub fn to_hex(&self) -> String {
+        hex::encode(self.0)
+    }
+}
+
+impl std::fmt::Display for ContentHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl std::fmt::Debug for ContentHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ContentHash({})", self.to_hex())
+    }
+}
+
+impl Serialize for ContentHash {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> Deserialize<'de> for ContentHash {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        Self::from_hex(s.as_bytes())
+            .ok_or_else(|| serde::de::Error::custom("expected 64 hex digits of a SHA-256"))
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum EntryKind {
@@ -40,9 +93,9 @@ pub struct Entry {
     pub mode: u32,
     pub size: u64,
     pub mtime_ns: i64,
-    /// Hex SHA-256 of a file's content; `None` when unknown (never for a scanned file).
+    /// SHA-256 of a file's content; `None` when unknown (never for a scanned file).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
+    pub sha256: Option<ContentHash>,
     /// A symlink's target, as raw bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<RawBytes>,
@@ -189,8 +242,20 @@ impl Filter {
         if p.components().any(|c| c == b".git") {
             return true;
         }
-        if self.git_ignored.contains(p) || p.ancestors().any(|a| self.git_ignored.contains(&a)) {
-            return true;
+        if !self.git_ignored.is_empty() {
+            // The path itself and every proper prefix ending before a `/`, without allocating.
+            let b = p.as_bytes();
+            let prefixes = b
+                .iter()
+                .enumerate()
+                .filter(|(_, c)| **c == b'/')
+                .map(|(i, _)| &b[..i])
+                .chain(std::iter::once(b));
+            for prefix in prefixes {
+                if self.git_ignored.contains(prefix) {
+                    return true;
+                }
+            }
         }
         self.matcher
             .matched_path_or_any_parents(p.as_path(), is_dir)
@@ -205,8 +270,8 @@ pub(crate) fn now_ns() -> i64 {
         .unwrap_or(0)
 }
 
-/// Hex SHA-256 of a file's content.
-pub fn hash_file(path: &Path) -> Result<(String, u64), SyncError> {
+/// SHA-256 of a file's content, and its length.
+pub fn hash_file(path: &Path) -> Result<(ContentHash, u64), SyncError> {
     let mut f =
         fs::File::open(path).map_err(|e| SyncError::io("open a file to hash it", path, e))?;
     let mut h = Sha256::new();
@@ -222,56 +287,20 @@ pub fn hash_file(path: &Path) -> Result<(String, u64), SyncError> {
         n_total += n as u64;
         h.update(&buf[..n]);
     }
-    Ok((hex::encode(h.finalize()), n_total))
+    Ok((ContentHash::finish(h), n_total))
 }
 
 /// Hash `paths` under `root`, on up to 4 threads when there is enough to share.
 pub(crate) fn hash_parallel<'a>(
     root: &Path,
     paths: &'a [RelPath],
-) -> Result<Vec<(&'a RelPath, String)>, SyncError> {
-    let workers = std::thread::available_parallelism()
-        .map_or(1, std::num::NonZeroUsize::get)
-        .clamp(1, 4)
-        .min(paths.len().div_ceil(16).max(1));
-    if workers <= 1 {
-        return paths
-            .iter()
-            .map(|p| Ok((p, hash_file(&p.under(root))?.0)))
-            .collect();
-    }
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    let results: Vec<Result<Vec<(&RelPath, String)>, SyncError>> = std::thread::scope(|s| {
-        let handles: Vec<_> = (0..workers)
-            .map(|_| {
-                s.spawn(|| {
-                    let mut out = Vec::new();
-                    loop {
-                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some(p) = paths.get(i) else { break };
-                        out.push((p, hash_file(&p.under(root))?.0));
-                    }
-                    Ok(out)
-                })
-            })
-            .collect();
-        handles
-            .into_iter()
-            .map(|h| {
-                h.join().unwrap_or_else(|_| {
-                    Err(SyncError::Task {
-                        what: "hash workspace files".to_owned(),
-                        detail: "a hashing thread panicked".to_owned(),
-                    })
-                })
-            })
-            .collect()
-    });
-    let mut all = Vec::with_capacity(paths.len());
-    for r in results {
-        all.extend(r?);
-    }
-    Ok(all)
+) -> Result<Vec<(&'a RelPath, ContentHash)>, SyncError> {
+    let hashes = parallel_map(paths, 16, |p| hash_file(&p.under(root)).map(|(h, _)| h));
+    paths
+        .iter()
+        .zip(hashes)
+        .map(|(p, h)| h.map(|h| (p, h)))
+        .collect()
 }
 
 pub(crate) fn hash_bytes(b: &[u8]) -> String {
@@ -297,79 +326,33 @@ pub fn scan(
 
 /// [`scan`], hashing only when `hash` is set. Without it, files whose hash cannot be reused
 /// from `previous` keep `sha256: None` (a full push hashes the bytes it sends instead of
-/// reading every file twice). Files to hash are hashed on a few threads.
+/// reading every file twice). Directories of one depth are read on a few threads (the walk
+/// is mostly `getdents`/`statx` time), and files to hash are hashed on a few threads.
 pub fn scan_with(
     root: &Path,
     filter: &Filter,
     previous: Option<&Manifest>,
     hash: bool,
 ) -> Result<(Manifest, ScanReport), SyncError> {
-    let mut to_hash: Vec<RelPath> = Vec::new();
     let taken_at_ns = now_ns();
     let mut entries = BTreeMap::new();
     let mut report = ScanReport::default();
-    let mut stack: Vec<Option<RelPath>> = vec![None];
-    while let Some(dir) = stack.pop() {
-        let abs = match &dir {
-            Some(d) => d.under(root),
-            None => root.to_path_buf(),
-        };
-        let rd = fs::read_dir(&abs).map_err(|e| SyncError::io("list a directory", &abs, e))?;
-        for item in rd {
-            let item = item.map_err(|e| SyncError::io("list a directory", &abs, e))?;
-            let name = item.file_name();
-            let rel = match &dir {
-                Some(d) => d.join(name.as_bytes())?,
-                None => RelPath::new(name.as_bytes().to_vec())?,
-            };
-            let path = item.path();
-            let md = fs::symlink_metadata(&path)
-                .map_err(|e| SyncError::io("stat a workspace entry", &path, e))?;
-            let ft = md.file_type();
-            let kind = if ft.is_file() {
-                EntryKind::File
-            } else if ft.is_dir() {
-                EntryKind::Dir
-            } else if ft.is_symlink() {
-                EntryKind::Symlink
-            } else {
-                if !filter.is_excluded(&rel, false) {
-                    report.skipped_special.push(rel);
-                }
-                continue;
-            };
-            if filter.is_excluded(&rel, kind == EntryKind::Dir) {
-                continue;
+    let mut to_hash: Vec<RelPath> = Vec::new();
+    let mut level: Vec<Option<RelPath>> = vec![None];
+    while !level.is_empty() {
+        let mut next = Vec::new();
+        for dir in parallel_map(&level, 1, |dir| {
+            read_dir_entries(root, dir.as_ref(), filter, previous, hash)
+        }) {
+            let dir = dir?;
+            report.skipped_special.extend(dir.special);
+            to_hash.extend(dir.to_hash);
+            next.extend(dir.subdirs.into_iter().map(Some));
+            for e in dir.entries {
+                entries.insert(e.path.clone(), e);
             }
-            let mut e = Entry {
-                path: rel.clone(),
-                kind,
-                mode: md.mode() & 0o7777,
-                size: if kind == EntryKind::Dir { 0 } else { md.size() },
-                mtime_ns: mtime_ns(&md),
-                sha256: None,
-                target: None,
-            };
-            match kind {
-                EntryKind::Dir => stack.push(Some(rel.clone())),
-                EntryKind::Symlink => {
-                    let t = fs::read_link(&path)
-                        .map_err(|e| SyncError::io("read a symlink", &path, e))?;
-                    e.target = Some(RawBytes(t.as_os_str().as_bytes().to_vec()));
-                }
-                EntryKind::File => {
-                    let reuse = previous
-                        .and_then(|m| m.get(&rel).map(|old| (old, m.taken_at_ns)))
-                        .filter(|(old, at)| e.can_reuse_hash_of(old, *at));
-                    match reuse {
-                        Some((old, _)) => e.sha256 = old.sha256.clone(),
-                        None if hash => to_hash.push(rel.clone()),
-                        None => {}
-                    }
-                }
-            }
-            entries.insert(rel, e);
         }
+        level = next;
     }
     for (p, h) in hash_parallel(root, &to_hash)? {
         if let Some(e) = entries.get_mut(p) {
@@ -383,6 +366,130 @@ pub fn scan_with(
         },
         report,
     ))
+}
+
+/// `f` over `items` on up to 4 threads, each given at least `per_worker` items (in place when
+/// there is little to share), results in input order.
+fn parallel_map<T: Sync, R: Send>(
+    items: &[T],
+    per_worker: usize,
+    f: impl Fn(&T) -> R + Sync,
+) -> Vec<R> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, std::num::NonZeroUsize::get)
+        .clamp(1, 4)
+        .min(items.len().div_ceil(per_worker.max(1)));
+    if workers <= 1 {
+        return items.iter().map(f).collect();
+    }
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    let mut done: Vec<(usize, R)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..workers)
+            .map(|_| {
+                s.spawn(|| {
+                    let mut out = Vec::new();
+                    loop {
+                        let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some(item) = items.get(i) else { break };
+                        out.push((i, f(item)));
+                    }
+                    out
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
+            .collect()
+    });
+    done.sort_unstable_by_key(|(i, _)| *i);
+    done.into_iter().map(|(_, r)| r).collect()
+}
+
+/// What one directory of a scan holds.
+struct DirScan {
+    entries: Vec<Entry>,
+    subdirs: Vec<RelPath>,
+    special: Vec<RelPath>,
+    to_hash: Vec<RelPath>,
+}
+
+fn read_dir_entries(
+    root: &Path,
+    dir: Option<&RelPath>,
+    filter: &Filter,
+    previous: Option<&Manifest>,
+    hash: bool,
+) -> Result<DirScan, SyncError> {
+    let mut out = DirScan {
+        entries: Vec::new(),
+        subdirs: Vec::new(),
+        special: Vec::new(),
+        to_hash: Vec::new(),
+    };
+    let abs = match dir {
+        Some(d) => d.under(root),
+        None => root.to_path_buf(),
+    };
+    let rd = fs::read_dir(&abs).map_err(|e| SyncError::io("list a directory", &abs, e))?;
+    for item in rd {
+        let item = item.map_err(|e| SyncError::io("list a directory", &abs, e))?;
+        let name = item.file_name();
+        let rel = match dir {
+            Some(d) => d.join(name.as_bytes())?,
+            None => RelPath::new(name.as_bytes().to_vec())?,
+        };
+        // Relative to the open directory (no walk of the whole path); never follows links.
+        let md = item
+            .metadata()
+            .map_err(|e| SyncError::io("stat a workspace entry", item.path(), e))?;
+        let ft = md.file_type();
+        let kind = if ft.is_file() {
+            EntryKind::File
+        } else if ft.is_dir() {
+            EntryKind::Dir
+        } else if ft.is_symlink() {
+            EntryKind::Symlink
+        } else {
+            if !filter.is_excluded(&rel, false) {
+                out.special.push(rel);
+            }
+            continue;
+        };
+        if filter.is_excluded(&rel, kind == EntryKind::Dir) {
+            continue;
+        }
+        let mut e = Entry {
+            path: rel.clone(),
+            kind,
+            mode: md.mode() & 0o7777,
+            size: if kind == EntryKind::Dir { 0 } else { md.size() },
+            mtime_ns: mtime_ns(&md),
+            sha256: None,
+            target: None,
+        };
+        match kind {
+            EntryKind::Dir => out.subdirs.push(rel),
+            EntryKind::Symlink => {
+                let path = item.path();
+                let t =
+                    fs::read_link(&path).map_err(|e| SyncError::io("read a symlink", &path, e))?;
+                e.target = Some(RawBytes(t.as_os_str().as_bytes().to_vec()));
+            }
+            EntryKind::File => {
+                let reuse = previous
+                    .and_then(|m| m.get(&rel).map(|old| (old, m.taken_at_ns)))
+                    .filter(|(old, at)| e.can_reuse_hash_of(old, *at));
+                match reuse {
+                    Some((old, _)) => e.sha256 = old.sha256,
+                    None if hash => out.to_hash.push(rel),
+                    None => {}
+                }
+            }
+        }
+        out.entries.push(e);
+    }
+    Ok(out)
 }
 
 /// A file's modification time in nanoseconds since the epoch, as entries record it.
@@ -418,8 +525,8 @@ mod tests {
         assert_eq!(names.len(), 3, "{names:?}");
         let odd_rel = RelPath::new(odd.as_bytes().to_vec()).unwrap();
         assert_eq!(
-            m.get(&odd_rel).unwrap().sha256.as_deref(),
-            Some(hash_bytes(b"odd").as_str())
+            m.get(&odd_rel).unwrap().sha256,
+            Some(ContentHash::of(b"odd"))
         );
         let ln = m.get(&RelPath::new(b"ln".to_vec()).unwrap()).unwrap();
         assert_eq!(ln.target, Some(RawBytes(b"target".to_vec())));
@@ -445,15 +552,13 @@ mod tests {
         let (mut m, _) = scan(r, &f, None).unwrap();
         let rel = RelPath::new(b"f".to_vec()).unwrap();
         // Poison the stored hash: a reuse is visible as the poisoned value coming back.
-        m.entries.get_mut(&rel).unwrap().sha256 = Some("poison".to_owned());
+        let poison = ContentHash([7; 32]);
+        m.entries.get_mut(&rel).unwrap().sha256 = Some(poison);
         let (m2, _) = scan(r, &f, Some(&m)).unwrap();
-        assert_eq!(m2.get(&rel).unwrap().sha256.as_deref(), Some("poison"));
+        assert_eq!(m2.get(&rel).unwrap().sha256, Some(poison));
         // Same size, new mtime: re-hashed.
         fs::write(&p, "bbbb").unwrap();
         let (m3, _) = scan(r, &f, Some(&m)).unwrap();
-        assert_eq!(
-            m3.get(&rel).unwrap().sha256.as_deref(),
-            Some(hash_bytes(b"bbbb").as_str())
-        );
+        assert_eq!(m3.get(&rel).unwrap().sha256, Some(ContentHash::of(b"bbbb")));
     }
 }

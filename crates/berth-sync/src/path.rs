@@ -50,10 +50,18 @@ impl fmt::Debug for RawBytes {
 
 /// A validated path relative to a workspace root: non-empty, `/`-separated, no empty, `.` or
 /// `..` component, no NUL, not absolute. Ordered bytewise, so a parent sorts before its
-/// children.
+/// children. Shared, immutable bytes: a manifest's key and its entry's path are one
+/// allocation.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(try_from = "RawBytes", into = "RawBytes")]
-pub struct RelPath(Vec<u8>);
+pub struct RelPath(std::sync::Arc<[u8]>);
+
+/// Lookups by raw bytes (ordering and equality are those of the bytes).
+impl std::borrow::Borrow<[u8]> for RelPath {
+    fn borrow(&self) -> &[u8] {
+        &self.0
+    }
+}
 
 impl TryFrom<RawBytes> for RelPath {
     type Error = SyncError;
@@ -64,7 +72,7 @@ impl TryFrom<RawBytes> for RelPath {
 
 impl From<RelPath> for RawBytes {
     fn from(p: RelPath) -> Self {
-        RawBytes(p.0)
+        RawBytes(p.0.to_vec())
     }
 }
 
@@ -89,7 +97,7 @@ impl RelPath {
                 _ => {}
             }
         }
-        Ok(Self(bytes))
+        Ok(Self(bytes.into()))
     }
 
     /// Parse a `./`-prefixed name as printed by `find .` or `tar`.
@@ -121,7 +129,7 @@ impl RelPath {
 
     pub fn parent(&self) -> Option<RelPath> {
         let i = self.0.iter().rposition(|b| *b == b'/')?;
-        Some(Self(self.0[..i].to_vec()))
+        Some(Self(self.0[..i].into()))
     }
 
     /// Every proper ancestor, nearest first.
@@ -138,13 +146,13 @@ impl RelPath {
 
     /// `self` with `suffix` appended to its last component.
     pub fn with_suffix(&self, suffix: &str) -> RelPath {
-        let mut v = self.0.clone();
+        let mut v = self.0.to_vec();
         v.extend_from_slice(suffix.as_bytes());
-        Self(v)
+        Self(v.into())
     }
 
     pub fn join(&self, name: &[u8]) -> Result<RelPath, SyncError> {
-        let mut v = self.0.clone();
+        let mut v = self.0.to_vec();
         v.push(b'/');
         v.extend_from_slice(name);
         Self::new(v)

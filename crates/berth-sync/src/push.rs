@@ -73,19 +73,23 @@ pub(crate) fn canonical(ws: &Path) -> Result<std::path::PathBuf, SyncError> {
     std::fs::canonicalize(ws).map_err(|e| SyncError::io("resolve the workspace", ws, e))
 }
 
+/// [`scan_with`] on a blocking thread. `previous` is handed back (moved, not copied: it holds
+/// the whole tree).
 pub(crate) async fn scan_blocking(
     ws: &Path,
     filter: &Filter,
     previous: Option<Manifest>,
     hash: bool,
-) -> Result<(Manifest, crate::manifest::ScanReport), SyncError> {
+) -> Result<(Manifest, crate::manifest::ScanReport, Option<Manifest>), SyncError> {
     let (ws, filter) = (ws.to_path_buf(), filter.clone());
-    tokio::task::spawn_blocking(move || scan_with(&ws, &filter, previous.as_ref(), hash))
-        .await
-        .map_err(|e| SyncError::Task {
-            what: "scan the workspace".to_owned(),
-            detail: e.to_string(),
-        })?
+    tokio::task::spawn_blocking(move || {
+        scan_with(&ws, &filter, previous.as_ref(), hash).map(|(m, r)| (m, r, previous))
+    })
+    .await
+    .map_err(|e| SyncError::Task {
+        what: "scan the workspace".to_owned(),
+        detail: e.to_string(),
+    })?
 }
 
 /// Hash the files of `m` that have no hash yet.
@@ -122,9 +126,10 @@ pub async fn push(
     let ws = canonical(ws)?;
     let sd = StateDir::for_workspace(&ws, opts)?;
     let _lock = sd.lock().await?;
-    let prev: Option<ScopeState> = sd.load(&spec.scope)?;
-    let point = git::local_point(&ws).await?;
-    if prev.is_none() && point.is_none() {
+    // The first push of a plain tree needs no probe. Decided from cheap checks, so that
+    // otherwise the probe (on a fresh connection: connect, authenticate, start the control
+    // shell) starts at once and everything local happens meanwhile.
+    if !sd.has_state(&spec.scope) && std::fs::symlink_metadata(ws.join(".git")).is_err() {
         return push_first(t, &ws, spec, opts, &sd).await;
     }
     let (rws, meta) = (quote(&spec.ws()), quote(&spec.meta()));
@@ -134,21 +139,30 @@ pub async fn push(
         "mkdir -p {meta} || exit 1\ncat {meta}/state-id 2>/dev/null\nrm -f {meta}/state-id\nprintf '\\n'\n\
          if [ -d {rws} ]; then stat -c %i.%.9W {rws}; else printf '\\n'; fi\nmkdir -p {rws} || exit 1\n"
     );
-    // The remote probe (on a fresh connection: connect, authenticate, start the control
-    // shell) runs while the workspace is read locally.
     let local_side = async {
+        let mut prev = {
+            let (sd, scope) = (sd.clone(), spec.scope.clone());
+            tokio::task::spawn_blocking(move || sd.load(&scope))
+                .await
+                .map_err(|e| SyncError::Task {
+                    what: "load the sync state".to_owned(),
+                    detail: e.to_string(),
+                })??
+        };
+        let point = git::local_point(&ws).await?;
         let filter = local_filter(&ws, opts, point.is_some()).await?;
         // Stat only: hashes are reused where size and mtime prove them, computed below where
-        // needed, or taken from the bytes as they are sent.
-        let (local, scan_report) =
-            scan_blocking(&ws, &filter, prev.as_ref().map(|p| p.local.clone()), false).await?;
-        Ok::<_, SyncError>((filter, local, scan_report))
+        // needed, or taken from the bytes as they are sent. The recorded local manifest is
+        // needed only for its hashes; the new one replaces it.
+        let recorded = prev.as_mut().map(|p| std::mem::take(&mut p.local));
+        let (local, scan_report, _) = scan_blocking(&ws, &filter, recorded, false).await?;
+        Ok::<_, SyncError>((prev, point, filter, local, scan_report))
     };
     let (out, local_side) = tokio::join!(
         run_ok(t, &probe, Bytes::new(), "prepare the remote workspace"),
         local_side
     );
-    let (filter, mut local, scan_report) = local_side?;
+    let (prev, point, filter, mut local, scan_report) = local_side?;
     let out = out?;
     let mut out = out.stdout_text();
     if point.is_some() {
@@ -342,8 +356,14 @@ pub async fn push(
     let mut st = new_state(baseline, remote);
     st.git = point.clone();
     st.remote_head = point.map(|p| p.head).or(listed_head);
-    sd.save(&spec.scope, &st)?;
-    record_state_id(t, spec, &st.state_id).await?;
+    // Either order is safe (a mismatch only means a full push next time): both at once.
+    let state_id = st.state_id.clone();
+    let (saved, recorded) = tokio::join!(
+        save_blocking(&sd, &spec.scope, st),
+        record_state_id(t, spec, &state_id)
+    );
+    saved?;
+    recorded?;
     Ok(report)
 }
 
@@ -378,7 +398,7 @@ async fn push_first(
     let build = {
         let (ws, filter, progress) = (ws.to_path_buf(), filter.clone(), progress.clone());
         async move {
-            let (mut local, scan_report) = scan_blocking(&ws, &filter, None, false).await?;
+            let (mut local, scan_report, _) = scan_blocking(&ws, &filter, None, false).await?;
             tokio::task::spawn_blocking(move || {
                 let out = Packer::new(
                     std::io::BufWriter::with_capacity(256 * 1024, SyncIoBridge::new(wr)),
@@ -795,7 +815,7 @@ fn merge_remote(
             e.sha256 = baseline
                 .get(&p)
                 .filter(|b| b.kind == EntryKind::File && b.size == e.size)
-                .and_then(|b| b.sha256.clone());
+                .and_then(|b| b.sha256);
         }
         prev.entries.insert(p, e);
     }
@@ -815,7 +835,7 @@ fn remote_manifest(baseline: &Manifest, mut listed: Manifest, filter: &Filter) -
             e.sha256 = baseline
                 .get(p)
                 .filter(|b| b.kind == EntryKind::File && b.size == e.size)
-                .and_then(|b| b.sha256.clone());
+                .and_then(|b| b.sha256);
         }
     }
     listed
@@ -923,6 +943,17 @@ async fn send_bundle(
     )
     .await;
     result
+}
+
+/// [`StateDir::save`] on a blocking thread.
+async fn save_blocking(sd: &StateDir, scope: &str, st: ScopeState) -> Result<(), SyncError> {
+    let (sd, scope) = (sd.clone(), scope.to_owned());
+    tokio::task::spawn_blocking(move || sd.save(&scope, &st))
+        .await
+        .map_err(|e| SyncError::Task {
+            what: "save the sync state".to_owned(),
+            detail: e.to_string(),
+        })?
 }
 
 /// Write `<state id>:<inode.birth time of the remote copy>` as the remote marker, which a

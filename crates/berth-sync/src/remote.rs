@@ -11,7 +11,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::error::SyncError;
-use crate::manifest::{Entry, EntryKind, Manifest};
+use crate::manifest::{ContentHash, Entry, EntryKind, Manifest};
 use crate::path::{RawBytes, RelPath};
 
 /// Most listing output accepted from the remote (a listing is ~100 bytes per entry).
@@ -463,11 +463,13 @@ pub(crate) async fn exec_into<T: Send + 'static>(
 }
 
 /// Parse `sha256sum -z` output (`<hex>  <name>\0`) into name → hash.
-pub(crate) fn parse_sums(out: &[u8]) -> BTreeMap<Vec<u8>, String> {
+pub(crate) fn parse_sums(out: &[u8]) -> BTreeMap<Vec<u8>, ContentHash> {
     let mut m = BTreeMap::new();
     for rec in out.split(|b| *b == 0) {
-        if rec.len() > 66 && rec[64] == b' ' {
-            let hash = String::from_utf8_lossy(&rec[..64]).into_owned();
+        if rec.len() > 66
+            && rec[64] == b' '
+            && let Some(hash) = ContentHash::from_hex(&rec[..64])
+        {
             // Binary mode marks the name with `*`; text mode with a space.
             m.insert(rec[66..].to_vec(), hash);
         }

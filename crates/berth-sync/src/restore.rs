@@ -152,13 +152,15 @@ pub async fn restore(
     // The local side, read while the remote lists itself (on a fresh connection: connect,
     // authenticate, start the control shell). Edits made after this scan are caught by the
     // last check before each write.
+    let recorded = std::mem::take(&mut st.local);
     let scan_local = async {
         let lfilter = crate::push::local_filter(&ws, opts, is_git).await?;
-        scan_blocking(&ws, &lfilter, Some(st.local.clone()), true).await
+        scan_blocking(&ws, &lfilter, Some(recorded), true).await
     };
     let (listing, scanned) = tokio::join!(list_remote, scan_local);
+    let (local, _, recorded) = scanned?;
+    st.local = recorded.unwrap_or_default();
     let listing = listing?;
-    let (local, _) = scanned?;
     // A copy that is not the one pushed (wiped, recreated, re-pushed from elsewhere) would
     // look like "the remote deleted everything": refuse it rather than apply that.
     let expected = format!(
@@ -177,10 +179,6 @@ pub async fn restore(
     }
     let rfilter = filter_for_listing(&ws, opts, &listing)?;
     let mut rejected = Vec::new();
-    let mut remote = Manifest {
-        taken_at_ns: listing.manifest.taken_at_ns,
-        ..Manifest::default()
-    };
     for p in &listing.special {
         if !rfilter.is_excluded(p, false) {
             rejected.push(Rejected {
@@ -190,9 +188,11 @@ pub async fn restore(
         }
     }
     let mut need_hash = Vec::new();
-    for (p, mut e) in listing.manifest.entries {
-        if rfilter.is_excluded(&p, e.kind == EntryKind::Dir) {
-            continue;
+    // The listing becomes the remote manifest in place (no second copy of the tree).
+    let mut remote = listing.manifest;
+    remote.entries.retain(|p, e| {
+        if rfilter.is_excluded(p, e.kind == EntryKind::Dir) {
+            return false;
         }
         if e.kind == EntryKind::Symlink {
             let target = e
@@ -200,31 +200,39 @@ pub async fn restore(
                 .as_ref()
                 .map(|t| t.0.as_slice())
                 .unwrap_or_default();
-            if !symlink_stays_inside(&p, target) {
-                let unchanged = st.remote.get(&p).is_some_and(|o| o.same_content(&e));
-                if !unchanged {
-                    rejected.push(Rejected {
-                        path: p,
-                        reason: "symlink pointing outside the workspace".to_owned(),
-                    });
-                    continue;
-                }
+            if !symlink_stays_inside(p, target)
+                && !st.remote.get(p).is_some_and(|o| o.same_content(e))
+            {
+                rejected.push(Rejected {
+                    path: p.clone(),
+                    reason: "symlink pointing outside the workspace".to_owned(),
+                });
+                return false;
             }
         }
         if e.kind == EntryKind::File {
-            match st.remote.get(&p) {
+            match st.remote.get(p) {
                 Some(old) if e.can_reuse_hash_of(old, st.remote.taken_at_ns) => {
-                    e.sha256 = old.sha256.clone();
+                    e.sha256 = old.sha256;
                 }
                 _ => need_hash.push(p.clone()),
             }
         }
-        remote.entries.insert(p, e);
-    }
+        true
+    });
     let rejected_set: BTreeSet<RelPath> = rejected.iter().map(|r| r.path.clone()).collect();
 
-    // 2. Hash only what may have changed.
-    if !need_hash.is_empty() {
+    // 2. Hash only what may have changed, and only when that is cheaper than fetching it: a
+    //    few small files are fetched below with an unknown hash (never "unchanged", so always
+    //    wanted) and hashed as they arrive, saving a round trip; the decision is taken again
+    //    with those hashes before anything is applied.
+    let need_bytes: u64 = need_hash
+        .iter()
+        .filter_map(|p| remote.get(p).map(|e| e.size))
+        .sum();
+    let fetch_unhashed =
+        need_hash.len() <= FETCH_UNHASHED_MAX_FILES && need_bytes <= FETCH_UNHASHED_MAX_BYTES;
+    if !need_hash.is_empty() && !fetch_unhashed {
         let list = nul_list(&need_hash.iter().map(RelPath::dot_slash).collect::<Vec<_>>());
         let what = "hash changed remote files";
         let c = match embedded(&list) {
@@ -254,7 +262,7 @@ pub async fn restore(
                 detail: format!("no hash for {p}"),
             })?;
             if let Some(e) = remote.entries.get_mut(p) {
-                e.sha256 = Some(h.clone());
+                e.sha256 = Some(*h);
             }
         }
     }
@@ -262,14 +270,14 @@ pub async fn restore(
     // 3. The local side (scanned above).
     let base = &st.local;
 
-    let mut paths: BTreeSet<RelPath> = BTreeSet::new();
-    paths.extend(base.entries.keys().cloned());
-    paths.extend(local.entries.keys().cloned());
-    paths.extend(remote.entries.keys().cloned());
-    paths.retain(|p| !rejected_set.contains(p));
+    // Only the paths where something is to be done, in path order.
+    let changed: Vec<RelPath> = changed_paths(base, &local, &remote)
+        .into_iter()
+        .filter(|p| !rejected_set.contains(p))
+        .collect();
 
     // 4. Fetch the remote files that will be written (applied or beside a conflict).
-    let wanted: BTreeSet<RelPath> = paths
+    let wanted: BTreeSet<RelPath> = changed
         .iter()
         .filter(|p| {
             remote.get(p).is_some_and(|r| r.kind == EntryKind::File)
@@ -299,12 +307,13 @@ pub async fn restore(
         let small = (needed <= FETCH_INLINE_MAX)
             .then(|| embedded(&list))
             .flatten();
+        let z = if link_is_local(t) { "" } else { "-z " };
         let (got, stats) = match small {
             Some(data) => {
                 let c = run_collect(
                     t,
                     &format!(
-                        "{}{data} | tar -c -z -f - --null --no-recursion -T -\n",
+                        "{}{data} | tar -c {z}-f - --null --no-recursion -T -\n",
                         cd_ws(spec)
                     ),
                     what,
@@ -322,7 +331,6 @@ pub async fn restore(
                 })??
             }
             None => {
-                let z = if link_is_local(t) { "" } else { "-z " };
                 exec_into(
                     t,
                     ExecRequest::new(format!(
@@ -348,7 +356,7 @@ pub async fn restore(
             })?;
             // The file may have changed since it was hashed: what was received is what counts.
             if let Some(e) = remote.entries.get_mut(p) {
-                e.sha256 = Some(s.sha256.clone());
+                e.sha256 = Some(s.sha256);
                 e.size = s.size;
                 e.mode = s.mode;
             }
@@ -389,7 +397,8 @@ pub async fn restore(
     };
     let mut apply = Vec::new();
     let mut conflicts = BTreeSet::new();
-    for p in &paths {
+    // Decided again: a fetched file counts as received, which may settle a path.
+    for p in &changed {
         match decide(base.get(p), local.get(p), remote.get(p)) {
             Decision::Keep => {}
             Decision::KeepLocal => report.kept_local.push(p.clone()),
@@ -500,6 +509,41 @@ pub async fn restore(
     drop(staging);
     Ok(report)
 }
+
+type ManifestIter<'a> = std::iter::Peekable<std::collections::btree_map::Iter<'a, RelPath, Entry>>;
+
+/// The next entry of `it` when it is at `p`.
+fn take<'a>(it: &mut ManifestIter<'a>, p: &RelPath) -> Option<&'a Entry> {
+    it.next_if(|(k, _)| *k == p).map(|(_, e)| e)
+}
+
+/// The paths whose [`decide`] is not [`Decision::Keep`], in path order: one merge of the three
+/// sorted manifests, no lookups.
+fn changed_paths(base: &Manifest, local: &Manifest, remote: &Manifest) -> Vec<RelPath> {
+    let mut b: ManifestIter<'_> = base.entries.iter().peekable();
+    let mut l: ManifestIter<'_> = local.entries.iter().peekable();
+    let mut r: ManifestIter<'_> = remote.entries.iter().peekable();
+    let mut out = Vec::new();
+    loop {
+        let next = [b.peek(), l.peek(), r.peek()]
+            .into_iter()
+            .flatten()
+            .map(|(p, _)| *p)
+            .min()
+            .cloned();
+        let Some(p) = next else { break };
+        let (be, le, re) = (take(&mut b, &p), take(&mut l, &p), take(&mut r, &p));
+        if decide(be, le, re) != Decision::Keep {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// Up to this many changed remote files, of at most this many bytes in all, are fetched
+/// without hashing them remotely first (one round trip fewer).
+const FETCH_UNHASHED_MAX_FILES: usize = 64;
+const FETCH_UNHASHED_MAX_BYTES: u64 = 1 << 20;
 
 /// Most bytes of remote files fetched as one control-shell step's output (held in memory).
 const FETCH_INLINE_MAX: u64 = 8 << 20;
@@ -722,7 +766,7 @@ mod tests {
             mode,
             size: 1,
             mtime_ns: 0,
-            sha256: Some(h.to_owned()),
+            sha256: Some(crate::manifest::ContentHash::of(h.as_bytes())),
             target: None,
         }
     }

@@ -4,16 +4,31 @@
 //! next start).
 
 use std::fs;
+use std::io::{Read as _, Write as _};
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::DirBuilderExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::codec::{read_manifest, write_manifest};
 use crate::error::SyncError;
 use crate::manifest::{Manifest, hash_bytes};
 
-const STATE_VERSION: u32 = 1;
+/// The header of the binary state file (the manifests follow it).
+#[derive(Serialize, Deserialize)]
+struct Header {
+    version: u32,
+    state_id: String,
+    git: Option<GitPoint>,
+    remote_head: Option<String>,
+}
+
+/// Version of the binary state file; version 1 was JSON (`scope-<scope>.json`).
+const STATE_VERSION: u32 = 2;
+const LEGACY_VERSION: u32 = 1;
+const MAGIC: &[u8; 17] = b"berth-sync-state\n";
+const END: &[u8; 4] = b"end\n";
 const STAGING_PREFIX: &str = "staging-";
 
 /// Options shared by push and restore.
@@ -103,21 +118,82 @@ impl StateDir {
     }
 
     fn scope_file(&self, scope: &str) -> PathBuf {
+        self.dir.join(format!("scope-{scope}.state"))
+    }
+
+    /// The JSON state of earlier versions, still read so an upgrade keeps its baselines.
+    fn legacy_file(&self, scope: &str) -> PathBuf {
         self.dir.join(format!("scope-{scope}.json"))
+    }
+
+    /// Whether a state is recorded for `scope` (without reading it).
+    pub fn has_state(&self, scope: &str) -> bool {
+        self.scope_file(scope).exists() || self.legacy_file(scope).exists()
     }
 
     pub fn load(&self, scope: &str) -> Result<Option<ScopeState>, SyncError> {
         let p = self.scope_file(scope);
-        let text = match fs::read(&p) {
-            Ok(t) => t,
+        let file = match fs::File::open(&p) {
+            Ok(f) => f,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.load_legacy(scope),
+            Err(e) => return Err(SyncError::io("read the sync state", &p, e)),
+        };
+        let bad = |detail: String| SyncError::State {
+            path: p.clone(),
+            detail,
+        };
+        let mut r = std::io::BufReader::with_capacity(64 * 1024, file);
+        let mut magic = [0u8; MAGIC.len()];
+        r.read_exact(&mut magic)
+            .map_err(|e| bad(format!("not a sync state file: {e}")))?;
+        if magic != *MAGIC {
+            return Err(bad("not a sync state file".to_owned()));
+        }
+        let mut len = [0u8; 4];
+        r.read_exact(&mut len).map_err(|e| bad(e.to_string()))?;
+        let len = u32::from_le_bytes(len);
+        if len > 1024 * 1024 {
+            return Err(bad(format!("header of {len} bytes")));
+        }
+        let mut header = vec![0u8; len as usize];
+        r.read_exact(&mut header).map_err(|e| bad(e.to_string()))?;
+        let h: Header = serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
+        if h.version != STATE_VERSION {
+            return Err(bad(format!("unsupported version {}", h.version)));
+        }
+        let local = read_manifest(&mut r).map_err(|e| bad(format!("local manifest: {e}")))?;
+        let remote = read_manifest(&mut r).map_err(|e| bad(format!("remote manifest: {e}")))?;
+        let mut end = [0u8; END.len()];
+        r.read_exact(&mut end)
+            .map_err(|e| bad(format!("truncated: {e}")))?;
+        if end != *END {
+            return Err(bad("trailing data".to_owned()));
+        }
+        Ok(Some(ScopeState {
+            version: h.version,
+            state_id: h.state_id,
+            local,
+            remote,
+            git: h.git,
+            remote_head: h.remote_head,
+        }))
+    }
+
+    fn load_legacy(&self, scope: &str) -> Result<Option<ScopeState>, SyncError> {
+        let p = self.legacy_file(scope);
+        let file = match fs::File::open(&p) {
+            Ok(f) => f,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
             Err(e) => return Err(SyncError::io("read the sync state", &p, e)),
         };
-        let st: ScopeState = serde_json::from_slice(&text).map_err(|e| SyncError::State {
-            path: p.clone(),
-            detail: e.to_string(),
-        })?;
-        if st.version != STATE_VERSION {
+        let st: ScopeState =
+            serde_json::from_reader(std::io::BufReader::with_capacity(64 * 1024, file)).map_err(
+                |e| SyncError::State {
+                    path: p.clone(),
+                    detail: e.to_string(),
+                },
+            )?;
+        if st.version != LEGACY_VERSION {
             return Err(SyncError::State {
                 path: p,
                 detail: format!("unsupported version {}", st.version),
@@ -128,19 +204,44 @@ impl StateDir {
 
     pub fn save(&self, scope: &str, st: &ScopeState) -> Result<(), SyncError> {
         let p = self.scope_file(scope);
-        let tmp = self.dir.join(format!(".scope-{scope}.json.tmp"));
-        // Streamed: no copy of the whole JSON in memory.
+        let tmp = self.dir.join(format!(".scope-{scope}.state.tmp"));
+        // Streamed: no copy of the whole state in memory.
         let file =
             fs::File::create(&tmp).map_err(|e| SyncError::io("write the sync state", &tmp, e))?;
         let mut w = std::io::BufWriter::with_capacity(64 * 1024, file);
-        serde_json::to_writer(&mut w, st).map_err(|e| SyncError::State {
+        let header = serde_json::to_vec(&Header {
+            version: STATE_VERSION,
+            state_id: st.state_id.clone(),
+            git: st.git.clone(),
+            remote_head: st.remote_head.clone(),
+        })
+        .map_err(|e| SyncError::State {
             path: p.clone(),
             detail: e.to_string(),
         })?;
-        std::io::Write::flush(&mut w)
-            .map_err(|e| SyncError::io("write the sync state", &tmp, e))?;
+        let written = (|| {
+            w.write_all(MAGIC)?;
+            w.write_all(
+                &u32::try_from(header.len())
+                    .unwrap_or(u32::MAX)
+                    .to_le_bytes(),
+            )?;
+            w.write_all(&header)?;
+            write_manifest(&mut w, &st.local)?;
+            write_manifest(&mut w, &st.remote)?;
+            w.write_all(END)?;
+            w.flush()
+        })();
+        written.map_err(|e| SyncError::io("write the sync state", &tmp, e))?;
         drop(w);
-        fs::rename(&tmp, &p).map_err(|e| SyncError::io("replace the sync state", &p, e))
+        fs::rename(&tmp, &p).map_err(|e| SyncError::io("replace the sync state", &p, e))?;
+        match fs::remove_file(self.legacy_file(scope)) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(error = %e, "could not remove the legacy sync state");
+            }
+            _ => {}
+        }
+        Ok(())
     }
 
     /// Take the workspace's sync lock (waits for a holder; released on drop or crash).

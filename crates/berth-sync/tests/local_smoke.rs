@@ -171,3 +171,35 @@ async fn a_remote_file_is_never_written_through_a_local_symlink() {
     );
     assert!(rep.applied.is_empty(), "{rep:?}");
 }
+
+#[tokio::test]
+async fn a_baseline_recorded_as_json_by_an_earlier_version_still_restores() {
+    let l = Layout::new("legacy");
+    let t = LocalTransport::new();
+    let o = SyncOptions::default();
+    write(&l.local, b"keep.txt", b"base");
+    write(&l.local, b"edit.txt", b"base");
+    push(&t, &l.local, &l.spec, &o).await.unwrap();
+    // Rewrite the recorded state as the JSON file version 1 wrote.
+    let ws = fs::canonicalize(&l.local).unwrap();
+    let sd = berth_sync::state::StateDir::for_workspace(&ws, &o).unwrap();
+    let mut st = sd.load("legacy").unwrap().expect("state recorded");
+    st.version = 1;
+    let binary = sd.dir.join("scope-legacy.state");
+    let legacy = sd.dir.join("scope-legacy.json");
+    fs::write(&legacy, serde_json::to_vec(&st).unwrap()).unwrap();
+    fs::remove_file(&binary).unwrap();
+
+    write(&l.remote_ws(), b"edit.txt", b"remote");
+    write(&l.local, b"keep.txt", b"local");
+    let rep = restore(&t, &l.local, &l.spec, "run-legacy", &o)
+        .await
+        .unwrap();
+    assert!(rep.conflicts.is_empty(), "{rep:?}");
+    assert_eq!(fs::read(l.local.join("edit.txt")).unwrap(), b"remote");
+    assert_eq!(fs::read(l.local.join("keep.txt")).unwrap(), b"local");
+    // The next save replaces it with the binary form.
+    assert!(binary.exists() && !legacy.exists());
+    let again = sd.load("legacy").unwrap().expect("state recorded");
+    assert_eq!(again.local, st.local);
+}
