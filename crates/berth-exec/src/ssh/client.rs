@@ -206,7 +206,31 @@ fn russh_config(t: &SshTimeouts) -> client::Config {
         keepalive_interval: Some(t.keepalive_interval),
         keepalive_max: 3,
         inactivity_timeout: None,
+        preferred: russh::Preferred {
+            cipher: std::borrow::Cow::Borrowed(cipher_order()),
+            ..russh::Preferred::default()
+        },
         ..client::Config::default()
+    }
+}
+
+/// Ciphers, fastest first on this CPU. With AES and carry-less multiply instructions,
+/// AES-GCM runs several times faster than the software ChaCha20-Poly1305 russh prefers;
+/// workspace streams are bulk data, so that is what they use. Both are AEAD ciphers that
+/// OpenSSH offers by default.
+fn cipher_order() -> &'static [russh::cipher::Name] {
+    use russh::cipher::{AES_256_CTR, AES_256_GCM, CHACHA20_POLY1305};
+    #[cfg(target_arch = "x86_64")]
+    let hardware_aes = std::arch::is_x86_feature_detected!("aes")
+        && std::arch::is_x86_feature_detected!("pclmulqdq");
+    #[cfg(target_arch = "aarch64")]
+    let hardware_aes = std::arch::is_aarch64_feature_detected!("aes");
+    #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+    let hardware_aes = false;
+    if hardware_aes {
+        &[AES_256_GCM, CHACHA20_POLY1305, AES_256_CTR]
+    } else {
+        &[CHACHA20_POLY1305, AES_256_GCM, AES_256_CTR]
     }
 }
 
