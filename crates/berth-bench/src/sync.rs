@@ -15,7 +15,14 @@ use berth_core::Secret;
 use berth_exec::{SshPool, SshTarget, SshTransport};
 use berth_sync::{RemoteSpec, SyncOptions};
 
-const REPS: usize = 3;
+/// Repetitions per measurement (`BERTH_BENCH_REPS`, default 3); the median is reported.
+fn reps() -> usize {
+    std::env::var("BERTH_BENCH_REPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(3)
+}
 const CHANGED: usize = 20;
 
 /// SplitMix64: deterministic, seedable, no dependency.
@@ -199,6 +206,22 @@ fn median(mut v: Vec<Duration>) -> Duration {
     v[v.len() / 2]
 }
 
+/// The account's login shell, from `getent passwd`.
+fn login_shell(user: &str) -> String {
+    std::process::Command::new("getent")
+        .args(["passwd", user])
+        .output()
+        .ok()
+        .and_then(|o| {
+            String::from_utf8_lossy(&o.stdout)
+                .trim()
+                .rsplit(':')
+                .next()
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| "?".to_owned())
+}
+
 fn median_u64(mut v: Vec<u64>) -> u64 {
     v.sort_unstable();
     v[v.len() / 2]
@@ -347,7 +370,22 @@ pub async fn run() -> anyhow::Result<()> {
         .unwrap_or(10_000);
     let dir = tempfile::tempdir()?;
     let lab_dir = dir.path().join("lab");
-    let (lab, _) = berth_lab::up(&lab_dir).context("failed to start the lab sshd")?;
+    // `BERTH_BENCH_USER=<existing account>`: every tool logs in as that account (needs root),
+    // e.g. one with a stock shell startup instead of this machine's root `~/.bashrc`.
+    let user = std::env::var("BERTH_BENCH_USER")
+        .ok()
+        .filter(|u| !u.is_empty());
+    if user.is_some() {
+        // The account must reach the lab directory inside this one.
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o711))?;
+    }
+    let (lab, _) =
+        berth_lab::up_as(&lab_dir, user.as_deref()).context("failed to start the lab sshd")?;
+    eprintln!(
+        "lab sshd on port {} logging in as {}",
+        lab.port, lab.username
+    );
     let result = run_inner(&lab, &lab_dir, dir.path(), files).await;
     berth_lab::down(&lab_dir)?;
     result
@@ -371,6 +409,16 @@ async fn run_inner(
     );
     let bench_root = lab.workspace.join("bench-root");
     std::fs::create_dir_all(&bench_root)?;
+    if std::env::var("BERTH_BENCH_USER").is_ok_and(|u| u == lab.username) {
+        let ok = std::process::Command::new("chown")
+            .arg(format!("{}:", lab.username))
+            .arg(&bench_root)
+            .status()?
+            .success();
+        if !ok {
+            bail!("cannot give {} to {}", bench_root.display(), lab.username);
+        }
+    }
     let root = bench_root.display().to_string();
     let host = remote_host(lab);
     let ssh = ssh_cmd(lab);
@@ -382,7 +430,7 @@ async fn run_inner(
     let (mut tar_t, mut rsync_t, mut berth_t) = (vec![], vec![], vec![]);
     let mut hwm = vec![];
     let mut hwm_start = vec![];
-    for r in 0..REPS {
+    for r in 0..reps() {
         let d = bench_root.join(format!("tar-{r}"));
         tar_t.push(
             sh(
@@ -418,10 +466,31 @@ async fn run_inner(
     }
     // Peak RSS of the same push over a tree a tenth the size.
     let mut hwm_small = vec![];
-    for r in 0..REPS {
+    for r in 0..reps() {
         let c = child_push(lab_dir, &small, &root, &format!("small-{r}"), files / 10).await?;
         hwm_small.push(c.hwm_after_kb);
     }
+    // `BERTH_BENCH_RSS_FILES=<n>`: also the peak RSS of one cold push of an n-file tree (same
+    // generator), to see how memory grows with the tree.
+    let big = match std::env::var("BERTH_BENCH_RSS_FILES")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        Some(n) => {
+            let big_dir = tmp.join("big");
+            let big_bytes = generate(&big_dir, n, 0xB16)?;
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            let c = child_push(lab_dir, &big_dir, &root, "big", n).await?;
+            eprintln!(
+                "big: {n} files / {big_bytes} bytes: berth {:.2} s, VmHWM {} kB",
+                c.wall.as_secs_f64(),
+                c.hwm_after_kb
+            );
+            std::fs::remove_dir_all(&big_dir)?;
+            Some((n, big_bytes, c.hwm_after_kb))
+        }
+        None => None,
+    };
 
     // 2. Incremental: 20 files changed locally; rsync into its copy from cold rep 0, berth
     //    resumes scope cold-0 (pushed by the child above; the marker makes it incremental).
@@ -433,7 +502,7 @@ async fn run_inner(
     // transport (the baselines still pay a fresh OpenSSH connection, as a script would).
     let warm = transport(lab)?;
     berth_exec::Transport::run(&warm, "true", bytes::Bytes::new()).await?;
-    for r in 0..REPS {
+    for r in 0..reps() {
         change_files(&src, files, r, 1)?;
         inc_rsync.push(rsync(lab, &format!("{}/", src.display()), &rsync0).await?);
         let start = Instant::now();
@@ -470,7 +539,7 @@ async fn run_inner(
     let rsync_remote = bench_root.join("rsync-0");
     let (mut pull_rsync, mut pull_berth, mut pull_warm) = (vec![], vec![], vec![]);
     let mut pulled = vec![];
-    for r in 0..REPS {
+    for r in 0..reps() {
         change_files(&berth_remote, files, r, 2)?;
         pulled.extend(change_files(&rsync_remote, files, r, 2)?);
         pull_rsync.push(rsync(lab, &rsync0, &format!("{}/", pull_local.display())).await?);
@@ -543,9 +612,15 @@ async fn run_inner(
     let (pull_r, pull_b) = (median(pull_rsync.clone()), median(pull_berth.clone()));
     let mb = bytes as f64 / 1e6;
     println!(
-        "Tree: {files} files, {mb:.1} MB ({} small files of 1–12 KiB text, {} files of ~700 KB half text / half repeated pseudo-random blocks). Median of {REPS}; every run opens a fresh SSH connection.",
+        "Tree: {files} files, {mb:.1} MB ({} small files of 1–12 KiB text, {} files of ~700 KB half text / half repeated pseudo-random blocks). Median of {}; every run opens a fresh SSH connection.",
         files - files / 200,
-        files / 200
+        files / 200,
+        reps()
+    );
+    println!(
+        "Remote account: `{}` (login shell `{}`).",
+        lab.username,
+        login_shell(&lab.username)
     );
     println!();
     println!("| measurement | median | runs (s) | target |");
@@ -654,6 +729,12 @@ async fn run_inner(
         median_u64(hwm.clone()),
         hwm
     );
+    if let Some((n, b, kb)) = big {
+        println!(
+            "| peak RSS of the push process, cold push of {n} files / {:.1} MB (one run) | {kb} kB | | |",
+            b as f64 / 1e6
+        );
+    }
     Ok(())
 }
 

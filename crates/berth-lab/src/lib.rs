@@ -186,6 +186,14 @@ pub fn status(dir: &Path) -> Result<Option<LabState>, LabError> {
 
 /// Start the lab in `dir` (or return the running one: `reused = true`).
 pub fn up(dir: &Path) -> Result<(LabState, bool), LabError> {
+    up_as(dir, None)
+}
+
+/// [`up`], logging in as `user` (an existing account; needs root) instead of the current user:
+/// benchmarks use it to compare tools on an account whose shell startup is not this machine's
+/// own. The lab directory then lets that user traverse it and read `authorized_keys`, and the
+/// workspace belongs to that user.
+pub fn up_as(dir: &Path, user: Option<&str>) -> Result<(LabState, bool), LabError> {
     if let Some(state) = status(dir)? {
         return Ok((state, true));
     }
@@ -201,7 +209,11 @@ pub fn up(dir: &Path) -> Result<(LabState, bool), LabError> {
         std::fs::remove_dir_all(dir).map_err(io("remove a stale lab directory"))?;
     }
     std::fs::create_dir_all(dir).map_err(io("create the lab directory"))?;
-    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+    let me = current_user()?;
+    let username = user.map_or_else(|| me.clone(), str::to_owned);
+    let other_user = username != me;
+    let dir_mode = if other_user { 0o711 } else { 0o700 };
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(dir_mode))
         .map_err(io("restrict the lab directory"))?;
     let root = std::fs::canonicalize(dir).map_err(io("resolve the lab directory"))?;
     keygen(&root.join("host_key"))?;
@@ -212,7 +224,25 @@ pub fn up(dir: &Path) -> Result<(LabState, bool), LabError> {
         .map_err(io("write authorized_keys"))?;
     let workspace = root.join("workspace");
     std::fs::create_dir_all(&workspace).map_err(io("create the lab workspace"))?;
-    let username = current_user()?;
+    if other_user {
+        // sshd reads authorized_keys as the user; the workspace is the user's.
+        std::fs::set_permissions(
+            root.join("authorized_keys"),
+            std::fs::Permissions::from_mode(0o644),
+        )
+        .map_err(io("open authorized_keys to the lab user"))?;
+        let out = Command::new("chown")
+            .arg(format!("{username}:"))
+            .arg(&workspace)
+            .output()
+            .map_err(io("run chown"))?;
+        if !out.status.success() {
+            return Err(LabError::Unavailable(format!(
+                "cannot give the lab workspace to {username}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+    }
     let host = "127.0.0.1".to_string();
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -224,7 +254,7 @@ pub fn up(dir: &Path) -> Result<(LabState, bool), LabError> {
     let known_hosts_path = root.join("known_hosts");
     std::fs::write(&known_hosts_path, format!("[{host}]:{port} {host_pub}\n"))
         .map_err(io("write known_hosts"))?;
-    if username == "root" {
+    if me == "root" {
         std::fs::create_dir_all("/run/sshd").map_err(io("create /run/sshd"))?;
     }
     let log_path = root.join("sshd.log");
