@@ -77,6 +77,9 @@ impl SshTransport {
     }
 }
 
+/// How much of a stdin stream is read at once before it is cut into SSH packets.
+const STDIN_CHUNK: usize = 256 * 1024;
+
 async fn drive(
     channel: Channel<Msg>,
     guard: ChannelGuard,
@@ -95,8 +98,11 @@ async fn drive(
             Stdin::Bytes(b) => {
                 let _ = writer.write_all(&b).await;
             }
-            Stdin::Reader(mut r) => {
-                let _ = tokio::io::copy(&mut r, &mut writer).await;
+            Stdin::Reader(r) => {
+                // Large reads: `copy`'s 8 KiB chunks would each become an SSH packet of a
+                // quarter of the maximum size (4x the packets, wake-ups and MACs).
+                let mut r = tokio::io::BufReader::with_capacity(STDIN_CHUNK, r);
+                let _ = tokio::io::copy_buf(&mut r, &mut writer).await;
             }
         }
         let _ = writer.shutdown().await;
