@@ -400,18 +400,7 @@ async fn push_first(
         async move {
             let (mut local, scan_report, _) = scan_blocking(&ws, &filter, None, false).await?;
             tokio::task::spawn_blocking(move || {
-                let out = Packer::new(
-                    std::io::BufWriter::with_capacity(256 * 1024, SyncIoBridge::new(wr)),
-                    gzip,
-                );
-                let (stats, out) = build_into(&ws, &mut local, None, out, &*progress)?;
-                let mut bridge = out
-                    .finish()
-                    .and_then(|b| b.into_inner().map_err(|e| e.into_error()))
-                    .map_err(|e| SyncError::io("finish the workspace stream", &ws, e))?;
-                std::io::Write::flush(&mut bridge)
-                    .map_err(|e| SyncError::io("finish the workspace stream", &ws, e))?;
-                drop(bridge);
+                let stats = stream_into(&ws, &mut local, None, wr, gzip, &*progress)?;
                 Ok::<_, SyncError>((local, stats, scan_report))
             })
             .await
@@ -538,6 +527,29 @@ fn build_into<W: std::io::Write>(
         }
     }
     Ok((stats, out))
+}
+
+/// [`build_into`] a stream into `wr` (gzip unless the link is local), finished and flushed.
+fn stream_into(
+    root: &Path,
+    baseline: &mut Manifest,
+    send: Option<&[Entry]>,
+    wr: tokio::io::DuplexStream,
+    gzip: bool,
+    progress: &dyn Fn(StreamStats),
+) -> Result<StreamStats, SyncError> {
+    let out = Packer::new(
+        std::io::BufWriter::with_capacity(256 * 1024, SyncIoBridge::new(wr)),
+        gzip,
+    );
+    let (stats, out) = build_into(root, baseline, send, out, progress)?;
+    let finish = |e| SyncError::io("finish the workspace stream", root, e);
+    let mut bridge = out
+        .finish()
+        .and_then(|b| b.into_inner().map_err(|e| e.into_error()))
+        .map_err(finish)?;
+    std::io::Write::flush(&mut bridge).map_err(finish)?;
+    Ok(stats)
 }
 
 /// The tar output: plain (fast links) or gzip (fast level).
@@ -736,21 +748,7 @@ async fn finish_round(
             let root = ws.to_path_buf();
             let progress = progress.clone();
             let builder = tokio::task::spawn_blocking(move || {
-                let out = Packer::new(
-                    std::io::BufWriter::with_capacity(256 * 1024, SyncIoBridge::new(wr)),
-                    gzip,
-                );
-                let r = build_into(&root, &mut baseline, send.as_deref(), out, &*progress)
-                    .and_then(|(stats, out)| {
-                        let mut bridge = out
-                            .finish()
-                            .and_then(|b| b.into_inner().map_err(|e| e.into_error()))
-                            .map_err(|e| SyncError::io("finish the workspace stream", &root, e))?;
-                        std::io::Write::flush(&mut bridge)
-                            .map_err(|e| SyncError::io("finish the workspace stream", &root, e))?;
-                        drop(bridge);
-                        Ok(stats)
-                    });
+                let r = stream_into(&root, &mut baseline, send.as_deref(), wr, gzip, &*progress);
                 (baseline, r)
             });
             let z = if gzip { "-z " } else { "" };
