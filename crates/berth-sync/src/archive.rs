@@ -57,12 +57,38 @@ pub fn write_tar<'a, W: Write>(
     out: W,
     progress: &dyn Fn(StreamStats),
 ) -> Result<(BTreeMap<RelPath, ContentHash>, StreamStats, W), SyncError> {
+    let mut sent = BTreeMap::new();
+    let (stats, out) = write_tar_each(
+        root,
+        entries.into_iter().map(|e| Ok(e.clone())),
+        out,
+        progress,
+        &mut |e| {
+            if let Some(h) = e.sha256.filter(|_| e.kind == EntryKind::File) {
+                sent.insert(e.path, h);
+            }
+            Ok(())
+        },
+    )?;
+    Ok((sent, stats, out))
+}
+
+/// Write `entries` as a tar stream into `out`, handing each entry on to `sent` once it is in
+/// the stream, a file's with the SHA-256 of the bytes actually sent. Nothing is kept per
+/// entry: memory does not grow with the number of entries.
+pub fn write_tar_each<W: Write>(
+    root: &Path,
+    entries: impl IntoIterator<Item = Result<Entry, SyncError>>,
+    out: W,
+    progress: &dyn Fn(StreamStats),
+    sent: &mut dyn FnMut(Entry) -> Result<(), SyncError>,
+) -> Result<(StreamStats, W), SyncError> {
     let mut b = tar::Builder::new(out);
     b.mode(tar::HeaderMode::Complete);
-    let mut sent = BTreeMap::new();
     let mut stats = StreamStats::default();
     let tar_err = |p: &RelPath, e: io::Error| SyncError::io("write a tar entry", p.under(root), e);
     for e in entries {
+        let mut e = e?;
         let mut h = tar::Header::new_gnu();
         h.set_mode(e.mode & 0o7777);
         h.set_mtime(u64::try_from(e.mtime_ns / 1_000_000_000).unwrap_or(0));
@@ -78,11 +104,11 @@ pub fn write_tar<'a, W: Write>(
             EntryKind::Symlink => {
                 h.set_entry_type(tar::EntryType::Symlink);
                 h.set_size(0);
-                let target = e.target.as_ref().map(|t| t.0.clone()).unwrap_or_default();
+                let target = e.target.as_ref().map(|t| t.0.as_slice()).unwrap_or(&[]);
                 b.append_link(
                     &mut h,
                     e.path.as_path(),
-                    Path::new(OsStr::from_bytes(&target)),
+                    Path::new(OsStr::from_bytes(target)),
                 )
                 .map_err(|x| tar_err(&e.path, x))?;
             }
@@ -99,17 +125,18 @@ pub fn write_tar<'a, W: Write>(
                 };
                 b.append_data(&mut h, e.path.as_path(), &mut r)
                     .map_err(|x| tar_err(&e.path, x))?;
-                sent.insert(e.path.clone(), ContentHash::finish(r.hasher));
+                e.sha256 = Some(ContentHash::finish(r.hasher));
                 stats.files += 1;
                 stats.bytes += e.size;
                 progress(stats);
             }
         }
+        sent(e)?;
     }
     let out = b
         .into_inner()
         .map_err(|x| SyncError::io("finish a tar stream", root, x))?;
-    Ok((sent, stats, out))
+    Ok((stats, out))
 }
 
 /// A file extracted into staging.

@@ -40,7 +40,7 @@ pub fn write_manifest<W: Write>(w: &mut W, m: &Manifest) -> io::Result<()> {
     Ok(())
 }
 
-fn write_entry<W: Write>(w: &mut W, e: &Entry) -> io::Result<()> {
+pub(crate) fn write_entry<W: Write>(w: &mut W, e: &Entry) -> io::Result<()> {
     let path = e.path.as_bytes();
     let len = u32::try_from(path.len()).map_err(|_| invalid("path too long"))?;
     w.write_all(&len.to_le_bytes())?;
@@ -79,6 +79,84 @@ fn read_field<R: Read>(r: &mut R, what: &str) -> io::Result<Vec<u8>> {
     Ok(v)
 }
 
+/// Read one entry written by [`write_entry`]. Its path is validated as when scanned.
+pub(crate) fn read_entry<R: Read>(r: &mut R) -> io::Result<Entry> {
+    let path = RelPath::new(read_field(r, "path")?).map_err(|e| invalid(e.to_string()))?;
+    let kind = match read_array::<1, _>(r)?[0] {
+        0 => EntryKind::File,
+        1 => EntryKind::Dir,
+        2 => EntryKind::Symlink,
+        k => return Err(invalid(format!("unknown entry kind {k}"))),
+    };
+    let mode = u32::from_le_bytes(read_array(r)?);
+    let size = u64::from_le_bytes(read_array(r)?);
+    let mtime_ns = i64::from_le_bytes(read_array(r)?);
+    let flags = read_array::<1, _>(r)?[0];
+    if flags & !(HAS_HASH | HAS_TARGET) != 0 {
+        return Err(invalid(format!("unknown entry flags {flags:#x}")));
+    }
+    let sha256 = if flags & HAS_HASH != 0 {
+        Some(ContentHash(read_array(r)?))
+    } else {
+        None
+    };
+    let target = if flags & HAS_TARGET != 0 {
+        Some(RawBytes(read_field(r, "link target")?))
+    } else {
+        None
+    };
+    Ok(Entry {
+        path,
+        kind,
+        mode,
+        size,
+        mtime_ns,
+        sha256,
+        target,
+    })
+}
+
+/// Read `count` entries written in path order, one at a time, refusing any out of order.
+pub(crate) struct EntryReader<R> {
+    r: R,
+    left: u64,
+    last: Option<RelPath>,
+}
+
+impl<R: Read> EntryReader<R> {
+    pub(crate) fn new(r: R, count: u64) -> Self {
+        Self {
+            r,
+            left: count,
+            last: None,
+        }
+    }
+}
+
+impl<R: Read> Iterator for EntryReader<R> {
+    type Item = io::Result<Entry>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        let e = match read_entry(&mut self.r) {
+            Ok(e) => e,
+            Err(e) => {
+                self.left = 0;
+                return Some(Err(e));
+            }
+        };
+        if self.last.as_ref().is_some_and(|l| *l >= e.path) {
+            self.left = 0;
+            return Some(Err(invalid(format!("entry {} out of order", e.path))));
+        }
+        self.last = Some(e.path.clone());
+        Some(Ok(e))
+    }
+}
+
 /// Read a manifest written by [`write_manifest`]. Paths are validated as when scanned, and
 /// must come in strictly increasing order.
 pub fn read_manifest<R: Read>(r: &mut R) -> io::Result<Manifest> {
@@ -87,53 +165,21 @@ pub fn read_manifest<R: Read>(r: &mut R) -> io::Result<Manifest> {
     // Collected in order, then built in one pass (no per-entry search of the map).
     let mut entries: Vec<(RelPath, Entry)> =
         Vec::with_capacity(usize::try_from(count.min(1 << 16)).unwrap_or(0));
-    let mut last: Option<RelPath> = None;
-    for _ in 0..count {
-        let path = RelPath::new(read_field(r, "path")?).map_err(|e| invalid(e.to_string()))?;
-        if last.as_ref().is_some_and(|l| *l >= path) {
-            return Err(invalid(format!("entry {path} out of order")));
-        }
-        let kind = match read_array::<1, _>(r)?[0] {
-            0 => EntryKind::File,
-            1 => EntryKind::Dir,
-            2 => EntryKind::Symlink,
-            k => return Err(invalid(format!("unknown entry kind {k}"))),
-        };
-        let mode = u32::from_le_bytes(read_array(r)?);
-        let size = u64::from_le_bytes(read_array(r)?);
-        let mtime_ns = i64::from_le_bytes(read_array(r)?);
-        let flags = read_array::<1, _>(r)?[0];
-        if flags & !(HAS_HASH | HAS_TARGET) != 0 {
-            return Err(invalid(format!("unknown entry flags {flags:#x}")));
-        }
-        let sha256 = if flags & HAS_HASH != 0 {
-            Some(ContentHash(read_array(r)?))
-        } else {
-            None
-        };
-        let target = if flags & HAS_TARGET != 0 {
-            Some(RawBytes(read_field(r, "link target")?))
-        } else {
-            None
-        };
-        last = Some(path.clone());
-        entries.push((
-            path.clone(),
-            Entry {
-                path,
-                kind,
-                mode,
-                size,
-                mtime_ns,
-                sha256,
-                target,
-            },
-        ));
+    for e in EntryReader::new(r, count) {
+        let e = e?;
+        entries.push((e.path.clone(), e));
     }
     Ok(Manifest {
         taken_at_ns,
         entries: entries.into_iter().collect(),
     })
+}
+
+/// Read the `taken_at_ns` and entry count that start a manifest.
+pub(crate) fn read_manifest_head<R: Read>(r: &mut R) -> io::Result<(i64, u64)> {
+    let taken_at_ns = i64::from_le_bytes(read_array(r)?);
+    let count = u64::from_le_bytes(read_array(r)?);
+    Ok((taken_at_ns, count))
 }
 
 #[cfg(test)]

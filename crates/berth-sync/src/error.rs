@@ -70,3 +70,16 @@ impl SyncError {
         }
     }
 }
+
+/// Run `f` on a blocking thread (file system work, hashing, stream building).
+pub(crate) async fn blocking<T: Send + 'static>(
+    what: &str,
+    f: impl FnOnce() -> Result<T, SyncError> + Send + 'static,
+) -> Result<T, SyncError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| SyncError::Task {
+            what: what.to_owned(),
+            detail: e.to_string(),
+        })?
+}

@@ -36,6 +36,7 @@ pub mod progress;
 pub mod push;
 pub mod remote;
 pub mod restore;
+pub mod spool;
 pub mod state;
 
 pub use assets::{AssetOptions, AssetReport, CopiedBack, CopyBackOutcome, copy_back, sync_asset};

@@ -15,6 +15,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::error::SyncError;
 use crate::path::{RawBytes, RelPath};
+use crate::spool::{Scratch, SortedFile, SortedWriter, Spool, zip_sorted};
 
 /// Name of the per-workspace ignore file (gitignore syntax, at the workspace root).
 pub const BERTHIGNORE: &str = ".berthignore";
@@ -326,39 +327,24 @@ pub fn scan(
 
 /// [`scan`], hashing only when `hash` is set. Without it, files whose hash cannot be reused
 /// from `previous` keep `sha256: None` (a full push hashes the bytes it sends instead of
-/// reading every file twice). Directories of one depth are read on a few threads (the walk
-/// is mostly `getdents`/`statx` time), and files to hash are hashed on a few threads.
+/// reading every file twice).
 pub fn scan_with(
     root: &Path,
     filter: &Filter,
     previous: Option<&Manifest>,
     hash: bool,
 ) -> Result<(Manifest, ScanReport), SyncError> {
-    let taken_at_ns = now_ns();
     let mut entries = BTreeMap::new();
-    let mut report = ScanReport::default();
-    let mut to_hash: Vec<RelPath> = Vec::new();
-    let mut level: Vec<Option<RelPath>> = vec![None];
-    while !level.is_empty() {
-        let mut next = Vec::new();
-        for dir in parallel_map(&level, 1, |dir| {
-            read_dir_entries(root, dir.as_ref(), filter, previous, hash)
-        }) {
-            let dir = dir?;
-            report.skipped_special.extend(dir.special);
-            to_hash.extend(dir.to_hash);
-            next.extend(dir.subdirs.into_iter().map(Some));
-            for e in dir.entries {
-                entries.insert(e.path.clone(), e);
-            }
-        }
-        level = next;
-    }
-    for (p, h) in hash_parallel(root, &to_hash)? {
-        if let Some(e) = entries.get_mut(p) {
-            e.sha256 = Some(h);
-        }
-    }
+    let (taken_at_ns, report) = scan_each(
+        root,
+        filter,
+        |p| previous.and_then(|m| m.get(p).map(|old| (old.clone(), m.taken_at_ns))),
+        hash,
+        &mut |e| {
+            entries.insert(e.path.clone(), e);
+            Ok(())
+        },
+    )?;
     Ok((
         Manifest {
             taken_at_ns,
@@ -366,6 +352,112 @@ pub fn scan_with(
         },
         report,
     ))
+}
+
+/// Directories read (on a few threads) before their entries are handed on: what a scan holds
+/// at once is bounded by this many directories, not by the tree.
+const SCAN_BATCH_DIRS: usize = 64;
+
+/// Walk `root`, handing every entry in scope to `sink` (directories level by level, in no
+/// particular order) and returning when the walk started. `previous(path)` gives the entry
+/// recorded for a path and when it was recorded, whose hash is reused when size and mtime
+/// match and it was not racy; other files are hashed when `hash` is set. Directories of one
+/// depth are read on a few threads (the walk is mostly `getdents`/`statx` time), and files to
+/// hash are hashed on a few threads.
+pub fn scan_each(
+    root: &Path,
+    filter: &Filter,
+    previous: impl Fn(&RelPath) -> Option<(Entry, i64)> + Sync,
+    hash: bool,
+    sink: &mut dyn FnMut(Entry) -> Result<(), SyncError>,
+) -> Result<(i64, ScanReport), SyncError> {
+    let taken_at_ns = now_ns();
+    let mut report = ScanReport::default();
+    let mut level: Vec<Option<RelPath>> = vec![None];
+    while !level.is_empty() {
+        let mut next = Vec::new();
+        for batch in level.chunks(SCAN_BATCH_DIRS) {
+            let mut entries = Vec::new();
+            let mut to_hash = Vec::new();
+            for dir in parallel_map(batch, 1, |dir| {
+                read_dir_entries(root, dir.as_ref(), filter, &previous, hash)
+            }) {
+                let dir = dir?;
+                report.skipped_special.extend(dir.special);
+                to_hash.extend(dir.to_hash.into_iter().map(|i| i + entries.len()));
+                next.extend(dir.subdirs.into_iter().map(Some));
+                entries.extend(dir.entries);
+            }
+            let hashes = parallel_map(&to_hash, 16, |i| {
+                hash_file(&entries[*i].path.under(root)).map(|(h, _)| h)
+            });
+            for (i, h) in to_hash.into_iter().zip(hashes) {
+                entries[i].sha256 = Some(h?);
+            }
+            for e in entries {
+                sink(e)?;
+            }
+        }
+        level = next;
+    }
+    Ok((taken_at_ns, report))
+}
+
+/// Files hashed together (on a few threads) by [`scan_sorted`], and most entries it holds
+/// while they are hashed.
+const HASH_BATCH: usize = 256;
+const PENDING_MAX: usize = 4096;
+
+/// [`scan_each`] into a sorted file next to the sync state (`scratch`), with hashes reused from
+/// `previous` (read alongside, in path order) where size and mtime prove them, and the other
+/// files hashed when `hash` is set. Memory is bounded by the spool and the batches, not by
+/// the tree.
+pub fn scan_sorted(
+    root: &Path,
+    filter: &Filter,
+    scratch: &Scratch,
+    previous: Option<&SortedFile>,
+    hash: bool,
+) -> Result<(SortedFile, ScanReport), SyncError> {
+    let mut spool = Spool::new(scratch);
+    let (taken_at_ns, report) = scan_each(root, filter, |_| None, false, &mut |e| spool.push(e))?;
+    let mut out = SortedWriter::create(&scratch.dir)?;
+    let prev_at = previous.map_or(0, |p| p.taken_at_ns);
+    let mut pending: Vec<Entry> = Vec::new();
+    let mut to_hash: Vec<usize> = Vec::new();
+    let flush = |pending: &mut Vec<Entry>,
+                 to_hash: &mut Vec<usize>,
+                 out: &mut SortedWriter|
+     -> Result<(), SyncError> {
+        let hashes = parallel_map(to_hash, 16, |i| {
+            hash_file(&pending[*i].path.under(root)).map(|(h, _)| h)
+        });
+        for (i, h) in to_hash.drain(..).zip(hashes) {
+            pending[i].sha256 = Some(h?);
+        }
+        pending.drain(..).try_for_each(|e| out.push(&e))
+    };
+    zip_sorted(
+        spool.finish()?,
+        previous.into_iter().flat_map(SortedFile::iter),
+        |cur, old| {
+            let Some(mut e) = cur else { return Ok(()) };
+            if e.kind == EntryKind::File {
+                match old.filter(|o| e.can_reuse_hash_of(o, prev_at)) {
+                    Some(o) => e.sha256 = o.sha256,
+                    None if hash => to_hash.push(pending.len()),
+                    None => {}
+                }
+            }
+            pending.push(e);
+            if to_hash.len() >= HASH_BATCH || pending.len() >= PENDING_MAX {
+                flush(&mut pending, &mut to_hash, &mut out)?;
+            }
+            Ok(())
+        },
+    )?;
+    flush(&mut pending, &mut to_hash, &mut out)?;
+    Ok((out.finish(taken_at_ns)?, report))
 }
 
 /// `f` over `items` on up to 4 threads, each given at least `per_worker` items (in place when
@@ -411,14 +503,15 @@ struct DirScan {
     entries: Vec<Entry>,
     subdirs: Vec<RelPath>,
     special: Vec<RelPath>,
-    to_hash: Vec<RelPath>,
+    /// Indices into `entries` of the files to hash.
+    to_hash: Vec<usize>,
 }
 
 fn read_dir_entries(
     root: &Path,
     dir: Option<&RelPath>,
     filter: &Filter,
-    previous: Option<&Manifest>,
+    previous: &(impl Fn(&RelPath) -> Option<(Entry, i64)> + Sync),
     hash: bool,
 ) -> Result<DirScan, SyncError> {
     let mut out = DirScan {
@@ -477,12 +570,10 @@ fn read_dir_entries(
                 e.target = Some(RawBytes(t.as_os_str().as_bytes().to_vec()));
             }
             EntryKind::File => {
-                let reuse = previous
-                    .and_then(|m| m.get(&rel).map(|old| (old, m.taken_at_ns)))
-                    .filter(|(old, at)| e.can_reuse_hash_of(old, *at));
+                let reuse = previous(&rel).filter(|(old, at)| e.can_reuse_hash_of(old, *at));
                 match reuse {
                     Some((old, _)) => e.sha256 = old.sha256,
-                    None if hash => out.to_hash.push(rel),
+                    None if hash => out.to_hash.push(out.entries.len()),
                     None => {}
                 }
             }

@@ -26,17 +26,18 @@ use flate2::write::GzEncoder;
 use tokio::io::AsyncReadExt as _;
 use tokio_util::io::SyncIoBridge;
 
-use crate::archive::{StreamStats, write_tar};
-use crate::error::SyncError;
+use crate::archive::{StreamStats, write_tar, write_tar_each};
+use crate::error::{SyncError, blocking};
 use crate::git;
-use crate::manifest::{Entry, EntryKind, Filter, Manifest, scan_with};
+use crate::manifest::{Entry, EntryKind, Filter, Manifest, scan_each, scan_with};
 use crate::path::RelPath;
 use crate::progress::{Phase, reporter};
 use crate::remote::{
-    EMBED_SCRIPT_MAX, RemoteSpec, cd_ws, embedded, exec_collect, link_is_local, listing_script,
-    nul_list, parse_listing, run_collect, run_ok,
+    EMBED_SCRIPT_MAX, RemoteSpec, cd_ws, embedded, exec_collect, exec_into, link_is_local,
+    listing_into_spool, listing_script, nul_list, parse_listing, run_collect, run_ok,
 };
-use crate::state::{GitPoint, ScopeState, StateDir, SyncOptions, new_state};
+use crate::spool::{Scratch, SortedFile, SortedWriter, Spool, zip_sorted};
+use crate::state::{GitPoint, ScopeState, StateDir, StoredState, SyncOptions, new_state};
 
 /// What a push did.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
@@ -395,34 +396,42 @@ async fn push_first(
     let (rd, wr) = tokio::io::duplex(256 * 1024);
     let progress: std::sync::Arc<dyn Fn(StreamStats) + Send + Sync> =
         std::sync::Arc::new(reporter(opts.progress.clone(), Phase::Push));
+    // The tree is scanned into a spool and streamed in path order; the baseline is written
+    // as the stream goes, with the hashes of the bytes sent. Nothing of the whole tree is
+    // held in memory (see `spool`).
     let build = {
         let (ws, filter, progress) = (ws.to_path_buf(), filter.clone(), progress.clone());
-        async move {
-            let (mut local, scan_report, _) = scan_blocking(&ws, &filter, None, false).await?;
-            tokio::task::spawn_blocking(move || {
-                let stats = stream_into(&ws, &mut local, None, wr, gzip, &*progress)?;
-                Ok::<_, SyncError>((local, stats, scan_report))
-            })
-            .await
-            .map_err(|e| SyncError::Task {
-                what: "build the workspace stream".to_owned(),
-                detail: e.to_string(),
-            })?
+        let scratch = sd.scratch();
+        blocking("build the workspace stream", move || {
+            let mut spool = Spool::new(&scratch);
+            let (taken_at_ns, scan_report) =
+                scan_each(&ws, &filter, |_| None, false, &mut |e| spool.push(e))?;
+            let mut base = SortedWriter::create(&scratch.dir)?;
+            let stats = stream_each(&ws, spool.finish()?, wr, gzip, &*progress, &mut |e| {
+                base.push(&e)
+            })?;
+            Ok((base.finish(taken_at_ns)?, stats, scan_report))
+        })
+    };
+    let listen = {
+        let (env, scratch) = (t.describe(), sd.scratch());
+        move |r: &mut crate::remote::ChanReader| {
+            let mut r = std::io::BufReader::with_capacity(64 * 1024, r);
+            listing_into_spool(&env, &mut r, &scratch)
         }
     };
     let (listed, built) = tokio::join!(
-        exec_collect(
+        exec_into(
             t,
             ExecRequest::new(script).stdin_reader(rd),
             "extract the workspace stream",
+            listen,
         ),
         build
     );
     // The remote's failure explains a broken stream: report it first.
-    let listed = listed?;
-    let (mut baseline, stats, scan_report) = built?;
-    let listing = parse_listing(&t.describe(), &listed.stdout)?;
-    drop(listed);
+    let (listing, listed) = listed?;
+    let (baseline, stats, scan_report) = built?;
     let mut report = PushReport {
         full: true,
         files: stats.files,
@@ -431,52 +440,65 @@ async fn push_first(
         ..PushReport::default()
     };
     let rfilter = filter_for_listing(ws, opts, &listing)?;
-    let mut remote = remote_manifest(&baseline, listing.manifest, &rfilter);
+    let (scratch, local) = (sd.scratch(), baseline.clone());
+    let taken_at_ns = listing.manifest.taken_at_ns;
+    let (remote, d, s) = blocking("record the remote manifest", move || {
+        remote_from_listing(&scratch, local.iter(), listed, &rfilter, taken_at_ns)
+    })
+    .await?;
+    if d.is_empty() && s.is_empty() {
+        let st = StoredState {
+            state_id,
+            git: None,
+            remote_head: None,
+            local: baseline,
+            remote,
+        };
+        let (sd, scope) = (sd.clone(), spec.scope.clone());
+        blocking("save the sync state", move || sd.save_sorted(&scope, &st)).await?;
+        return Ok(report);
+    }
+    // The copy differs from what was sent (rare): one repair round, as in `push`, on manifests
+    // in memory; the marker is only rewritten after it.
+    drop(remote);
+    let baseline = baseline.to_manifest()?;
+    run_ok(
+        t,
+        &format!("rm -f {meta}/state-id\n"),
+        Bytes::new(),
+        "prepare the remote workspace",
+    )
+    .await?;
+    let (baseline, r) = send_round(
+        t,
+        ws,
+        spec,
+        opts,
+        false,
+        baseline,
+        Some(s),
+        d,
+        false,
+        &progress,
+    )
+    .await?;
+    report.deleted += r.deleted;
+    report.files += r.stats.files;
+    report.bytes += r.stats.bytes;
+    let rfilter = filter_for_listing(ws, opts, &r.listing)?;
+    let remote = remote_manifest(&baseline, r.listing.manifest, &rfilter);
     let (d, s) = reconcile(&baseline, &remote);
-    let repaired = !d.is_empty() || !s.is_empty();
-    if repaired {
-        // One repair round, as in `push`; the marker is only rewritten after it.
-        run_ok(
-            t,
-            &format!("rm -f {meta}/state-id\n"),
-            Bytes::new(),
-            "prepare the remote workspace",
-        )
-        .await?;
-        let (b, r) = send_round(
-            t,
-            ws,
-            spec,
-            opts,
-            false,
-            baseline,
-            Some(s),
-            d,
-            false,
-            &progress,
-        )
-        .await?;
-        baseline = b;
-        report.deleted += r.deleted;
-        report.files += r.stats.files;
-        report.bytes += r.stats.bytes;
-        let rfilter = filter_for_listing(ws, opts, &r.listing)?;
-        remote = remote_manifest(&baseline, r.listing.manifest, &rfilter);
-        let (d, s) = reconcile(&baseline, &remote);
-        if !d.is_empty() || !s.is_empty() {
-            tracing::warn!(
-                extra = d.len(),
-                differing = s.len(),
-                "remote copy still differs after repair; the next push resends it"
-            );
-        }
+    if !d.is_empty() || !s.is_empty() {
+        tracing::warn!(
+            extra = d.len(),
+            differing = s.len(),
+            "remote copy still differs after repair; the next push resends it"
+        );
     }
     let mut st = new_state(baseline, remote);
     st.state_id = state_id;
     sd.save(&spec.scope, &st)?;
-    if repaired {
-        record_state_id(t, spec, &st.state_id).await?;
-    }
+    record_state_id(t, spec, &st.state_id).await?;
     Ok(report)
 }
 
@@ -538,11 +560,48 @@ fn stream_into(
     gzip: bool,
     progress: &dyn Fn(StreamStats),
 ) -> Result<StreamStats, SyncError> {
+    let mut hashes = Vec::new();
+    let entries: Box<dyn Iterator<Item = &Entry>> = match send {
+        Some(list) => Box::new(list.iter()),
+        None => Box::new(baseline.entries.values()),
+    };
+    let stats = stream_each(
+        root,
+        entries.cloned().map(Ok),
+        wr,
+        gzip,
+        progress,
+        &mut |e| {
+            if let Some(h) = e.sha256.filter(|_| e.kind == EntryKind::File) {
+                hashes.push((e.path, h));
+            }
+            Ok(())
+        },
+    )?;
+    for (p, h) in hashes {
+        if let Some(e) = baseline.entries.get_mut(&p) {
+            e.sha256 = Some(h);
+        }
+    }
+    Ok(stats)
+}
+
+/// A tar stream of `entries` into `wr` (gzip unless the link is local), finished and flushed;
+/// each entry goes on to `sent` once it is in the stream (a file's with the hash of the bytes
+/// sent).
+fn stream_each(
+    root: &Path,
+    entries: impl IntoIterator<Item = Result<Entry, SyncError>>,
+    wr: tokio::io::DuplexStream,
+    gzip: bool,
+    progress: &dyn Fn(StreamStats),
+    sent: &mut dyn FnMut(Entry) -> Result<(), SyncError>,
+) -> Result<StreamStats, SyncError> {
     let out = Packer::new(
         std::io::BufWriter::with_capacity(256 * 1024, SyncIoBridge::new(wr)),
         gzip,
     );
-    let (stats, out) = build_into(root, baseline, send, out, progress)?;
+    let (stats, out) = write_tar_each(root, entries, out, progress, sent)?;
     let finish = |e| SyncError::io("finish the workspace stream", root, e);
     let mut bridge = out
         .finish()
@@ -828,12 +887,9 @@ fn remote_manifest(baseline: &Manifest, mut listed: Manifest, filter: &Filter) -
     listed
         .entries
         .retain(|p, e| !filter.is_excluded(p, e.kind == EntryKind::Dir));
-    for (p, e) in &mut listed.entries {
+    for e in listed.entries.values_mut() {
         if e.kind == EntryKind::File {
-            e.sha256 = baseline
-                .get(p)
-                .filter(|b| b.kind == EntryKind::File && b.size == e.size)
-                .and_then(|b| b.sha256);
+            e.sha256 = sent_hash(e, baseline.get(&e.path));
         }
     }
     listed
@@ -842,21 +898,33 @@ fn remote_manifest(baseline: &Manifest, mut listed: Manifest, filter: &Filter) -
 /// What still differs between the local manifest and the remote after a push, as far as a
 /// listing can tell (kind, size, mode, link target): paths to delete and entries to resend.
 fn reconcile(local: &Manifest, remote: &Manifest) -> (Vec<RelPath>, Vec<Entry>) {
-    let mut delete = Vec::new();
-    let mut send = Vec::new();
-    for (p, r) in &remote.entries {
-        match local.get(p) {
-            None => delete.push(p.clone()),
-            Some(l)
-                if l.kind != r.kind || (l.kind == EntryKind::Symlink && l.target != r.target) =>
-            {
-                delete.push(p.clone());
-            }
-            Some(_) => {}
+    let (mut delete, mut send) = (Vec::new(), Vec::new());
+    let (l, r) = (local.entries.values(), remote.entries.values());
+    let ok = zip_sorted(l.cloned().map(Ok), r.cloned().map(Ok), |l, r| {
+        reconcile_path(l.as_ref(), r.as_ref(), &mut delete, &mut send);
+        Ok(())
+    });
+    debug_assert!(ok.is_ok(), "in-memory streams cannot fail");
+    (delete, send)
+}
+
+/// [`reconcile`] for one path.
+fn reconcile_path(
+    local: Option<&Entry>,
+    remote: Option<&Entry>,
+    delete: &mut Vec<RelPath>,
+    send: &mut Vec<Entry>,
+) {
+    if let Some(r) = remote {
+        let stale = local.is_none_or(|l| {
+            l.kind != r.kind || (l.kind == EntryKind::Symlink && l.target != r.target)
+        });
+        if stale {
+            delete.push(r.path.clone());
         }
     }
-    for (p, l) in &local.entries {
-        let differs = match remote.get(p) {
+    if let Some(l) = local {
+        let differs = match remote {
             None => true,
             Some(r) if r.kind != l.kind => true,
             Some(r) => match l.kind {
@@ -869,7 +937,47 @@ fn reconcile(local: &Manifest, remote: &Manifest) -> (Vec<RelPath>, Vec<Entry>) 
             send.push(l.clone());
         }
     }
-    (delete, send)
+}
+
+/// [`remote_manifest`] and [`reconcile`] in one merge of two sorted streams: the baseline and
+/// the remote's listing of itself. The remote manifest goes to a sorted file; what still
+/// differs is returned (normally nothing).
+fn remote_from_listing(
+    scratch: &Scratch,
+    baseline: impl Iterator<Item = Result<Entry, SyncError>>,
+    listed: impl Iterator<Item = Result<Entry, SyncError>>,
+    filter: &Filter,
+    taken_at_ns: i64,
+) -> Result<(SortedFile, Vec<RelPath>, Vec<Entry>), SyncError> {
+    let mut out = SortedWriter::create(&scratch.dir)?;
+    let (mut delete, mut send) = (Vec::new(), Vec::new());
+    zip_sorted(baseline, listed, |b, r| {
+        let r = r
+            .filter(|r| !filter.is_excluded(&r.path, r.kind == EntryKind::Dir))
+            .map(|r| with_sent_hash(r, b.as_ref()));
+        reconcile_path(b.as_ref(), r.as_ref(), &mut delete, &mut send);
+        match r {
+            Some(r) => out.push(&r),
+            None => Ok(()),
+        }
+    })?;
+    Ok((out.finish(taken_at_ns)?, delete, send))
+}
+
+/// A listed remote entry with the hash of the baseline's entry where kind and size agree (the
+/// remote was just made equal to it); else unknown.
+fn with_sent_hash(mut r: Entry, baseline: Option<&Entry>) -> Entry {
+    if r.kind == EntryKind::File {
+        r.sha256 = sent_hash(&r, baseline);
+    }
+    r
+}
+
+/// The hash a listed remote file has after a push: the baseline's, where kind and size agree.
+fn sent_hash(r: &Entry, baseline: Option<&Entry>) -> Option<crate::manifest::ContentHash> {
+    baseline
+        .filter(|b| b.kind == EntryKind::File && b.size == r.size)
+        .and_then(|b| b.sha256)
 }
 
 /// The scope filter for a remote listing: the local rules plus the remote's git-ignored paths.

@@ -3,7 +3,7 @@
 //! output into a blocking consumer with bounded memory.
 
 use std::collections::BTreeMap;
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 
 use berth_exec::shell::quote;
 use berth_exec::{Completed, ExecRequest, Output, Transport};
@@ -140,87 +140,119 @@ fn bad_listing(env: &str, detail: impl Into<String>) -> SyncError {
     }
 }
 
-fn field<'a>(env: &str, r: Option<&'a [u8]>) -> Result<&'a [u8], SyncError> {
-    r.ok_or_else(|| bad_listing(env, "truncated record"))
+/// The next NUL-terminated field of a listing into `buf` (without the NUL); `false` at the
+/// end of the stream.
+fn next_field<R: BufRead>(env: &str, r: &mut R, buf: &mut Vec<u8>) -> Result<bool, SyncError> {
+    buf.clear();
+    let n = r
+        .read_until(0, buf)
+        .map_err(|e| bad_listing(env, format!("read: {e}")))?;
+    if n == 0 {
+        return Ok(false);
+    }
+    if buf.last() == Some(&0) {
+        buf.pop();
+    }
+    Ok(true)
 }
 
+fn field<R: BufRead>(env: &str, r: &mut R, buf: &mut Vec<u8>) -> Result<(), SyncError> {
+    if next_field(env, r, buf)? {
+        Ok(())
+    } else {
+        Err(bad_listing(env, "truncated record"))
+    }
+}
+
+/// Parse a listing held in memory, entries into [`Listing::manifest`].
 pub(crate) fn parse_listing(env: &str, out: &[u8]) -> Result<Listing, SyncError> {
-    let mut recs = out.split(|b| *b == 0);
+    let mut entries = BTreeMap::new();
+    let mut l = read_listing(env, &mut &out[..], &mut |e| {
+        entries.insert(e.path.clone(), e);
+        Ok(())
+    })?;
+    l.manifest.entries = entries;
+    Ok(l)
+}
+
+/// Parse a listing as it arrives: each entry goes to `on_entry` (in the remote's walk order);
+/// the rest (time, head, marker, special entries, git-ignored paths) is returned, with an
+/// empty manifest carrying the remote time.
+pub(crate) fn read_listing<R: BufRead>(
+    env: &str,
+    r: &mut R,
+    on_entry: &mut dyn FnMut(Entry) -> Result<(), SyncError>,
+) -> Result<Listing, SyncError> {
     let mut l = Listing::default();
-    while let Some(tag) = recs.next() {
-        match tag {
+    let mut tag = Vec::new();
+    let mut f = Vec::new();
+    let text = |f: &[u8]| String::from_utf8_lossy(f).trim().to_owned();
+    while next_field(env, r, &mut tag)? {
+        match tag.as_slice() {
             b"" => {}
             b"T" => {
-                let t = field(env, recs.next())?;
-                let secs: i64 = std::str::from_utf8(t)
+                field(env, r, &mut f)?;
+                let secs: i64 = std::str::from_utf8(&f)
                     .ok()
                     .and_then(|s| s.trim().parse().ok())
                     .ok_or_else(|| bad_listing(env, "bad remote time"))?;
                 l.manifest.taken_at_ns = secs.saturating_mul(1_000_000_000);
             }
             b"M" => {
-                l.marker = Some(
-                    String::from_utf8_lossy(field(env, recs.next())?)
-                        .trim()
-                        .to_owned(),
-                );
+                field(env, r, &mut f)?;
+                l.marker = Some(text(&f));
             }
             b"W" => {
-                l.ws_id = Some(
-                    String::from_utf8_lossy(field(env, recs.next())?)
-                        .trim()
-                        .to_owned(),
-                );
+                field(env, r, &mut f)?;
+                l.ws_id = Some(text(&f));
             }
             b"H" => {
-                let h = String::from_utf8_lossy(field(env, recs.next())?)
-                    .trim()
-                    .to_owned();
+                field(env, r, &mut f)?;
+                let h = text(&f);
                 l.head = (!h.is_empty()).then_some(h);
             }
             b"I" => {
-                let rest: Vec<&[u8]> = recs.by_ref().collect();
-                l.git_ignored = rest.join(&0u8);
+                r.read_to_end(&mut l.git_ignored)
+                    .map_err(|e| bad_listing(env, format!("read: {e}")))?;
             }
             b"E" => {
-                let ty = field(env, recs.next())?;
-                let mode = field(env, recs.next())?;
-                let size = field(env, recs.next())?;
-                let mtime = field(env, recs.next())?;
-                let name = field(env, recs.next())?;
-                let target = field(env, recs.next())?;
-                let path = RelPath::from_dot_slash(name)?;
-                if !name.starts_with(b"./") {
-                    return Err(SyncError::unsafe_entry(name, "listing name without ./"));
-                }
-                let kind = match ty {
-                    b"f" => EntryKind::File,
-                    b"d" => EntryKind::Dir,
-                    b"l" => EntryKind::Symlink,
-                    _ => {
-                        l.special.push(path);
-                        continue;
-                    }
+                field(env, r, &mut f)?;
+                let ty = match f.as_slice() {
+                    b"f" => Some(EntryKind::File),
+                    b"d" => Some(EntryKind::Dir),
+                    b"l" => Some(EntryKind::Symlink),
+                    _ => None,
                 };
-                let mode = std::str::from_utf8(mode)
+                field(env, r, &mut f)?;
+                let mode = std::str::from_utf8(&f)
                     .ok()
-                    .and_then(|m| u32::from_str_radix(m, 8).ok())
-                    .ok_or_else(|| bad_listing(env, "bad mode"))?;
-                let size: u64 = std::str::from_utf8(size)
-                    .ok()
-                    .and_then(|m| m.parse().ok())
-                    .ok_or_else(|| bad_listing(env, "bad size"))?;
-                let mtime_ns = parse_mtime(mtime).ok_or_else(|| bad_listing(env, "bad mtime"))?;
-                let e = Entry {
-                    path: path.clone(),
+                    .and_then(|m| u32::from_str_radix(m, 8).ok());
+                field(env, r, &mut f)?;
+                let size: Option<u64> = std::str::from_utf8(&f).ok().and_then(|m| m.parse().ok());
+                field(env, r, &mut f)?;
+                let mtime_ns = parse_mtime(&f);
+                field(env, r, &mut f)?;
+                if !f.starts_with(b"./") {
+                    return Err(SyncError::unsafe_entry(&f, "listing name without ./"));
+                }
+                let path = RelPath::from_dot_slash(&f)?;
+                field(env, r, &mut f)?;
+                let Some(kind) = ty else {
+                    l.special.push(path);
+                    continue;
+                };
+                let mode = mode.ok_or_else(|| bad_listing(env, "bad mode"))?;
+                let size = size.ok_or_else(|| bad_listing(env, "bad size"))?;
+                let mtime_ns = mtime_ns.ok_or_else(|| bad_listing(env, "bad mtime"))?;
+                on_entry(Entry {
+                    path,
                     kind,
                     mode: mode & 0o7777,
                     size: if kind == EntryKind::Dir { 0 } else { size },
                     mtime_ns,
                     sha256: None,
-                    target: (kind == EntryKind::Symlink).then(|| RawBytes(target.to_vec())),
-                };
-                l.manifest.entries.insert(path, e);
+                    target: (kind == EntryKind::Symlink).then(|| RawBytes(f.clone())),
+                })?;
             }
             other => {
                 return Err(bad_listing(
@@ -231,6 +263,17 @@ pub(crate) fn parse_listing(env: &str, out: &[u8]) -> Result<Listing, SyncError>
         }
     }
     Ok(l)
+}
+
+/// [`read_listing`] with the entries into a spool in `dir`, handed back in path order.
+pub(crate) fn listing_into_spool<R: BufRead>(
+    env: &str,
+    r: &mut R,
+    scratch: &crate::spool::Scratch,
+) -> Result<(Listing, crate::spool::Sorted), SyncError> {
+    let mut spool = crate::spool::Spool::new(scratch);
+    let listing = read_listing(env, r, &mut |e| spool.push(e))?;
+    Ok((listing, spool.finish()?))
 }
 
 /// Script fragment (run inside the work tree) printing the push marker and the work tree's id

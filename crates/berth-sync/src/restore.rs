@@ -23,16 +23,19 @@ use berth_exec::{ExecRequest, Transport};
 use bytes::Bytes;
 
 use crate::archive::{Staged, extract_to_staging};
-use crate::error::SyncError;
+use crate::error::{SyncError, blocking};
 use crate::git;
-use crate::manifest::{Entry, EntryKind, Manifest, mtime_ns, same};
+use crate::manifest::{
+    ContentHash, Entry, EntryKind, Filter, Manifest, mtime_ns, same, scan_sorted,
+};
 use crate::path::{RelPath, symlink_stays_inside};
 use crate::progress::{Phase, reporter};
-use crate::push::{canonical, filter_for_listing, scan_blocking};
+use crate::push::{canonical, filter_for_listing};
 use crate::remote::{
-    RemoteSpec, cd_ws, embedded, exec_collect, exec_into, link_is_local, listing_script,
-    marker_script, maybe_gunzip, nul_list, parse_listing, parse_sums, run_collect, validate_id,
+    RemoteSpec, cd_ws, embedded, exec_collect, exec_into, link_is_local, listing_into_spool,
+    listing_script, marker_script, maybe_gunzip, nul_list, parse_sums, run_collect, validate_id,
 };
+use crate::spool::{Cursor, Scratch, SortedFile, SortedWriter, next_path, zip_sorted};
 use crate::state::{StateDir, SyncOptions};
 
 /// Suffix of the remote version written beside a conflicting local path.
@@ -123,7 +126,13 @@ pub async fn restore(
     if stale > 0 {
         tracing::info!(stale, "removed staging left by an interrupted restore");
     }
-    let mut st = sd.load(&spec.scope)?.ok_or_else(|| SyncError::NoBaseline {
+    // The recorded manifests stay on disk and are read as streams alongside the new ones:
+    // memory is bounded by the spools and the size of the change, not by the tree.
+    let st = {
+        let (sd, scope) = (sd.clone(), spec.scope.clone());
+        blocking("load the sync state", move || sd.open(&scope)).await?
+    };
+    let mut st = st.ok_or_else(|| SyncError::NoBaseline {
         scope: spec.scope.clone(),
     })?;
     let is_git = st.git.is_some();
@@ -136,31 +145,44 @@ pub async fn restore(
         marker_script(spec),
         listing_script(is_git, is_git && !opts.sync_ignored)
     );
-    // On the control shell when there is one (no exec channel); a listing too large for a
-    // step's output limit goes through its own channel.
     let what = "list the remote workspace";
     let list_remote = async {
-        let listed = t.run(&script, Bytes::new()).await?;
-        let listed = if listed.stdout_truncated {
-            drop(listed);
-            exec_collect(t, ExecRequest::new(script), what).await?
-        } else {
-            listed.check(&env, what)?
-        };
-        parse_listing(&env, &listed.stdout)
+        let scratch = sd.scratch();
+        // A small tree lists itself on the control shell when there is one (no exec channel;
+        // the output is held in memory); a large one, or a listing too large for a step's
+        // output, streams through its own channel into a spool.
+        if st.remote.count <= INLINE_LISTING_MAX_ENTRIES {
+            let listed = t.run(&script, Bytes::new()).await?;
+            if !listed.stdout_truncated {
+                let listed = listed.check(&env, what)?;
+                let env = env.clone();
+                return blocking(what, move || {
+                    listing_into_spool(&env, &mut &listed.stdout[..], &scratch)
+                })
+                .await;
+            }
+        }
+        let env = env.clone();
+        exec_into(t, ExecRequest::new(script.clone()), what, move |r| {
+            let mut r = std::io::BufReader::with_capacity(64 << 10, r);
+            listing_into_spool(&env, &mut r, &scratch)
+        })
+        .await
     };
     // The local side, read while the remote lists itself (on a fresh connection: connect,
     // authenticate, start the control shell). Edits made after this scan are caught by the
     // last check before each write.
-    let recorded = std::mem::take(&mut st.local);
     let scan_local = async {
         let lfilter = crate::push::local_filter(&ws, opts, is_git).await?;
-        scan_blocking(&ws, &lfilter, Some(recorded), true).await
+        let (ws, scratch, recorded) = (ws.clone(), sd.scratch(), st.local.clone());
+        blocking("scan the workspace", move || {
+            scan_sorted(&ws, &lfilter, &scratch, Some(&recorded), true)
+        })
+        .await
     };
     let (listing, scanned) = tokio::join!(list_remote, scan_local);
-    let (local, _, recorded) = scanned?;
-    st.local = recorded.unwrap_or_default();
-    let listing = listing?;
+    let (local, _) = scanned?;
+    let (listing, listed) = listing?;
     // A copy that is not the one pushed (wiped, recreated, re-pushed from elsewhere) would
     // look like "the remote deleted everything": refuse it rather than apply that.
     let expected = format!(
@@ -187,53 +209,38 @@ pub async fn restore(
             });
         }
     }
-    let mut need_hash = Vec::new();
-    // The listing becomes the remote manifest in place (no second copy of the tree).
-    let mut remote = listing.manifest;
-    remote.entries.retain(|p, e| {
-        if rfilter.is_excluded(p, e.kind == EntryKind::Dir) {
-            return false;
-        }
-        if e.kind == EntryKind::Symlink {
-            let target = e
-                .target
-                .as_ref()
-                .map(|t| t.0.as_slice())
-                .unwrap_or_default();
-            if !symlink_stays_inside(p, target)
-                && !st.remote.get(p).is_some_and(|o| o.same_content(e))
-            {
-                rejected.push(Rejected {
-                    path: p.clone(),
-                    reason: "symlink pointing outside the workspace".to_owned(),
-                });
-                return false;
-            }
-        }
-        if e.kind == EntryKind::File {
-            match st.remote.get(p) {
-                Some(old) if e.can_reuse_hash_of(old, st.remote.taken_at_ns) => {
-                    e.sha256 = old.sha256;
-                }
-                _ => need_hash.push(p.clone()),
-            }
-        }
-        true
-    });
+    // The listing, against the recorded remote manifest, becomes the remote manifest: out of
+    // scope and refused entries dropped, hashes reused where size/mtime prove them.
+    let RemoteRead {
+        manifest: remote,
+        need_hash,
+        refused,
+    } = {
+        let (scratch, recorded) = (sd.scratch(), st.remote.clone());
+        let taken_at_ns = listing.manifest.taken_at_ns;
+        blocking("read the remote listing", move || {
+            remote_manifest(&scratch, listed, &recorded, &rfilter, taken_at_ns)
+        })
+        .await?
+    };
+    rejected.extend(refused);
     let rejected_set: BTreeSet<RelPath> = rejected.iter().map(|r| r.path.clone()).collect();
 
     // 2. Hash only what may have changed, and only when that is cheaper than fetching it: a
     //    few small files are fetched below with an unknown hash (never "unchanged", so always
     //    wanted) and hashed as they arrive, saving a round trip; the decision is taken again
     //    with those hashes before anything is applied.
-    let need_bytes: u64 = need_hash
-        .iter()
-        .filter_map(|p| remote.get(p).map(|e| e.size))
-        .sum();
+    let need_bytes: u64 = need_hash.iter().map(|(_, size)| size).sum();
     let fetch_unhashed =
         need_hash.len() <= FETCH_UNHASHED_MAX_FILES && need_bytes <= FETCH_UNHASHED_MAX_BYTES;
+    let mut hashed: BTreeMap<RelPath, ContentHash> = BTreeMap::new();
     if !need_hash.is_empty() && !fetch_unhashed {
-        let list = nul_list(&need_hash.iter().map(RelPath::dot_slash).collect::<Vec<_>>());
+        let list = nul_list(
+            &need_hash
+                .iter()
+                .map(|(p, _)| p.dot_slash())
+                .collect::<Vec<_>>(),
+        );
         let what = "hash changed remote files";
         let c = match embedded(&list) {
             Some(data) => {
@@ -255,34 +262,45 @@ pub async fn restore(
             }
         };
         let sums = parse_sums(&c.stdout);
-        for p in &need_hash {
+        drop(c);
+        for (p, _) in need_hash {
             let h = sums.get(&p.dot_slash()).ok_or_else(|| SyncError::Remote {
                 env: env.clone(),
                 what: "hash changed remote files".to_owned(),
                 detail: format!("no hash for {p}"),
             })?;
-            if let Some(e) = remote.entries.get_mut(p) {
-                e.sha256 = Some(*h);
-            }
+            hashed.insert(p, *h);
         }
     }
+    let hashed = std::sync::Arc::new(hashed);
 
-    // 3. The local side (scanned above).
-    let base = &st.local;
-
-    // Only the paths where something is to be done, in path order.
-    let changed: Vec<RelPath> = changed_paths(base, &local, &remote)
-        .into_iter()
-        .filter(|p| !rejected_set.contains(p))
-        .collect();
+    // 3. Only the paths where something is to be done, in path order, with their baseline,
+    //    local and remote entries: one merge of the three sorted manifests.
+    let (base, local, mut remote_changed) = {
+        let (base, local, remote) = (st.local.clone(), local, remote.clone());
+        let (hashed, rejected_set) = (hashed.clone(), rejected_set.clone());
+        blocking("compare the workspace with the remote", move || {
+            changed_entries(
+                base.iter(),
+                local.iter(),
+                with_hashes(remote.iter(), &hashed),
+                &rejected_set,
+            )
+        })
+        .await?
+    };
+    let changed: Vec<RelPath> = changed_list(&base, &local, &remote_changed);
+    let base = &base;
 
     // 4. Fetch the remote files that will be written (applied or beside a conflict).
     let wanted: BTreeSet<RelPath> = changed
         .iter()
         .filter(|p| {
-            remote.get(p).is_some_and(|r| r.kind == EntryKind::File)
+            remote_changed
+                .get(p)
+                .is_some_and(|r| r.kind == EntryKind::File)
                 && matches!(
-                    decide(base.get(p), local.get(p), remote.get(p)),
+                    decide(base.get(p), local.get(p), remote_changed.get(p)),
                     Decision::ApplyRemote | Decision::Conflict
                 )
         })
@@ -291,7 +309,7 @@ pub async fn restore(
     let staging = sd.staging(run_id)?;
     let needed: u64 = wanted
         .iter()
-        .filter_map(|p| remote.get(p).map(|e| e.size))
+        .filter_map(|p| remote_changed.get(p).map(|e| e.size))
         .sum();
     check_headroom(&staging.dir, needed)?;
     let mut staged = BTreeMap::new();
@@ -355,7 +373,7 @@ pub async fn restore(
                 detail: format!("{p} missing from the stream"),
             })?;
             // The file may have changed since it was hashed: what was received is what counts.
-            if let Some(e) = remote.entries.get_mut(p) {
+            if let Some(e) = remote_changed.entries.get_mut(p) {
                 e.sha256 = Some(s.sha256);
                 e.size = s.size;
                 e.mode = s.mode;
@@ -399,7 +417,7 @@ pub async fn restore(
     let mut conflicts = BTreeSet::new();
     // Decided again: a fetched file counts as received, which may settle a path.
     for p in &changed {
-        match decide(base.get(p), local.get(p), remote.get(p)) {
+        match decide(base.get(p), local.get(p), remote_changed.get(p)) {
             Decision::Keep => {}
             Decision::KeepLocal => report.kept_local.push(p.clone()),
             Decision::Conflict => {
@@ -412,7 +430,7 @@ pub async fn restore(
     let mut dir_modes = Vec::new();
     // Removals deepest first, so a directory is empty when its turn comes.
     for p in apply.iter().rev() {
-        let (Some(l), r) = (local.get(p), remote.get(p)) else {
+        let (Some(l), r) = (local.get(p), remote_changed.get(p)) else {
             continue;
         };
         if r.is_some_and(|r| r.kind == l.kind) {
@@ -447,7 +465,9 @@ pub async fn restore(
         }
     }
     for p in &apply {
-        let Some(r) = remote.get(p) else { continue };
+        let Some(r) = remote_changed.get(p) else {
+            continue;
+        };
         if blocked.contains(p) {
             continue;
         }
@@ -484,7 +504,9 @@ pub async fn restore(
     }
     // The remote side of each conflict, beside the local one.
     for p in &conflicts {
-        let Some(r) = remote.get(p) else { continue };
+        let Some(r) = remote_changed.get(p) else {
+            continue;
+        };
         if r.kind == EntryKind::Dir || !parent_is_dir(&ws, p) {
             continue;
         }
@@ -502,43 +524,151 @@ pub async fn restore(
     }
     report.conflicts = conflicts.into_iter().collect();
 
-    // 7. Remember what the remote holds now.
-    st.remote = remote;
+    // 7. Remember what the remote holds now: the listing with the hashes taken and the
+    //    entries as received.
+    st.remote = {
+        let dir = sd.dir.clone();
+        blocking("record the remote manifest", move || {
+            let mut out = SortedWriter::create(&dir)?;
+            for e in with_hashes(remote.iter(), &hashed) {
+                let e = e?;
+                match remote_changed.get(&e.path) {
+                    Some(received) => out.push(received)?,
+                    None => out.push(&e)?,
+                }
+            }
+            out.finish(remote.taken_at_ns)
+        })
+        .await?
+    };
     st.remote_head = listing.head.or(st.remote_head);
-    sd.save(&spec.scope, &st)?;
+    {
+        let (sd, scope) = (sd.clone(), spec.scope.clone());
+        blocking("save the sync state", move || sd.save_sorted(&scope, &st)).await?;
+    }
     drop(staging);
     Ok(report)
 }
 
-type ManifestIter<'a> = std::iter::Peekable<std::collections::btree_map::Iter<'a, RelPath, Entry>>;
-
-/// The next entry of `it` when it is at `p`.
-fn take<'a>(it: &mut ManifestIter<'a>, p: &RelPath) -> Option<&'a Entry> {
-    it.next_if(|(k, _)| *k == p).map(|(_, e)| e)
-}
-
-/// The paths whose [`decide`] is not [`Decision::Keep`], in path order: one merge of the three
-/// sorted manifests, no lookups.
-fn changed_paths(base: &Manifest, local: &Manifest, remote: &Manifest) -> Vec<RelPath> {
-    let mut b: ManifestIter<'_> = base.entries.iter().peekable();
-    let mut l: ManifestIter<'_> = local.entries.iter().peekable();
-    let mut r: ManifestIter<'_> = remote.entries.iter().peekable();
-    let mut out = Vec::new();
-    loop {
-        let next = [b.peek(), l.peek(), r.peek()]
-            .into_iter()
-            .flatten()
-            .map(|(p, _)| *p)
-            .min()
-            .cloned();
-        let Some(p) = next else { break };
-        let (be, le, re) = (take(&mut b, &p), take(&mut l, &p), take(&mut r, &p));
-        if decide(be, le, re) != Decision::Keep {
-            out.push(p);
+/// The three entries (baseline, local, remote) of every path whose [`decide`] is not
+/// [`Decision::Keep`], as three small manifests: one merge of the three sorted streams.
+/// Refused remote paths are left out.
+fn changed_entries(
+    base: impl Iterator<Item = Result<Entry, SyncError>>,
+    local: impl Iterator<Item = Result<Entry, SyncError>>,
+    remote: impl Iterator<Item = Result<Entry, SyncError>>,
+    rejected: &BTreeSet<RelPath>,
+) -> Result<(Manifest, Manifest, Manifest), SyncError> {
+    let (mut b, mut l, mut r) = (
+        Cursor::new(base)?,
+        Cursor::new(local)?,
+        Cursor::new(remote)?,
+    );
+    let (mut bm, mut lm, mut rm) = (
+        Manifest::default(),
+        Manifest::default(),
+        Manifest::default(),
+    );
+    while let Some(p) = next_path(&[b.peek(), l.peek(), r.peek()]) {
+        let (be, le, re) = (b.take(&p)?, l.take(&p)?, r.take(&p)?);
+        if rejected.contains(&p) || decide(be.as_ref(), le.as_ref(), re.as_ref()) == Decision::Keep
+        {
+            continue;
+        }
+        for (m, e) in [(&mut bm, be), (&mut lm, le), (&mut rm, re)] {
+            if let Some(e) = e {
+                m.entries.insert(p.clone(), e);
+            }
         }
     }
-    out
+    Ok((bm, lm, rm))
 }
+
+/// The paths of the three small manifests of [`changed_entries`], in path order.
+fn changed_list(base: &Manifest, local: &Manifest, remote: &Manifest) -> Vec<RelPath> {
+    let mut all: BTreeSet<&RelPath> = base.entries.keys().collect();
+    all.extend(local.entries.keys());
+    all.extend(remote.entries.keys());
+    all.into_iter().cloned().collect()
+}
+
+/// Remote entries with the hashes computed remotely in this restore.
+fn with_hashes<'a>(
+    remote: impl Iterator<Item = Result<Entry, SyncError>> + 'a,
+    hashed: &'a BTreeMap<RelPath, ContentHash>,
+) -> impl Iterator<Item = Result<Entry, SyncError>> + 'a {
+    remote.map(move |e| {
+        e.map(|mut e| {
+            if let Some(h) = hashed.get(&e.path) {
+                e.sha256 = Some(*h);
+            }
+            e
+        })
+    })
+}
+
+/// The remote manifest from the remote's listing (sorted) and the recorded one: entries out of
+/// scope dropped, symlinks pointing outside the workspace refused (unless recorded so), file
+/// hashes reused where size and mtime prove them.
+fn remote_manifest(
+    scratch: &Scratch,
+    listed: impl Iterator<Item = Result<Entry, SyncError>>,
+    recorded: &SortedFile,
+    filter: &Filter,
+    taken_at_ns: i64,
+) -> Result<RemoteRead, SyncError> {
+    let mut out = SortedWriter::create(&scratch.dir)?;
+    let (mut need_hash, mut rejected) = (Vec::new(), Vec::new());
+    zip_sorted(listed, recorded.iter(), |e, old| {
+        let Some(mut e) = e else { return Ok(()) };
+        if filter.is_excluded(&e.path, e.kind == EntryKind::Dir) {
+            return Ok(());
+        }
+        if e.kind == EntryKind::Symlink {
+            let target = e
+                .target
+                .as_ref()
+                .map(|t| t.0.as_slice())
+                .unwrap_or_default();
+            if !symlink_stays_inside(&e.path, target)
+                && !old.as_ref().is_some_and(|o| o.same_content(&e))
+            {
+                rejected.push(Rejected {
+                    path: e.path.clone(),
+                    reason: "symlink pointing outside the workspace".to_owned(),
+                });
+                return Ok(());
+            }
+        }
+        if e.kind == EntryKind::File {
+            match old {
+                Some(old) if e.can_reuse_hash_of(&old, recorded.taken_at_ns) => {
+                    e.sha256 = old.sha256;
+                }
+                _ => need_hash.push((e.path.clone(), e.size)),
+            }
+        }
+        out.push(&e)
+    })?;
+    Ok(RemoteRead {
+        manifest: out.finish(taken_at_ns)?,
+        need_hash,
+        refused: rejected,
+    })
+}
+
+/// The remote manifest as read from a listing.
+struct RemoteRead {
+    manifest: SortedFile,
+    /// Files whose hash could not be reused, with their sizes.
+    need_hash: Vec<(RelPath, u64)>,
+    /// Entries refused (symlinks pointing outside the workspace).
+    refused: Vec<Rejected>,
+}
+
+/// Largest recorded remote manifest whose fresh listing is taken on the control shell (held in
+/// memory, about 100 bytes per entry); larger trees stream theirs through a channel.
+const INLINE_LISTING_MAX_ENTRIES: u64 = 20_000;
 
 /// Up to this many changed remote files, of at most this many bytes in all, are fetched
 /// without hashing them remotely first (one round trip fewer).

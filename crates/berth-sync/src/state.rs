@@ -11,9 +11,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{read_manifest, write_manifest};
+use crate::codec::{EntryReader, read_manifest_head, write_entry};
 use crate::error::SyncError;
 use crate::manifest::{Manifest, hash_bytes};
+use crate::spool::{SPOOL_ENTRIES, Scratch, SortedFile};
 
 /// The header of the binary state file (the manifests follow it).
 #[derive(Serialize, Deserialize)]
@@ -22,6 +23,17 @@ struct Header {
     state_id: String,
     git: Option<GitPoint>,
     remote_head: Option<String>,
+}
+
+impl Header {
+    fn new(state_id: &str, git: &Option<GitPoint>, remote_head: &Option<String>) -> Self {
+        Self {
+            version: STATE_VERSION,
+            state_id: state_id.to_owned(),
+            git: git.clone(),
+            remote_head: remote_head.clone(),
+        }
+    }
 }
 
 /// Version of the binary state file; version 1 was JSON (`scope-<scope>.json`).
@@ -43,6 +55,9 @@ pub struct SyncOptions {
     pub state_dir: Option<PathBuf>,
     /// Called with transfer progress (bytes, files, rate).
     pub progress: Option<crate::progress::ProgressFn>,
+    /// Entries of a manifest held in memory before the rest is sorted on disk, next to the
+    /// state (default [`SPOOL_ENTRIES`]); bounds the memory of a sync of any tree.
+    pub spool_entries: Option<usize>,
 }
 
 /// Git position recorded at sync-out.
@@ -70,10 +85,38 @@ pub struct ScopeState {
     pub remote_head: Option<String>,
 }
 
+/// A scope's recorded state with its manifests on disk ([`StateDir::open`]).
+#[derive(Debug, Clone)]
+pub struct StoredState {
+    pub state_id: String,
+    pub git: Option<GitPoint>,
+    pub remote_head: Option<String>,
+    /// The local workspace as pushed: the restore's baseline.
+    pub local: SortedFile,
+    /// The remote copy as last seen.
+    pub remote: SortedFile,
+}
+
+/// Counts the bytes read through it.
+struct Counting<R> {
+    r: R,
+    n: u64,
+}
+
+impl<R: std::io::Read> std::io::Read for Counting<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.r.read(buf)?;
+        self.n += n as u64;
+        Ok(n)
+    }
+}
+
 /// Paths of the state of one workspace.
 #[derive(Debug, Clone)]
 pub struct StateDir {
     pub dir: PathBuf,
+    /// Entries a spool keeps in memory ([`SyncOptions::spool_entries`]).
+    spool_entries: usize,
 }
 
 impl StateDir {
@@ -114,7 +157,18 @@ impl StateDir {
         }
         fs::create_dir_all(&dir)
             .map_err(|e| SyncError::io("create the sync state dir", &dir, e))?;
-        Ok(Self { dir })
+        Ok(Self {
+            dir,
+            spool_entries: opts.spool_entries.unwrap_or(SPOOL_ENTRIES),
+        })
+    }
+
+    /// Where this workspace's spools and sorted manifests go.
+    pub fn scratch(&self) -> Scratch {
+        Scratch {
+            dir: self.dir.clone(),
+            spool_entries: self.spool_entries,
+        }
     }
 
     fn scope_file(&self, scope: &str) -> PathBuf {
@@ -131,18 +185,45 @@ impl StateDir {
         self.scope_file(scope).exists() || self.legacy_file(scope).exists()
     }
 
+    /// The recorded state with both manifests in memory.
     pub fn load(&self, scope: &str) -> Result<Option<ScopeState>, SyncError> {
+        let Some(st) = self.open(scope)? else {
+            return Ok(None);
+        };
+        Ok(Some(ScopeState {
+            version: STATE_VERSION,
+            state_id: st.state_id,
+            local: st.local.to_manifest()?,
+            remote: st.remote.to_manifest()?,
+            git: st.git,
+            remote_head: st.remote_head,
+        }))
+    }
+
+    /// The recorded state with its manifests left on disk, read as streams: what it holds
+    /// in memory does not grow with the tree. The file is checked from end to end first
+    /// (magic, header, every entry, order, end marker).
+    pub fn open(&self, scope: &str) -> Result<Option<StoredState>, SyncError> {
         let p = self.scope_file(scope);
         let file = match fs::File::open(&p) {
             Ok(f) => f,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return self.load_legacy(scope),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return self
+                    .load_legacy(scope)?
+                    .map(|st| self.stored(st))
+                    .transpose();
+            }
             Err(e) => return Err(SyncError::io("read the sync state", &p, e)),
         };
         let bad = |detail: String| SyncError::State {
             path: p.clone(),
             detail,
         };
-        let mut r = std::io::BufReader::with_capacity(64 * 1024, file);
+        let file = std::sync::Arc::new(file);
+        let mut r = Counting {
+            r: std::io::BufReader::with_capacity(64 * 1024, &*file),
+            n: 0,
+        };
         let mut magic = [0u8; MAGIC.len()];
         r.read_exact(&mut magic)
             .map_err(|e| bad(format!("not a sync state file: {e}")))?;
@@ -161,22 +242,53 @@ impl StateDir {
         if h.version != STATE_VERSION {
             return Err(bad(format!("unsupported version {}", h.version)));
         }
-        let local = read_manifest(&mut r).map_err(|e| bad(format!("local manifest: {e}")))?;
-        let remote = read_manifest(&mut r).map_err(|e| bad(format!("remote manifest: {e}")))?;
+        let mut sections = Vec::with_capacity(2);
+        for which in ["local", "remote"] {
+            let (taken_at_ns, count) =
+                read_manifest_head(&mut r).map_err(|e| bad(format!("{which} manifest: {e}")))?;
+            let start = r.n;
+            for e in EntryReader::new(&mut r, count) {
+                e.map_err(|e| bad(format!("{which} manifest: {e}")))?;
+            }
+            sections.push(SortedFile::section(
+                file.clone(),
+                p.clone(),
+                start,
+                r.n - start,
+                count,
+                taken_at_ns,
+            ));
+        }
         let mut end = [0u8; END.len()];
         r.read_exact(&mut end)
             .map_err(|e| bad(format!("truncated: {e}")))?;
-        if end != *END {
+        let mut extra = [0u8; 1];
+        if end != *END || r.read(&mut extra).map_err(|e| bad(e.to_string()))? != 0 {
             return Err(bad("trailing data".to_owned()));
         }
-        Ok(Some(ScopeState {
-            version: h.version,
+        let remote = sections.pop();
+        let local = sections.pop();
+        let (Some(local), Some(remote)) = (local, remote) else {
+            return Err(bad("missing manifests".to_owned()));
+        };
+        Ok(Some(StoredState {
             state_id: h.state_id,
-            local,
-            remote,
             git: h.git,
             remote_head: h.remote_head,
+            local,
+            remote,
         }))
+    }
+
+    /// A state read into memory, as one with its manifests on disk.
+    fn stored(&self, st: ScopeState) -> Result<StoredState, SyncError> {
+        Ok(StoredState {
+            local: SortedFile::from_manifest(&self.dir, &st.local)?,
+            remote: SortedFile::from_manifest(&self.dir, &st.remote)?,
+            state_id: st.state_id,
+            git: st.git,
+            remote_head: st.remote_head,
+        })
     }
 
     fn load_legacy(&self, scope: &str) -> Result<Option<ScopeState>, SyncError> {
@@ -203,19 +315,46 @@ impl StateDir {
     }
 
     pub fn save(&self, scope: &str, st: &ScopeState) -> Result<(), SyncError> {
+        let header = Header::new(&st.state_id, &st.git, &st.remote_head);
+        self.write(scope, &header, |w| {
+            for m in [&st.local, &st.remote] {
+                w.write_all(&m.taken_at_ns.to_le_bytes())?;
+                w.write_all(&(m.entries.len() as u64).to_le_bytes())?;
+                for e in m.entries.values() {
+                    write_entry(w, e)?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Save a state whose manifests are on disk (streamed from one file into the other).
+    pub fn save_sorted(&self, scope: &str, st: &StoredState) -> Result<(), SyncError> {
+        let header = Header::new(&st.state_id, &st.git, &st.remote_head);
+        self.write(scope, &header, |w| {
+            for m in [&st.local, &st.remote] {
+                w.write_all(&m.taken_at_ns.to_le_bytes())?;
+                w.write_all(&m.count.to_le_bytes())?;
+                m.copy_entries_to(w)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Replace the state file of `scope` with `header` and the manifests `body` writes.
+    fn write(
+        &self,
+        scope: &str,
+        header: &Header,
+        body: impl FnOnce(&mut std::io::BufWriter<fs::File>) -> std::io::Result<()>,
+    ) -> Result<(), SyncError> {
         let p = self.scope_file(scope);
         let tmp = self.dir.join(format!(".scope-{scope}.state.tmp"));
         // Streamed: no copy of the whole state in memory.
         let file =
             fs::File::create(&tmp).map_err(|e| SyncError::io("write the sync state", &tmp, e))?;
         let mut w = std::io::BufWriter::with_capacity(64 * 1024, file);
-        let header = serde_json::to_vec(&Header {
-            version: STATE_VERSION,
-            state_id: st.state_id.clone(),
-            git: st.git.clone(),
-            remote_head: st.remote_head.clone(),
-        })
-        .map_err(|e| SyncError::State {
+        let header = serde_json::to_vec(header).map_err(|e| SyncError::State {
             path: p.clone(),
             detail: e.to_string(),
         })?;
@@ -227,8 +366,7 @@ impl StateDir {
                     .to_le_bytes(),
             )?;
             w.write_all(&header)?;
-            write_manifest(&mut w, &st.local)?;
-            write_manifest(&mut w, &st.remote)?;
+            body(&mut w)?;
             w.write_all(END)?;
             w.flush()
         })();

@@ -68,6 +68,7 @@ fn sync_options(config: &Value, log: &EventLog) -> berth_sync::SyncOptions {
             .unwrap_or(false),
         state_dir: None,
         progress: Some(progress),
+        spool_entries: None,
     }
 }
 

@@ -258,7 +258,12 @@ pub async fn run_case_with(
     local_ops: &[Op],
     remote_ops: &[Op],
 ) -> RestoreReport {
-    let o = SyncOptions::default();
+    // Half the cases keep every manifest in memory; the other half spill them to disk in
+    // sorted runs of 1 to 4 entries, so the merge-joins over runs meet every kind of tree.
+    let o = SyncOptions {
+        spool_entries: (init.len() % 2 == 1).then_some(1 + init.len() / 2 % 4),
+        ..SyncOptions::default()
+    };
     for op in init {
         apply(&lay.local, op);
     }
