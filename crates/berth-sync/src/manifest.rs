@@ -291,19 +291,6 @@ pub fn hash_file(path: &Path) -> Result<(ContentHash, u64), SyncError> {
     Ok((ContentHash::finish(h), n_total))
 }
 
-/// Hash `paths` under `root`, on up to 4 threads when there is enough to share.
-pub(crate) fn hash_parallel<'a>(
-    root: &Path,
-    paths: &'a [RelPath],
-) -> Result<Vec<(&'a RelPath, ContentHash)>, SyncError> {
-    let hashes = parallel_map(paths, 16, |p| hash_file(&p.under(root)).map(|(h, _)| h));
-    paths
-        .iter()
-        .zip(hashes)
-        .map(|(p, h)| h.map(|h| (p, h)))
-        .collect()
-}
-
 pub(crate) fn hash_bytes(b: &[u8]) -> String {
     hex::encode(Sha256::digest(b))
 }

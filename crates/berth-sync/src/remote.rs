@@ -11,11 +11,15 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::error::SyncError;
-use crate::manifest::{ContentHash, Entry, EntryKind, Manifest};
+use crate::manifest::{ContentHash, Entry, EntryKind};
 use crate::path::{RawBytes, RelPath};
 
 /// Most listing output accepted from the remote (a listing is ~100 bytes per entry).
 const LISTING_CAP: usize = 512 * 1024 * 1024;
+
+/// Largest tree whose full listing is taken in a control-shell step (its output held in memory,
+/// about 100 bytes per entry); larger trees stream theirs through a channel into a spool.
+pub(crate) const INLINE_LISTING_MAX_ENTRIES: u64 = 20_000;
 
 /// Where a workspace's remote copy lives: `<root>/.berth/ws/<scope>/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -109,7 +113,8 @@ pub(crate) fn listing_script(git: bool, git_ignored: bool) -> String {
 /// A parsed remote listing.
 #[derive(Debug, Clone, Default)]
 pub struct Listing {
-    pub manifest: Manifest,
+    /// When the remote listed itself (its clock, whole seconds).
+    pub taken_at_ns: i64,
     pub head: Option<String>,
     /// Raw `git ls-files … --directory` output, when requested.
     pub git_ignored: Vec<u8>,
@@ -164,20 +169,23 @@ fn field<R: BufRead>(env: &str, r: &mut R, buf: &mut Vec<u8>) -> Result<(), Sync
     }
 }
 
-/// Parse a listing held in memory, entries into [`Listing::manifest`].
-pub(crate) fn parse_listing(env: &str, out: &[u8]) -> Result<Listing, SyncError> {
+/// Parse a listing held in memory, its entries as a manifest.
+#[cfg(test)]
+fn parse_listing(env: &str, out: &[u8]) -> Result<(Listing, crate::manifest::Manifest), SyncError> {
     let mut entries = BTreeMap::new();
-    let mut l = read_listing(env, &mut &out[..], &mut |e| {
+    let l = read_listing(env, &mut &out[..], &mut |e| {
         entries.insert(e.path.clone(), e);
         Ok(())
     })?;
-    l.manifest.entries = entries;
-    Ok(l)
+    let m = crate::manifest::Manifest {
+        taken_at_ns: l.taken_at_ns,
+        entries,
+    };
+    Ok((l, m))
 }
 
 /// Parse a listing as it arrives: each entry goes to `on_entry` (in the remote's walk order);
-/// the rest (time, head, marker, special entries, git-ignored paths) is returned, with an
-/// empty manifest carrying the remote time.
+/// the rest (time, head, marker, special entries, git-ignored paths) is returned.
 pub(crate) fn read_listing<R: BufRead>(
     env: &str,
     r: &mut R,
@@ -196,7 +204,7 @@ pub(crate) fn read_listing<R: BufRead>(
                     .ok()
                     .and_then(|s| s.trim().parse().ok())
                     .ok_or_else(|| bad_listing(env, "bad remote time"))?;
-                l.manifest.taken_at_ns = secs.saturating_mul(1_000_000_000);
+                l.taken_at_ns = secs.saturating_mul(1_000_000_000);
             }
             b"M" => {
                 field(env, r, &mut f)?;
@@ -527,19 +535,13 @@ mod tests {
     #[test]
     fn listing_parses_entries_head_and_ignored() {
         let out = b"T\x001700000000\x00H\x00abc\x00E\x00f\x00644\x003\x001700000000.5000000000\x00./a b\x00\x00E\x00l\x00777\x001\x001.0\x00./-l\x00t\nx\x00E\x00p\x00644\x000\x001.0\x00./fifo\x00\x00I\x00node_modules/\x00x.log\x00";
-        let l = parse_listing("e", out).unwrap();
+        let (l, m) = parse_listing("e", out).unwrap();
         assert_eq!(l.head.as_deref(), Some("abc"));
-        assert_eq!(l.manifest.taken_at_ns, 1_700_000_000_000_000_000);
-        let a = l
-            .manifest
-            .get(&RelPath::new(b"a b".to_vec()).unwrap())
-            .unwrap();
+        assert_eq!(l.taken_at_ns, 1_700_000_000_000_000_000);
+        let a = m.get(&RelPath::new(b"a b".to_vec()).unwrap()).unwrap();
         assert_eq!(a.mtime_ns, 1_700_000_000_500_000_000);
         assert_eq!(a.mode, 0o644);
-        let ln = l
-            .manifest
-            .get(&RelPath::new(b"-l".to_vec()).unwrap())
-            .unwrap();
+        let ln = m.get(&RelPath::new(b"-l".to_vec()).unwrap()).unwrap();
         assert_eq!(ln.target, Some(RawBytes(b"t\nx".to_vec())));
         assert_eq!(l.special.len(), 1);
         assert_eq!(l.git_ignored, b"node_modules/\x00x.log\x00");

@@ -32,8 +32,9 @@ use crate::path::{RelPath, symlink_stays_inside};
 use crate::progress::{Phase, reporter};
 use crate::push::{canonical, filter_for_listing};
 use crate::remote::{
-    RemoteSpec, cd_ws, embedded, exec_collect, exec_into, link_is_local, listing_into_spool,
-    listing_script, marker_script, maybe_gunzip, nul_list, parse_sums, run_collect, validate_id,
+    INLINE_LISTING_MAX_ENTRIES, RemoteSpec, cd_ws, embedded, exec_collect, exec_into,
+    link_is_local, listing_into_spool, listing_script, marker_script, maybe_gunzip, nul_list,
+    parse_sums, run_collect, validate_id,
 };
 use crate::spool::{Cursor, Scratch, SortedFile, SortedWriter, next_path, zip_sorted};
 use crate::state::{StateDir, SyncOptions};
@@ -217,7 +218,7 @@ pub async fn restore(
         refused,
     } = {
         let (scratch, recorded) = (sd.scratch(), st.remote.clone());
-        let taken_at_ns = listing.manifest.taken_at_ns;
+        let taken_at_ns = listing.taken_at_ns;
         blocking("read the remote listing", move || {
             remote_manifest(&scratch, listed, &recorded, &rfilter, taken_at_ns)
         })
@@ -665,10 +666,6 @@ struct RemoteRead {
     /// Entries refused (symlinks pointing outside the workspace).
     refused: Vec<Rejected>,
 }
-
-/// Largest recorded remote manifest whose fresh listing is taken on the control shell (held in
-/// memory, about 100 bytes per entry); larger trees stream theirs through a channel.
-const INLINE_LISTING_MAX_ENTRIES: u64 = 20_000;
 
 /// Up to this many changed remote files, of at most this many bytes in all, are fetched
 /// without hashing them remotely first (one round trip fewer).

@@ -452,13 +452,7 @@ impl Drop for Staging {
     }
 }
 
-pub(crate) fn new_state(local: Manifest, remote: Manifest) -> ScopeState {
-    ScopeState {
-        version: STATE_VERSION,
-        state_id: uuid::Uuid::new_v4().simple().to_string(),
-        local,
-        remote,
-        git: None,
-        remote_head: None,
-    }
+/// A fresh id for a recorded state (and the remote marker that names it).
+pub(crate) fn new_state_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
 }
