@@ -17,9 +17,9 @@
 //!
 //! Manifests never sit in memory whole: they are path-ordered streams (sorted spools and
 //! files next to the sync state, see [`crate::spool`]), and every comparison is a merge of
-//! such streams ([`compare`]). What a push holds is bounded by the spool size and by the size
+//! such streams (`compare.rs`). What a push holds is bounded by the spool size and by the size
 //! of the change (the lists of entries to send and paths to delete), not by the tree. The
-//! rounds of the protocol live in [`round`].
+//! rounds of the protocol live in `round.rs`.
 
 use std::path::Path;
 
