@@ -14,9 +14,9 @@
 //! Bulk streams are gzip-compressed (fast level) unless the link is local (the local
 //! transport, or SSH to a loopback address), where compression only costs CPU.
 //!
-//! - [`push`] realizes a workspace at `<root>/.berth/ws/<scope>/` (full, or only the difference
+//! - [`push()`] realizes a workspace at `<root>/.berth/ws/<scope>/` (full, or only the difference
 //!   to the last synced manifest on a resumed lease) and records the baseline;
-//! - [`restore`] brings the remote's changes back with a per-path three-way decision;
+//! - [`restore()`] brings the remote's changes back with a per-path three-way decision;
 //! - [`sync_asset`] / [`copy_back`] carry adapters' assets (skills, instructions, CLI config)
 //!   to `<root>/.berth/assets/<adapter>/<key>/` and selected files back;
 //! - [`gc`] removes remote copies of scopes that no longer exist.

@@ -81,7 +81,7 @@ pub(crate) fn canonical(ws: &Path) -> Result<std::path::PathBuf, SyncError> {
     std::fs::canonicalize(ws).map_err(|e| SyncError::io("resolve the workspace", ws, e))
 }
 
-/// Push `ws` to `spec` over `t`. Records the baseline for [`crate::restore`].
+/// Push `ws` to `spec` over `t`. Records the baseline for [`crate::restore()`].
 pub async fn push(
     t: &dyn Transport,
     ws: &Path,
