@@ -296,6 +296,22 @@ async fn child_push(
     scope: &str,
     files: usize,
 ) -> anyhow::Result<ChildPush> {
+    let (c, sent, full) = child_run(lab_dir, ws, root, scope, &[]).await?;
+    if full != 1 || sent != files as u64 {
+        bail!("cold berth push sent {sent} files (full = {full}), expected a full push of {files}");
+    }
+    Ok(c)
+}
+
+/// Runs one berth operation in a child process (`extra`: none for a push, `restore <run>` for
+/// a restore) and returns its wall time, peak RSS and the two counts it prints.
+async fn child_run(
+    lab_dir: &Path,
+    ws: &Path,
+    root: &str,
+    scope: &str,
+    extra: &[&str],
+) -> anyhow::Result<(ChildPush, u64, u64)> {
     let exe = std::env::current_exe()?;
     let start = Instant::now();
     let out = tokio::process::Command::new(exe)
@@ -304,6 +320,7 @@ async fn child_push(
         .arg(ws)
         .arg(root)
         .arg(scope)
+        .args(extra)
         .output()
         .await?;
     let wall = start.elapsed();
@@ -320,17 +337,15 @@ async fn child_push(
         .map(str::parse)
         .collect::<Result<_, _>>()
         .with_context(|| format!("unexpected child output {text:?}"))?;
-    let [before, after, sent, full] = nums[..] else {
+    let [before, after, a, b] = nums[..] else {
         bail!("unexpected child output {text:?}");
     };
-    if full != 1 || sent != files as u64 {
-        bail!("cold berth push sent {sent} files (full = {full}), expected a full push of {files}");
-    }
-    Ok(ChildPush {
+    let c = ChildPush {
         wall,
         hwm_before_kb: before,
         hwm_after_kb: after,
-    })
+    };
+    Ok((c, a, b))
 }
 
 fn vm_hwm_kb() -> anyhow::Result<u64> {
@@ -348,18 +363,31 @@ fn vm_hwm_kb() -> anyhow::Result<u64> {
 }
 
 /// `berth-bench sync-child <lab dir> <ws> <root> <scope>`: one push, then prints
-/// `<VmHWM before kB> <VmHWM after kB> <files sent> <full 0|1>`.
+/// `<VmHWM before kB> <VmHWM after kB> <files sent> <full 0|1>`. With `restore <run>` after
+/// the scope: one restore, printing `<before> <after> <files received> <paths applied>`.
 pub async fn child(args: &[String]) -> anyhow::Result<()> {
-    let [lab_dir, ws, root, scope] = args else {
-        bail!("usage: berth-bench sync-child <lab dir> <ws> <root> <scope>");
+    let (lab_dir, ws, root, scope, run) = match args {
+        [l, w, r, s] => (l, w, r, s, None),
+        [l, w, r, s, op, run] if op == "restore" => (l, w, r, s, Some(run)),
+        _ => bail!("usage: berth-bench sync-child <lab dir> <ws> <root> <scope> [restore <run>]"),
     };
     let lab = berth_lab::status(Path::new(lab_dir))?.context("the lab is not running")?;
     let before = vm_hwm_kb()?;
     let t = transport(&lab)?;
     let spec = RemoteSpec::new(root.as_str(), scope.as_str())?;
-    let rep = berth_sync::push(&t, Path::new(ws), &spec, &SyncOptions::default()).await?;
+    let opts = SyncOptions::default();
+    let (a, b) = match run {
+        None => {
+            let rep = berth_sync::push(&t, Path::new(ws), &spec, &opts).await?;
+            (rep.files, u64::from(rep.full))
+        }
+        Some(run) => {
+            let rep = berth_sync::restore(&t, Path::new(ws), &spec, run, &opts).await?;
+            (rep.files, rep.applied.len() as u64)
+        }
+    };
     let after = vm_hwm_kb()?;
-    println!("{before} {after} {} {}", rep.files, u8::from(rep.full));
+    println!("{before} {after} {a} {b}");
     Ok(())
 }
 
@@ -486,8 +514,29 @@ async fn run_inner(
                 c.wall.as_secs_f64(),
                 c.hwm_after_kb
             );
+            // Then a resumed push of 20 local changes and a restore of 20 remote ones, each in
+            // its own process too.
+            change_files(&big_dir, n, 0, 1)?;
+            let (inc, sent, full) = child_run(lab_dir, &big_dir, &root, "big", &[]).await?;
+            if full != 0 || sent != CHANGED as u64 {
+                bail!("big incremental push: sent {sent}, full = {full}");
+            }
+            let big_remote = PathBuf::from(RemoteSpec::new(root.as_str(), "big")?.ws());
+            change_files(&big_remote, n, 0, 2)?;
+            let (pull, _, applied) =
+                child_run(lab_dir, &big_dir, &root, "big", &["restore", "big-pull"]).await?;
+            if applied != CHANGED as u64 {
+                bail!("big restore applied {applied}, expected {CHANGED}");
+            }
+            eprintln!(
+                "big: incremental push {:.2} s, VmHWM {} kB; restore {:.2} s, VmHWM {} kB",
+                inc.wall.as_secs_f64(),
+                inc.hwm_after_kb,
+                pull.wall.as_secs_f64(),
+                pull.hwm_after_kb
+            );
             std::fs::remove_dir_all(&big_dir)?;
-            Some((n, big_bytes, c.hwm_after_kb))
+            Some((n, big_bytes, [c, inc, pull]))
         }
         None => None,
     };
@@ -729,11 +778,18 @@ async fn run_inner(
         median_u64(hwm.clone()),
         hwm
     );
-    if let Some((n, b, kb)) = big {
-        println!(
-            "| peak RSS of the push process, cold push of {n} files / {:.1} MB (one run) | {kb} kB | | |",
-            b as f64 / 1e6
-        );
+    if let Some((n, b, [cold, inc, pull])) = big {
+        let mb = b as f64 / 1e6;
+        for (what, c) in [
+            ("the push process, cold push", cold),
+            ("the push process, resumed push of 20 changes to", inc),
+            ("the restore process, restore of 20 remote changes to", pull),
+        ] {
+            println!(
+                "| peak RSS of {what} {n} files / {mb:.1} MB (one run) | {} kB | | |",
+                c.hwm_after_kb
+            );
+        }
     }
     Ok(())
 }

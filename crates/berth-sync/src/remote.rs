@@ -17,10 +17,6 @@ use crate::path::{RawBytes, RelPath};
 /// Most listing output accepted from the remote (a listing is ~100 bytes per entry).
 const LISTING_CAP: usize = 512 * 1024 * 1024;
 
-/// Largest tree whose full listing is taken in a control-shell step (its output held in memory,
-/// about 100 bytes per entry); larger trees stream theirs through a channel into a spool.
-pub(crate) const INLINE_LISTING_MAX_ENTRIES: u64 = 20_000;
-
 /// Where a workspace's remote copy lives: `<root>/.berth/ws/<scope>/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RemoteSpec {

@@ -32,9 +32,8 @@ use crate::path::{RelPath, symlink_stays_inside};
 use crate::progress::{Phase, reporter};
 use crate::push::{canonical, filter_for_listing};
 use crate::remote::{
-    INLINE_LISTING_MAX_ENTRIES, RemoteSpec, cd_ws, embedded, exec_collect, exec_into,
-    link_is_local, listing_into_spool, listing_script, marker_script, maybe_gunzip, nul_list,
-    parse_sums, run_collect, validate_id,
+    RemoteSpec, cd_ws, embedded, exec_collect, exec_into, link_is_local, listing_into_spool,
+    listing_script, marker_script, maybe_gunzip, nul_list, parse_sums, run_collect, validate_id,
 };
 use crate::spool::{Cursor, Scratch, SortedFile, SortedWriter, next_path, zip_sorted};
 use crate::state::{StateDir, SyncOptions};
@@ -149,10 +148,11 @@ pub async fn restore(
     let what = "list the remote workspace";
     let list_remote = async {
         let scratch = sd.scratch();
-        // A small tree lists itself on the control shell when there is one (no exec channel;
-        // the output is held in memory); a large one, or a listing too large for a step's
-        // output, streams through its own channel into a spool.
-        if st.remote.count <= INLINE_LISTING_MAX_ENTRIES {
+        // A tree that fits in a spool lists itself on the control shell when there is one (no
+        // exec channel; the output, ~100 bytes per entry, is held in memory); a larger one, or
+        // a listing too large for a step's output, streams through its own channel into a
+        // spool.
+        if st.remote.count <= scratch.spool_entries as u64 {
             let listed = t.run(&script, Bytes::new()).await?;
             if !listed.stdout_truncated {
                 let listed = listed.check(&env, what)?;

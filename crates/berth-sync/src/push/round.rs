@@ -18,8 +18,8 @@ use crate::error::{SyncError, blocking};
 use crate::manifest::{Entry, EntryKind};
 use crate::path::RelPath;
 use crate::remote::{
-    EMBED_SCRIPT_MAX, INLINE_LISTING_MAX_ENTRIES, Listing, RemoteSpec, cd_ws, embedded, exec_into,
-    link_is_local, listing_into_spool, listing_script, nul_list, run_collect, run_ok,
+    EMBED_SCRIPT_MAX, Listing, RemoteSpec, cd_ws, embedded, exec_into, link_is_local,
+    listing_into_spool, listing_script, nul_list, run_collect, run_ok,
 };
 use crate::spool::{Scratch, Sorted, SortedFile, SortedWriter};
 use crate::state::SyncOptions;
@@ -140,9 +140,9 @@ pub(super) async fn send_round(
         }
         None => listing_script(cx.is_git, cx.is_git && !cx.opts.sync_ignored),
     };
-    // A full listing of a large tree never goes through a control-shell step (whose output
-    // is held in memory): it streams from its own channel into a spool.
-    let inline_ok = targeted.is_some() || baseline.count <= INLINE_LISTING_MAX_ENTRIES;
+    // A full listing of a tree larger than a spool never goes through a control-shell step
+    // (whose output is held in memory): it streams from its own channel into a spool.
+    let inline_ok = targeted.is_some() || baseline.count <= cx.scratch.spool_entries as u64;
     let small = inline_ok
         && send.as_ref().is_some_and(|list| {
             list.iter()
