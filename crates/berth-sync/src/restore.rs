@@ -234,6 +234,11 @@ pub async fn restore(
     let need_bytes: u64 = need_hash.iter().map(|(_, size)| size).sum();
     let fetch_unhashed =
         need_hash.len() <= FETCH_UNHASHED_MAX_FILES && need_bytes <= FETCH_UNHASHED_MAX_BYTES;
+    let early = if fetch_unhashed {
+        need_hash.clone()
+    } else {
+        Vec::new()
+    };
     let mut hashed: BTreeMap<RelPath, ContentHash> = BTreeMap::new();
     if !need_hash.is_empty() && !fetch_unhashed {
         let list = nul_list(
@@ -276,8 +281,13 @@ pub async fn restore(
     let hashed = std::sync::Arc::new(hashed);
 
     // 3. Only the paths where something is to be done, in path order, with their baseline,
-    //    local and remote entries: one merge of the three sorted manifests.
-    let (base, local, mut remote_changed) = {
+    //    local and remote entries: one merge of the three sorted manifests. Files whose
+    //    remote hash is still unknown are always among them (an unknown hash is never
+    //    "unchanged") and are always wanted: their fetch starts now, alongside the merge.
+    let staging = sd.staging(run_id)?;
+    let early_bytes: u64 = early.iter().map(|(_, size)| size).sum();
+    let early: BTreeSet<RelPath> = early.into_iter().map(|(p, _)| p).collect();
+    let compare = {
         let (base, local, remote) = (st.local.clone(), local, remote.clone());
         let (hashed, rejected_set) = (hashed.clone(), rejected_set.clone());
         blocking("compare the workspace with the remote", move || {
@@ -288,12 +298,18 @@ pub async fn restore(
                 &rejected_set,
             )
         })
-        .await?
     };
+    let progress: Progress = std::sync::Arc::new(reporter(opts.progress.clone(), Phase::Restore));
+    let early_dir = staging.dir.join("early");
+    let prefetch = fetch(t, spec, &early_dir, early, early_bytes, progress.clone());
+    let (compared, prefetched) = tokio::join!(compare, prefetch);
+    let (base, local, mut remote_changed) = compared?;
+    let (mut staged, mut stats) = prefetched?;
     let changed: Vec<RelPath> = changed_list(&base, &local, &remote_changed);
     let base = &base;
 
-    // 4. Fetch the remote files that will be written (applied or beside a conflict).
+    // 4. Fetch the rest of the remote files that will be written (applied or beside a
+    //    conflict).
     let wanted: BTreeSet<RelPath> = changed
         .iter()
         .filter(|p| {
@@ -307,83 +323,36 @@ pub async fn restore(
         })
         .cloned()
         .collect();
-    let staging = sd.staging(run_id)?;
-    let needed: u64 = wanted
+    let missing: BTreeSet<RelPath> = wanted
         .iter()
-        .filter_map(|p| remote_changed.get(p).map(|e| e.size))
-        .sum();
-    check_headroom(&staging.dir, needed)?;
-    let mut staged = BTreeMap::new();
-    let (mut files, mut bytes) = (0, 0);
-    if !wanted.is_empty() {
-        let list = nul_list(&wanted.iter().map(RelPath::dot_slash).collect::<Vec<_>>());
-        let dir = staging.dir.clone();
-        let want = wanted.clone();
-        let progress = reporter(opts.progress.clone(), Phase::Restore);
-        let what = "send changed remote files";
-        // A few files come back as the output of one control-shell step; anything larger
-        // streams through its own channel (compressed unless the link is local).
-        let small = (needed <= FETCH_INLINE_MAX)
-            .then(|| embedded(&list))
-            .flatten();
-        let z = if link_is_local(t) { "" } else { "-z " };
-        let (got, stats) = match small {
-            Some(data) => {
-                let c = run_collect(
-                    t,
-                    &format!(
-                        "{}{data} | tar -c {z}-f - --null --no-recursion -T -\n",
-                        cd_ws(spec)
-                    ),
-                    what,
-                )
-                .await?;
-                tokio::task::spawn_blocking(move || {
-                    let r = maybe_gunzip(&c.stdout[..])
-                        .map_err(|e| SyncError::io("read a tar stream", &dir, e))?;
-                    extract_to_staging(r, &dir, &want, &progress)
-                })
-                .await
-                .map_err(|e| SyncError::Task {
-                    what: what.to_owned(),
-                    detail: e.to_string(),
-                })??
-            }
-            None => {
-                exec_into(
-                    t,
-                    ExecRequest::new(format!(
-                        "{}tar -c {z}-f - --null --no-recursion -T -\n",
-                        cd_ws(spec)
-                    ))
-                    .stdin_bytes(list),
-                    what,
-                    move |r| {
-                        let r = maybe_gunzip(r)
-                            .map_err(|e| SyncError::io("read a tar stream", &dir, e))?;
-                        extract_to_staging(r, &dir, &want, &progress)
-                    },
-                )
-                .await?
-            }
-        };
-        for p in &wanted {
-            let s: &Staged = got.get(p).ok_or_else(|| SyncError::Remote {
-                env: env.clone(),
-                what: "send changed remote files".to_owned(),
-                detail: format!("{p} missing from the stream"),
-            })?;
-            // The file may have changed since it was hashed: what was received is what counts.
-            if let Some(e) = remote_changed.entries.get_mut(p) {
-                e.sha256 = Some(s.sha256);
-                e.size = s.size;
-                e.mode = s.mode;
-            }
-        }
-        staged = got;
-        files = stats.files;
-        bytes = stats.bytes;
+        .filter(|p| !staged.contains_key(*p))
+        .cloned()
+        .collect();
+    if !missing.is_empty() {
+        let needed: u64 = missing
+            .iter()
+            .filter_map(|p| remote_changed.get(p).map(|e| e.size))
+            .sum();
+        let dir = staging.dir.join("rest");
+        let (more, s) = fetch(t, spec, &dir, missing, needed, progress).await?;
+        staged.extend(more);
+        stats.files += s.files;
+        stats.bytes += s.bytes;
     }
+    for p in &wanted {
+        let s: &Staged = staged.get(p).ok_or_else(|| SyncError::Remote {
+            env: env.clone(),
+            what: "send changed remote files".to_owned(),
+            detail: format!("{p} missing from the stream"),
+        })?;
+        // The file may have changed since it was hashed: what was received is what counts.
+        if let Some(e) = remote_changed.entries.get_mut(p) {
+            e.sha256 = Some(s.sha256);
+            e.size = s.size;
+            e.mode = s.mode;
+        }
+    }
+    let (files, bytes) = (stats.files, stats.bytes);
 
     // 5. Git history.
     let git_outcome = match &st.git {
@@ -667,9 +636,76 @@ struct RemoteRead {
     refused: Vec<Rejected>,
 }
 
+/// Fetch `wanted` remote files (`needed` bytes) into a new staging directory `dir`: a few as
+/// the output of one control-shell step, anything larger streamed through its own channel
+/// (compressed unless the link is local). Refuses to start when the files cannot fit.
+async fn fetch(
+    t: &dyn Transport,
+    spec: &RemoteSpec,
+    dir: &Path,
+    wanted: BTreeSet<RelPath>,
+    needed: u64,
+    progress: Progress,
+) -> Result<(BTreeMap<RelPath, Staged>, crate::archive::StreamStats), SyncError> {
+    if wanted.is_empty() {
+        return Ok(Default::default());
+    }
+    fs::create_dir(dir).map_err(|e| SyncError::io("create a staging dir", dir, e))?;
+    check_headroom(dir, needed)?;
+    let list = nul_list(&wanted.iter().map(RelPath::dot_slash).collect::<Vec<_>>());
+    let dir = dir.to_path_buf();
+    let what = "send changed remote files";
+    let small = (needed <= FETCH_INLINE_MAX)
+        .then(|| embedded(&list))
+        .flatten();
+    let z = if link_is_local(t) { "" } else { "-z " };
+    match small {
+        Some(data) => {
+            let c = run_collect(
+                t,
+                &format!(
+                    "{}{data} | tar -c {z}-f - --null --no-recursion -T -\n",
+                    cd_ws(spec)
+                ),
+                what,
+            )
+            .await?;
+            blocking(what, move || {
+                let r = maybe_gunzip(&c.stdout[..])
+                    .map_err(|e| SyncError::io("read a tar stream", &dir, e))?;
+                extract_to_staging(r, &dir, &wanted, &*progress)
+            })
+            .await
+        }
+        None => {
+            exec_into(
+                t,
+                ExecRequest::new(format!(
+                    "{}tar -c {z}-f - --null --no-recursion -T -\n",
+                    cd_ws(spec)
+                ))
+                .stdin_bytes(list),
+                what,
+                move |r| {
+                    let r =
+                        maybe_gunzip(r).map_err(|e| SyncError::io("read a tar stream", &dir, e))?;
+                    extract_to_staging(r, &dir, &wanted, &*progress)
+                },
+            )
+            .await
+        }
+    }
+}
+
+/// Reports transfer progress from the threads that receive files.
+type Progress = std::sync::Arc<dyn Fn(crate::archive::StreamStats) + Send + Sync>;
+
 /// Up to this many changed remote files, of at most this many bytes in all, are fetched
-/// without hashing them remotely first (one round trip fewer).
-const FETCH_UNHASHED_MAX_FILES: usize = 64;
+/// without hashing them remotely first: one round trip fewer, against at most 1 MiB that may
+/// turn out unchanged (files modified within the racy window of the last listing, e.g. by a
+/// push a moment before, cannot reuse their hashes). The byte cap is what bounds the waste;
+/// the count bounds the per-file overhead of the stream (a tar header each).
+const FETCH_UNHASHED_MAX_FILES: usize = 256;
 const FETCH_UNHASHED_MAX_BYTES: u64 = 1 << 20;
 
 /// Most bytes of remote files fetched as one control-shell step's output (held in memory).
