@@ -781,7 +781,7 @@ async fn run_inner(
     if let Some((n, b, [cold, inc, pull])) = big {
         let mb = b as f64 / 1e6;
         for (what, c) in [
-            ("the push process, cold push", cold),
+            ("the push process, cold push of", cold),
             ("the push process, resumed push of 20 changes to", inc),
             ("the restore process, restore of 20 remote changes to", pull),
         ] {
