@@ -124,7 +124,7 @@ pub async fn restore(
     let _lock = sd.lock().await?;
     let stale = sd.clean_staging()?;
     if stale > 0 {
-        tracing::info!(stale, "removed staging left by an interrupted restore");
+        tracing::info!(stale, "removed leftovers of an interrupted sync");
     }
     // The recorded manifests stay on disk and are read as streams alongside the new ones:
     // memory is bounded by the spools and the size of the change, not by the tree.

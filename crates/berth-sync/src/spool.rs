@@ -24,6 +24,9 @@ pub const SPOOL_ENTRIES: usize = 16 * 1024;
 
 const READ_BUF: usize = 32 * 1024;
 
+/// Name prefix of spool files (each unlinked as soon as it is open).
+pub(crate) const SPOOL_PREFIX: &str = ".spool-";
+
 /// Where spools and sorted files go (the sync state directory) and how many entries a spool
 /// holds in memory.
 #[derive(Debug, Clone)]
@@ -161,7 +164,7 @@ pub struct SortedWriter {
 
 /// A file in `dir` that disappears with its last handle (unlinked as soon as it is open).
 fn unlinked_file(dir: &Path) -> Result<(fs::File, PathBuf), SyncError> {
-    let p = dir.join(format!(".spool-{}", uuid::Uuid::new_v4().simple()));
+    let p = dir.join(format!("{SPOOL_PREFIX}{}", uuid::Uuid::new_v4().simple()));
     let f = fs::File::options()
         .read(true)
         .write(true)

@@ -11,10 +11,10 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::codec::{EntryReader, read_manifest_head, write_entry};
+use crate::codec::{EntryReader, read_manifest_head};
 use crate::error::SyncError;
 use crate::manifest::{Manifest, hash_bytes};
-use crate::spool::{SPOOL_ENTRIES, Scratch, SortedFile};
+use crate::spool::{SPOOL_ENTRIES, SPOOL_PREFIX, Scratch, SortedFile};
 
 /// The header of the binary state file (the manifests follow it).
 #[derive(Serialize, Deserialize)]
@@ -68,7 +68,8 @@ pub struct GitPoint {
     pub branch: Option<String>,
 }
 
-/// What one scope's last sync recorded.
+/// What one scope's last sync recorded, in memory ([`StateDir::load`]; also the JSON form of
+/// the version-1 state file).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ScopeState {
     pub version: u32,
@@ -314,20 +315,6 @@ impl StateDir {
         Ok(Some(st))
     }
 
-    pub fn save(&self, scope: &str, st: &ScopeState) -> Result<(), SyncError> {
-        let header = Header::new(&st.state_id, &st.git, &st.remote_head);
-        self.write(scope, &header, |w| {
-            for m in [&st.local, &st.remote] {
-                w.write_all(&m.taken_at_ns.to_le_bytes())?;
-                w.write_all(&(m.entries.len() as u64).to_le_bytes())?;
-                for e in m.entries.values() {
-                    write_entry(w, e)?;
-                }
-            }
-            Ok(())
-        })
-    }
-
     /// Save a state whose manifests are on disk (streamed from one file into the other).
     pub fn save_sorted(&self, scope: &str, st: &StoredState) -> Result<(), SyncError> {
         let header = Header::new(&st.state_id, &st.git, &st.remote_head);
@@ -401,19 +388,20 @@ impl StateDir {
         Ok(WorkspaceLock { _file: locked })
     }
 
-    /// Remove staging directories left by a crashed restore. Call with the lock held.
+    /// Remove staging directories left by a crashed restore and spool files left by a crash
+    /// between their creation and their unlinking. Call with the lock held.
     pub fn clean_staging(&self) -> Result<usize, SyncError> {
         let mut n = 0;
         let rd = fs::read_dir(&self.dir)
             .map_err(|e| SyncError::io("list the sync state", &self.dir, e))?;
         for item in rd.flatten() {
-            if item
-                .file_name()
-                .as_bytes()
-                .starts_with(STAGING_PREFIX.as_bytes())
-            {
-                let p = item.path();
+            let name = item.file_name();
+            let p = item.path();
+            if name.as_bytes().starts_with(STAGING_PREFIX.as_bytes()) {
                 fs::remove_dir_all(&p).map_err(|e| SyncError::io("remove stale staging", &p, e))?;
+                n += 1;
+            } else if name.as_bytes().starts_with(SPOOL_PREFIX.as_bytes()) {
+                fs::remove_file(&p).map_err(|e| SyncError::io("remove a stale spool", &p, e))?;
                 n += 1;
             }
         }

@@ -84,6 +84,9 @@ async fn staging_left_by_a_crash_is_removed_and_restores_are_serialized() {
     let leftover = state_dir.join("staging-crashed-0123");
     fs::create_dir(&leftover).unwrap();
     fs::write(leftover.join("f0"), "half").unwrap();
+    // A spool file is unlinked as soon as it is open; one left by a crash in between goes too.
+    let spool = state_dir.join(".spool-0123456789abcdef");
+    fs::write(&spool, "run").unwrap();
     write(&l.remote_ws(), b"a", b"2");
     let (x, y) = tokio::join!(
         restore(&t, &l.local, &l.spec, "r1", &o),
@@ -91,6 +94,7 @@ async fn staging_left_by_a_crash_is_removed_and_restores_are_serialized() {
     );
     let (x, y) = (x.unwrap(), y.unwrap());
     assert!(!leftover.exists());
+    assert!(!spool.exists());
     // One of them applied the change; the other found it already there.
     assert_eq!(x.applied.len() + y.applied.len(), 1, "{x:?} {y:?}");
     assert!(x.conflicts.is_empty() && y.conflicts.is_empty());
@@ -98,7 +102,10 @@ async fn staging_left_by_a_crash_is_removed_and_restores_are_serialized() {
     let left: Vec<_> = fs::read_dir(&state_dir)
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().starts_with("staging-"))
+        .filter(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            name.starts_with("staging-") || name.starts_with(".spool-")
+        })
         .collect();
     assert!(left.is_empty());
 }

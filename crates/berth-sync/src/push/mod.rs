@@ -91,6 +91,10 @@ pub async fn push(
     let ws = canonical(ws)?;
     let sd = StateDir::for_workspace(&ws, opts)?;
     let _lock = sd.lock().await?;
+    let stale = sd.clean_staging()?;
+    if stale > 0 {
+        tracing::info!(stale, "removed leftovers of an interrupted sync");
+    }
     // The first push of a plain tree needs no probe. Decided from cheap checks, so that
     // otherwise the probe (on a fresh connection: connect, authenticate, start the control
     // shell) starts at once and everything local happens meanwhile.
