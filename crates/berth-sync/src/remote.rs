@@ -2,7 +2,6 @@
 //! scripts that list, hash, pack and unpack it, and the plumbing that streams a command's
 //! output into a blocking consumer with bounded memory.
 
-use std::collections::BTreeMap;
 use std::io::{self, BufRead, Read};
 
 use berth_exec::shell::quote;
@@ -11,7 +10,7 @@ use bytes::Bytes;
 use tokio::sync::mpsc;
 
 use crate::error::SyncError;
-use crate::manifest::{ContentHash, Entry, EntryKind};
+use crate::manifest::{Entry, EntryKind};
 use crate::path::{RawBytes, RelPath};
 
 /// Most listing output accepted from the remote (a listing is ~100 bytes per entry).
@@ -168,7 +167,7 @@ fn field<R: BufRead>(env: &str, r: &mut R, buf: &mut Vec<u8>) -> Result<(), Sync
 /// Parse a listing held in memory, its entries as a manifest.
 #[cfg(test)]
 fn parse_listing(env: &str, out: &[u8]) -> Result<(Listing, crate::manifest::Manifest), SyncError> {
-    let mut entries = BTreeMap::new();
+    let mut entries = std::collections::BTreeMap::new();
     let l = read_listing(env, &mut &out[..], &mut |e| {
         entries.insert(e.path.clone(), e);
         Ok(())
@@ -507,21 +506,6 @@ pub(crate) async fn exec_into<T: Send + 'static>(
         }
     }
     consumed
-}
-
-/// Parse `sha256sum -z` output (`<hex>  <name>\0`) into name → hash.
-pub(crate) fn parse_sums(out: &[u8]) -> BTreeMap<Vec<u8>, ContentHash> {
-    let mut m = BTreeMap::new();
-    for rec in out.split(|b| *b == 0) {
-        if rec.len() > 66
-            && rec[64] == b' '
-            && let Some(hash) = ContentHash::from_hex(&rec[..64])
-        {
-            // Binary mode marks the name with `*`; text mode with a space.
-            m.insert(rec[66..].to_vec(), hash);
-        }
-    }
-    m
 }
 
 #[cfg(test)]

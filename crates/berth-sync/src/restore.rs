@@ -32,8 +32,8 @@ use crate::path::{RelPath, symlink_stays_inside};
 use crate::progress::{Phase, reporter};
 use crate::push::{canonical, filter_for_listing};
 use crate::remote::{
-    RemoteSpec, cd_ws, embedded, exec_collect, exec_into, link_is_local, listing_into_spool,
-    listing_script, marker_script, maybe_gunzip, nul_list, parse_sums, run_collect, validate_id,
+    RemoteSpec, cd_ws, embedded, exec_into, link_is_local, listing_into_spool, listing_script,
+    marker_script, maybe_gunzip, nul_list, run_collect, validate_id,
 };
 use crate::spool::{Cursor, Scratch, SortedFile, SortedWriter, next_path, zip_sorted};
 use crate::state::{StateDir, SyncOptions};
@@ -215,6 +215,7 @@ pub async fn restore(
     let RemoteRead {
         manifest: remote,
         need_hash,
+        need_bytes,
         refused,
     } = {
         let (scratch, recorded) = (sd.scratch(), st.remote.clone());
@@ -231,54 +232,22 @@ pub async fn restore(
     //    few small files are fetched below with an unknown hash (never "unchanged", so always
     //    wanted) and hashed as they arrive, saving a round trip; the decision is taken again
     //    with those hashes before anything is applied.
-    let need_bytes: u64 = need_hash.iter().map(|(_, size)| size).sum();
     let fetch_unhashed =
-        need_hash.len() <= FETCH_UNHASHED_MAX_FILES && need_bytes <= FETCH_UNHASHED_MAX_BYTES;
-    let early = if fetch_unhashed {
-        need_hash.clone()
+        need_hash.count <= FETCH_UNHASHED_MAX_FILES && need_bytes <= FETCH_UNHASHED_MAX_BYTES;
+    let early: Vec<(RelPath, u64)> = if fetch_unhashed {
+        need_hash
+            .iter()
+            .map(|e| e.map(|e| (e.path, e.size)))
+            .collect::<Result<_, _>>()?
     } else {
         Vec::new()
     };
-    let mut hashed: BTreeMap<RelPath, ContentHash> = BTreeMap::new();
-    if !need_hash.is_empty() && !fetch_unhashed {
-        let list = nul_list(
-            &need_hash
-                .iter()
-                .map(|(p, _)| p.dot_slash())
-                .collect::<Vec<_>>(),
-        );
-        let what = "hash changed remote files";
-        let c = match embedded(&list) {
-            Some(data) => {
-                run_collect(
-                    t,
-                    &format!("{}{data} | xargs -0 sha256sum -z --\n", cd_ws(spec)),
-                    what,
-                )
-                .await?
-            }
-            None => {
-                exec_collect(
-                    t,
-                    ExecRequest::new(format!("{}xargs -0 sha256sum -z --\n", cd_ws(spec)))
-                        .stdin_bytes(list),
-                    what,
-                )
-                .await?
-            }
-        };
-        let sums = parse_sums(&c.stdout);
-        drop(c);
-        for (p, _) in need_hash {
-            let h = sums.get(&p.dot_slash()).ok_or_else(|| SyncError::Remote {
-                env: env.clone(),
-                what: "hash changed remote files".to_owned(),
-                detail: format!("no hash for {p}"),
-            })?;
-            hashed.insert(p, *h);
-        }
-    }
-    let hashed = std::sync::Arc::new(hashed);
+    let hashed: Option<SortedFile> = if need_hash.count > 0 && !fetch_unhashed {
+        Some(hash_remote(t, spec, &sd.scratch(), &need_hash).await?)
+    } else {
+        None
+    };
+    drop(need_hash);
 
     // 3. Only the paths where something is to be done, in path order, with their baseline,
     //    local and remote entries: one merge of the three sorted manifests. Files whose
@@ -294,7 +263,7 @@ pub async fn restore(
             changed_entries(
                 base.iter(),
                 local.iter(),
-                with_hashes(remote.iter(), &hashed),
+                with_hashes(remote.iter(), hashed.as_ref()),
                 &rejected_set,
             )
         })
@@ -500,7 +469,7 @@ pub async fn restore(
         let dir = sd.dir.clone();
         blocking("record the remote manifest", move || {
             let mut out = SortedWriter::create(&dir)?;
-            for e in with_hashes(remote.iter(), &hashed) {
+            for e in with_hashes(remote.iter(), hashed.as_ref()) {
                 let e = e?;
                 match remote_changed.get(&e.path) {
                     Some(received) => out.push(received)?,
@@ -562,20 +531,121 @@ fn changed_list(base: &Manifest, local: &Manifest, remote: &Manifest) -> Vec<Rel
     all.into_iter().cloned().collect()
 }
 
-/// Remote entries with the hashes computed remotely in this restore.
-fn with_hashes<'a>(
-    remote: impl Iterator<Item = Result<Entry, SyncError>> + 'a,
-    hashed: &'a BTreeMap<RelPath, ContentHash>,
-) -> impl Iterator<Item = Result<Entry, SyncError>> + 'a {
+/// Remote entries with the hashes computed remotely in this restore (a sorted file of the
+/// hashed entries, merged in as the remote stream goes).
+fn with_hashes(
+    remote: impl Iterator<Item = Result<Entry, SyncError>>,
+    hashed: Option<&SortedFile>,
+) -> impl Iterator<Item = Result<Entry, SyncError>> {
+    let mut hashed = hashed.into_iter().flat_map(SortedFile::iter).peekable();
     remote.map(move |e| {
-        e.map(|mut e| {
-            if let Some(h) = hashed.get(&e.path) {
-                e.sha256 = Some(*h);
+        let mut e = e?;
+        while let Some(h) = hashed.next_if(|h| h.as_ref().map_or(true, |h| h.path <= e.path)) {
+            let h = h?;
+            if h.path == e.path {
+                e.sha256 = h.sha256;
             }
-            e
-        })
+        }
+        Ok(e)
     })
 }
+
+/// Hash the `need` files remotely (`sha256sum`), in path order, into a sorted file of their
+/// entries with the hashes. A short list travels embedded in one control-shell step; a long
+/// one streams through an exec channel, names in and sums out in the same order (xargs and
+/// sha256sum keep it), so neither side holds the whole list.
+async fn hash_remote(
+    t: &dyn Transport,
+    spec: &RemoteSpec,
+    scratch: &Scratch,
+    need: &SortedFile,
+) -> Result<SortedFile, SyncError> {
+    let env = t.describe();
+    let what = "hash changed remote files";
+    let cmd = "xargs -0 sha256sum -z --\n";
+    if need.count <= EMBEDDED_HASH_MAX_FILES {
+        let paths: Vec<Vec<u8>> = need
+            .iter()
+            .map(|e| e.map(|e| e.path.dot_slash()))
+            .collect::<Result<_, _>>()?;
+        if let Some(data) = embedded(&nul_list(&paths)) {
+            let c = run_collect(t, &format!("{}{data} | {cmd}", cd_ws(spec)), what).await?;
+            let (need, scratch) = (need.clone(), scratch.clone());
+            return blocking(what, move || {
+                let mut out = c.stdout.split(|b| *b == 0).filter(|r| !r.is_empty());
+                let sums = std::iter::from_fn(|| out.next().map(|r| Ok(r.to_vec())));
+                hashed_entries(&env, &scratch, &need, sums)
+            })
+            .await;
+        }
+    }
+    let (rd, wr) = tokio::io::duplex(64 * 1024);
+    let names = need.clone();
+    let feed = blocking(what, move || {
+        let mut w = std::io::BufWriter::new(tokio_util::io::SyncIoBridge::new(wr));
+        let io = |e| SyncError::io("send file names to hash", Path::new("."), e);
+        for e in names.iter() {
+            w.write_all(&e?.path.dot_slash()).map_err(io)?;
+            w.write_all(&[0]).map_err(io)?;
+        }
+        w.flush().map_err(io)
+    });
+    let (need, scratch) = (need.clone(), scratch.clone());
+    let req = ExecRequest::new(format!("{}{cmd}", cd_ws(spec))).stdin_reader(rd);
+    let (hashed, fed) = tokio::join!(
+        exec_into(t, req, what, move |r| {
+            let mut r = std::io::BufReader::with_capacity(64 * 1024, r);
+            let sums = std::iter::from_fn(|| {
+                let mut rec = Vec::new();
+                match std::io::BufRead::read_until(&mut r, 0, &mut rec) {
+                    Ok(0) => None,
+                    Ok(_) => {
+                        if rec.last() == Some(&0) {
+                            rec.pop();
+                        }
+                        Some(Ok(rec))
+                    }
+                    Err(e) => Some(Err(SyncError::io("read remote hashes", Path::new("."), e))),
+                }
+            });
+            hashed_entries(&env, &scratch, &need, sums)
+        }),
+        feed
+    );
+    let hashed = hashed?;
+    fed?;
+    Ok(hashed)
+}
+
+/// The `need` entries with the hashes of `sha256sum -z` records (`<hex>  <name>`), which come
+/// in the same order.
+fn hashed_entries(
+    env: &str,
+    scratch: &Scratch,
+    need: &SortedFile,
+    mut sums: impl Iterator<Item = Result<Vec<u8>, SyncError>>,
+) -> Result<SortedFile, SyncError> {
+    let mut out = SortedWriter::create(&scratch.dir)?;
+    for e in need.iter() {
+        let mut e = e?;
+        let rec = sums.next().transpose()?.unwrap_or_default();
+        let name = e.path.dot_slash();
+        let hash = (rec.len() > 66 && rec[64] == b' ' && rec[66..] == name[..])
+            .then(|| ContentHash::from_hex(&rec[..64]))
+            .flatten()
+            .ok_or_else(|| SyncError::Remote {
+                env: env.to_owned(),
+                what: "hash changed remote files".to_owned(),
+                detail: format!("no hash for {}", e.path),
+            })?;
+        e.sha256 = Some(hash);
+        out.push(&e)?;
+    }
+    out.finish(0)
+}
+
+/// Most files hashed in one control-shell step (their names embedded in the script).
+const EMBEDDED_HASH_MAX_FILES: u64 = 1024;
 
 /// The remote manifest from the remote's listing (sorted) and the recorded one: entries out of
 /// scope dropped, symlinks pointing outside the workspace refused (unless recorded so), file
@@ -588,7 +658,9 @@ fn remote_manifest(
     taken_at_ns: i64,
 ) -> Result<RemoteRead, SyncError> {
     let mut out = SortedWriter::create(&scratch.dir)?;
-    let (mut need_hash, mut rejected) = (Vec::new(), Vec::new());
+    let mut need_hash = SortedWriter::create(&scratch.dir)?;
+    let mut need_bytes = 0u64;
+    let mut rejected = Vec::new();
     zip_sorted(listed, recorded.iter(), |e, old| {
         let Some(mut e) = e else { return Ok(()) };
         if filter.is_excluded(&e.path, e.kind == EntryKind::Dir) {
@@ -615,14 +687,18 @@ fn remote_manifest(
                 Some(old) if e.can_reuse_hash_of(&old, recorded.taken_at_ns) => {
                     e.sha256 = old.sha256;
                 }
-                _ => need_hash.push((e.path.clone(), e.size)),
+                _ => {
+                    need_hash.push(&e)?;
+                    need_bytes += e.size;
+                }
             }
         }
         out.push(&e)
     })?;
     Ok(RemoteRead {
         manifest: out.finish(taken_at_ns)?,
-        need_hash,
+        need_hash: need_hash.finish(0)?,
+        need_bytes,
         refused: rejected,
     })
 }
@@ -631,7 +707,8 @@ fn remote_manifest(
 struct RemoteRead {
     manifest: SortedFile,
     /// Files whose hash could not be reused, with their sizes.
-    need_hash: Vec<(RelPath, u64)>,
+    need_hash: SortedFile,
+    need_bytes: u64,
     /// Entries refused (symlinks pointing outside the workspace).
     refused: Vec<Rejected>,
 }
@@ -705,7 +782,7 @@ type Progress = std::sync::Arc<dyn Fn(crate::archive::StreamStats) + Send + Sync
 /// turn out unchanged (files modified within the racy window of the last listing, e.g. by a
 /// push a moment before, cannot reuse their hashes). The byte cap is what bounds the waste;
 /// the count bounds the per-file overhead of the stream (a tar header each).
-const FETCH_UNHASHED_MAX_FILES: usize = 256;
+const FETCH_UNHASHED_MAX_FILES: u64 = 256;
 const FETCH_UNHASHED_MAX_BYTES: u64 = 1 << 20;
 
 /// Most bytes of remote files fetched as one control-shell step's output (held in memory).

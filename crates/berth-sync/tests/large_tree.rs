@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use berth_exec::LocalTransport;
 use berth_sync::{ProgressFn, SyncOptions, push, restore};
-use common::{Layout, snapshot, write};
+use common::{Layout, racy_restore, snapshot, write};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_files_sync_out_and_back() {
@@ -108,4 +108,16 @@ async fn staging_left_by_a_crash_is_removed_and_restores_are_serialized() {
         })
         .collect();
     assert!(left.is_empty());
+}
+
+/// A few hundred: the names travel embedded in one control-shell step.
+#[tokio::test]
+async fn a_few_hundred_racy_files_are_hashed_remotely_in_one_step() {
+    racy_restore(&LocalTransport::new(), &Layout::new("racy300"), 300).await;
+}
+
+/// Thousands: names stream in and sums stream out through one channel.
+#[tokio::test]
+async fn thousands_of_racy_files_are_hashed_remotely_as_a_stream() {
+    racy_restore(&LocalTransport::new(), &Layout::new("racy3000"), 3000).await;
 }

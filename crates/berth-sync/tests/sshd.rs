@@ -10,7 +10,7 @@ use berth_exec::{Secret, SshPool, SshTarget, SshTransport};
 use berth_sync::{GitRestore, SyncOptions, push, restore};
 use berth_testkit::sshd::Sshd;
 use common::model::{edits_s, init_s, run_case};
-use common::{Layout, git, write};
+use common::{Layout, git, racy_restore, write};
 use proptest::test_runner::{Config, TestRunner};
 
 fn sshd() -> Option<Sshd> {
@@ -80,4 +80,14 @@ async fn git_round_trip_over_ssh_fast_forwards() {
     );
     assert_eq!(git(&l.local, &["rev-parse", "HEAD"]), head);
     assert_eq!(std::fs::read(l.local.join("f.txt")).unwrap(), b"2\n");
+}
+
+/// Thousands of files to hash remotely after a push over SSH: names stream in and sums stream
+/// out through one exec channel.
+#[tokio::test]
+async fn racy_files_are_hashed_remotely_over_ssh() {
+    let Some(s) = sshd() else { return };
+    let t = transport(&s);
+    let l = Layout::with_remote_root("racy", &s.workspace);
+    racy_restore(&t, &l, 2000).await;
 }

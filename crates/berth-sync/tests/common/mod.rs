@@ -152,3 +152,32 @@ pub fn git(dir: &Path, args: &[&str]) -> String {
     );
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
 }
+
+/// Every file "racy" (modified too close to the recorded listing to trust size and mtime:
+/// here, mtimes a minute ahead), so a restore must hash all of them remotely; only the files
+/// that really changed travel.
+pub async fn racy_restore(t: &dyn berth_exec::Transport, l: &Layout, files: usize) {
+    let ahead = std::time::SystemTime::now() + std::time::Duration::from_secs(60);
+    for i in 0..files {
+        let name = format!("f{i}.txt");
+        write(&l.local, name.as_bytes(), format!("{i}\n").as_bytes());
+        fs::File::options()
+            .write(true)
+            .open(l.local.join(&name))
+            .unwrap()
+            .set_modified(ahead)
+            .unwrap();
+    }
+    let o = berth_sync::SyncOptions::default();
+    berth_sync::push(t, &l.local, &l.spec, &o).await.unwrap();
+    for i in 0..3 {
+        write(&l.remote_ws(), format!("f{i}.txt").as_bytes(), b"remote\n");
+    }
+    let rep = berth_sync::restore(t, &l.local, &l.spec, "racy-run", &o)
+        .await
+        .unwrap();
+    assert_eq!(rep.applied.len(), 3, "{rep:?}");
+    assert_eq!(rep.files, 3, "only the changed files are sent");
+    assert!(rep.conflicts.is_empty());
+    assert_eq!(snapshot(&l.local), snapshot(&l.remote_ws()));
+}
