@@ -279,6 +279,21 @@ pub(crate) fn listing_into_spool<R: BufRead>(
     Ok((listing, spool.finish()?))
 }
 
+/// A consumer for [`exec_into`] that parses a listing as it streams in, into a spool.
+pub(crate) fn spool_listing(
+    env: String,
+    scratch: crate::spool::Scratch,
+) -> impl FnOnce(&mut ChanReader) -> Result<(Listing, crate::spool::Sorted), SyncError> + Send + 'static
+{
+    move |r| {
+        listing_into_spool(
+            &env,
+            &mut io::BufReader::with_capacity(64 * 1024, r),
+            &scratch,
+        )
+    }
+}
+
 /// Script fragment (run inside the work tree) printing the push marker and the work tree's id
 /// (inode and birth time), which together say whether this is the copy that was pushed.
 pub(crate) fn marker_script(spec: &RemoteSpec) -> String {

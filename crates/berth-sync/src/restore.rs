@@ -33,7 +33,7 @@ use crate::progress::{Phase, reporter};
 use crate::push::{canonical, filter_for_listing};
 use crate::remote::{
     RemoteSpec, cd_ws, embedded, exec_into, link_is_local, listing_into_spool, listing_script,
-    marker_script, maybe_gunzip, nul_list, run_collect, validate_id,
+    marker_script, maybe_gunzip, nul_list, run_collect, spool_listing, validate_id,
 };
 use crate::spool::{Cursor, Scratch, SortedFile, SortedWriter, next_path, zip_sorted};
 use crate::state::{StateDir, SyncOptions};
@@ -122,10 +122,6 @@ pub async fn restore(
     let ws = canonical(ws)?;
     let sd = StateDir::for_workspace(&ws, opts)?;
     let _lock = sd.lock().await?;
-    let stale = sd.clean_staging()?;
-    if stale > 0 {
-        tracing::info!(stale, "removed leftovers of an interrupted sync");
-    }
     // The recorded manifests stay on disk and are read as streams alongside the new ones:
     // memory is bounded by the spools and the size of the change, not by the tree.
     let st = {
@@ -163,12 +159,8 @@ pub async fn restore(
                 .await;
             }
         }
-        let env = env.clone();
-        exec_into(t, ExecRequest::new(script.clone()), what, move |r| {
-            let mut r = std::io::BufReader::with_capacity(64 << 10, r);
-            listing_into_spool(&env, &mut r, &scratch)
-        })
-        .await
+        let consume = spool_listing(env.clone(), scratch);
+        exec_into(t, ExecRequest::new(script.clone()), what, consume).await
     };
     // The local side, read while the remote lists itself (on a fresh connection: connect,
     // authenticate, start the control shell). Edits made after this scan are caught by the
@@ -234,13 +226,12 @@ pub async fn restore(
     //    with those hashes before anything is applied.
     let fetch_unhashed =
         need_hash.count <= FETCH_UNHASHED_MAX_FILES && need_bytes <= FETCH_UNHASHED_MAX_BYTES;
-    let early: Vec<(RelPath, u64)> = if fetch_unhashed {
-        need_hash
-            .iter()
-            .map(|e| e.map(|e| (e.path, e.size)))
-            .collect::<Result<_, _>>()?
+    // Fetched below, alongside the three-way merge.
+    let (early, early_bytes): (BTreeSet<RelPath>, u64) = if fetch_unhashed {
+        let paths = need_hash.iter().map(|e| e.map(|e| e.path));
+        (paths.collect::<Result<_, _>>()?, need_bytes)
     } else {
-        Vec::new()
+        (BTreeSet::new(), 0)
     };
     let hashed: Option<SortedFile> = if need_hash.count > 0 && !fetch_unhashed {
         Some(hash_remote(t, spec, &sd.scratch(), &need_hash).await?)
@@ -254,8 +245,6 @@ pub async fn restore(
     //    remote hash is still unknown are always among them (an unknown hash is never
     //    "unchanged") and are always wanted: their fetch starts now, alongside the merge.
     let staging = sd.staging(run_id)?;
-    let early_bytes: u64 = early.iter().map(|(_, size)| size).sum();
-    let early: BTreeSet<RelPath> = early.into_iter().map(|(p, _)| p).collect();
     let compare = {
         let (base, local, remote) = (st.local.clone(), local, remote.clone());
         let (hashed, rejected_set) = (hashed.clone(), rejected_set.clone());
@@ -272,9 +261,13 @@ pub async fn restore(
     let early_dir = staging.dir.join("early");
     let prefetch = fetch(t, spec, &early_dir, early, early_bytes, progress.clone());
     let (compared, prefetched) = tokio::join!(compare, prefetch);
-    let (base, local, mut remote_changed) = compared?;
+    let Changed {
+        paths: changed,
+        base,
+        local,
+        remote: mut remote_changed,
+    } = compared?;
     let (mut staged, mut stats) = prefetched?;
-    let changed: Vec<RelPath> = changed_list(&base, &local, &remote_changed);
     let base = &base;
 
     // 4. Fetch the rest of the remote files that will be written (applied or beside a
@@ -489,46 +482,51 @@ pub async fn restore(
     Ok(report)
 }
 
-/// The three entries (baseline, local, remote) of every path whose [`decide`] is not
-/// [`Decision::Keep`], as three small manifests: one merge of the three sorted streams.
-/// Refused remote paths are left out.
+/// The paths whose [`decide`] is not [`Decision::Keep`] (refused remote paths left out), in
+/// path order, with their baseline, local and remote entries as three small manifests.
+struct Changed {
+    paths: Vec<RelPath>,
+    base: Manifest,
+    local: Manifest,
+    remote: Manifest,
+}
+
+/// [`Changed`], from one merge of the three sorted streams.
 fn changed_entries(
     base: impl Iterator<Item = Result<Entry, SyncError>>,
     local: impl Iterator<Item = Result<Entry, SyncError>>,
     remote: impl Iterator<Item = Result<Entry, SyncError>>,
     rejected: &BTreeSet<RelPath>,
-) -> Result<(Manifest, Manifest, Manifest), SyncError> {
+) -> Result<Changed, SyncError> {
     let (mut b, mut l, mut r) = (
         Cursor::new(base)?,
         Cursor::new(local)?,
         Cursor::new(remote)?,
     );
-    let (mut bm, mut lm, mut rm) = (
-        Manifest::default(),
-        Manifest::default(),
-        Manifest::default(),
-    );
+    let mut out = Changed {
+        paths: Vec::new(),
+        base: Manifest::default(),
+        local: Manifest::default(),
+        remote: Manifest::default(),
+    };
     while let Some(p) = next_path(&[b.peek(), l.peek(), r.peek()]) {
         let (be, le, re) = (b.take(&p)?, l.take(&p)?, r.take(&p)?);
         if rejected.contains(&p) || decide(be.as_ref(), le.as_ref(), re.as_ref()) == Decision::Keep
         {
             continue;
         }
-        for (m, e) in [(&mut bm, be), (&mut lm, le), (&mut rm, re)] {
+        for (m, e) in [
+            (&mut out.base, be),
+            (&mut out.local, le),
+            (&mut out.remote, re),
+        ] {
             if let Some(e) = e {
                 m.entries.insert(p.clone(), e);
             }
         }
+        out.paths.push(p);
     }
-    Ok((bm, lm, rm))
-}
-
-/// The paths of the three small manifests of [`changed_entries`], in path order.
-fn changed_list(base: &Manifest, local: &Manifest, remote: &Manifest) -> Vec<RelPath> {
-    let mut all: BTreeSet<&RelPath> = base.entries.keys().collect();
-    all.extend(local.entries.keys());
-    all.extend(remote.entries.keys());
-    all.into_iter().cloned().collect()
+    Ok(out)
 }
 
 /// Remote entries with the hashes computed remotely in this restore (a sorted file of the

@@ -211,10 +211,6 @@ impl SortedWriter {
         Ok(())
     }
 
-    pub fn count(&self) -> u64 {
-        self.count
-    }
-
     pub fn finish(mut self, taken_at_ns: i64) -> Result<SortedFile, SyncError> {
         self.w
             .flush()
@@ -287,11 +283,6 @@ impl Spool {
         // Give the memory back: a spill means the tree is large.
         self.buf.shrink_to(self.limit);
         Ok(())
-    }
-
-    /// Whether nothing was pushed.
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty() && self.runs.is_empty()
     }
 
     /// The entries in path order. Two entries with one path are an error when read.

@@ -369,7 +369,8 @@ impl StateDir {
         Ok(())
     }
 
-    /// Take the workspace's sync lock (waits for a holder; released on drop or crash).
+    /// Take the workspace's sync lock (waits for a holder; released on drop or crash), then
+    /// remove what an interrupted sync left behind.
     pub async fn lock(&self) -> Result<WorkspaceLock, SyncError> {
         let p = self.dir.join("lock");
         let file = fs::File::options()
@@ -385,12 +386,17 @@ impl StateDir {
                 detail: e.to_string(),
             })?
             .map_err(|e| SyncError::io("take the sync lock", &p, e))?;
-        Ok(WorkspaceLock { _file: locked })
+        let lock = WorkspaceLock { _file: locked };
+        let stale = self.clean_leftovers()?;
+        if stale > 0 {
+            tracing::info!(stale, "removed leftovers of an interrupted sync");
+        }
+        Ok(lock)
     }
 
     /// Remove staging directories left by a crashed restore and spool files left by a crash
     /// between their creation and their unlinking. Call with the lock held.
-    pub fn clean_staging(&self) -> Result<usize, SyncError> {
+    fn clean_leftovers(&self) -> Result<usize, SyncError> {
         let mut n = 0;
         let rd = fs::read_dir(&self.dir)
             .map_err(|e| SyncError::io("list the sync state", &self.dir, e))?;

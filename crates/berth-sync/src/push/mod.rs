@@ -35,8 +35,8 @@ use crate::manifest::{Entry, Filter, scan_each, scan_sorted};
 use crate::path::RelPath;
 use crate::progress::{Phase, reporter};
 use crate::remote::{
-    RemoteSpec, cd_ws, exec_collect, exec_into, link_is_local, listing_into_spool, listing_script,
-    run_ok,
+    RemoteSpec, cd_ws, exec_collect, exec_into, link_is_local, listing_script, run_ok,
+    spool_listing,
 };
 use crate::spool::{SortedFile, SortedWriter, Spool};
 use crate::state::{GitPoint, StateDir, StoredState, SyncOptions, new_state_id};
@@ -91,10 +91,6 @@ pub async fn push(
     let ws = canonical(ws)?;
     let sd = StateDir::for_workspace(&ws, opts)?;
     let _lock = sd.lock().await?;
-    let stale = sd.clean_staging()?;
-    if stale > 0 {
-        tracing::info!(stale, "removed leftovers of an interrupted sync");
-    }
     // The first push of a plain tree needs no probe. Decided from cheap checks, so that
     // otherwise the probe (on a fresh connection: connect, authenticate, start the control
     // shell) starts at once and everything local happens meanwhile.
@@ -354,19 +350,12 @@ async fn push_first(
             Ok((base.finish(taken_at_ns)?, stats, scan_report))
         })
     };
-    let listen = {
-        let (env, scratch) = (t.describe(), sd.scratch());
-        move |r: &mut crate::remote::ChanReader| {
-            let mut r = std::io::BufReader::with_capacity(64 * 1024, r);
-            listing_into_spool(&env, &mut r, &scratch)
-        }
-    };
     let (listed, built) = tokio::join!(
         exec_into(
             t,
             ExecRequest::new(script).stdin_reader(rd),
             "extract the workspace stream",
-            listen,
+            spool_listing(t.describe(), sd.scratch()),
         ),
         build
     );

@@ -19,7 +19,7 @@ use crate::manifest::{Entry, EntryKind};
 use crate::path::RelPath;
 use crate::remote::{
     EMBED_SCRIPT_MAX, Listing, RemoteSpec, cd_ws, embedded, exec_into, link_is_local,
-    listing_into_spool, listing_script, nul_list, run_collect, run_ok,
+    listing_into_spool, listing_script, nul_list, run_collect, run_ok, spool_listing,
 };
 use crate::spool::{Scratch, Sorted, SortedFile, SortedWriter};
 use crate::state::SyncOptions;
@@ -299,16 +299,12 @@ async fn streamed_round(
         "set -e\n{}tar -x {z}-p -f - --no-same-owner --delay-directory-restore\n{listing_part}",
         cd_ws(cx.spec),
     );
-    let (env, scratch) = (cx.t.describe(), cx.scratch.clone());
     let (listed, built) = tokio::join!(
         exec_into(
             cx.t,
             ExecRequest::new(script).stdin_reader(rd),
             "extract the workspace stream",
-            move |r| {
-                let mut r = std::io::BufReader::with_capacity(64 * 1024, r);
-                listing_into_spool(&env, &mut r, &scratch)
-            },
+            spool_listing(cx.t.describe(), cx.scratch.clone()),
         ),
         builder
     );
