@@ -101,6 +101,10 @@ pub struct SshConfig {
     pub workspace_mode: WorkspaceMode,
     pub in_place_path: Option<String>,
     pub max_sessions: u32,
+    /// Authenticate with the server operator's SSH agent (`SSH_AUTH_SOCK`) when no private
+    /// key is set. Only an instance admin may turn it on (those identities are the
+    /// operator's, not a company's).
+    pub use_agent_auth: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -171,7 +175,17 @@ impl DriverConfig {
                 "workspaceMode": c.workspace_mode,
                 "inPlacePath": c.in_place_path,
                 "maxSessions": c.max_sessions,
-            }),
+            })
+            .as_object()
+            .cloned()
+            .map(|mut map| {
+                // Berth-only and off by default: absent keeps Paperclip's shape.
+                if c.use_agent_auth {
+                    map.insert("useAgentAuth".into(), json!(true));
+                }
+                Value::Object(map)
+            })
+            .unwrap_or_default(),
             DriverConfig::Sandbox(c) => {
                 let mut map = c.provider_config.clone();
                 map.insert("provider".into(), json!(c.provider));
@@ -524,6 +538,7 @@ fn parse_ssh(
         )
         .map(|n| n as u32)
         .unwrap_or(SSH_DEFAULT_MAX_SESSIONS);
+    let use_agent_auth = r.boolean("useAgentAuth", false, "SSH useAgentAuth must be a boolean.");
     (
         SshConfig {
             host: host.unwrap_or_default(),
@@ -537,6 +552,7 @@ fn parse_ssh(
             workspace_mode,
             in_place_path,
             max_sessions,
+            use_agent_auth,
         },
         private_key,
         private_key_passphrase,

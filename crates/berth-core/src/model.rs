@@ -19,6 +19,10 @@ pub struct Company {
     pub id: CompanyId,
     pub name: String,
     pub default_environment_id: Option<EnvironmentId>,
+    /// Whether its agents may run on the control-plane host (the `local` driver) when the
+    /// server requires tokens: an instance admin's grant (SPEC §11). The first company of an
+    /// install has it.
+    pub host_execution: bool,
     pub created_at: DateTime<Utc>,
 }
 

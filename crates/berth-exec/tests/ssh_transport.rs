@@ -417,6 +417,12 @@ async fn agent_authentication_uses_the_configured_agent_socket() {
     let mut target = common::target(&sshd);
     target.private_key = None;
     target.agent_socket = Some(sock.clone());
+    // Without the admin's `useAgentAuth`, the operator's agent is never offered.
+    let refused = SshTransport::new(SshPool::new(), target.clone())
+        .run("echo via-agent", Bytes::new())
+        .await
+        .unwrap_err();
+    target.use_agent = true;
     let t = SshTransport::new(SshPool::new(), target.clone());
     let result = t.run("echo via-agent", Bytes::new()).await;
     let info = t.connection_info().await;
@@ -430,6 +436,8 @@ async fn agent_authentication_uses_the_configured_agent_socket() {
     assert_eq!(info.unwrap().auth_method, "agent");
     assert!(matches!(err, ExecError::Auth { .. }), "{err}");
     assert!(err.to_string().contains("missing.sock"), "{err}");
+    assert!(matches!(refused, ExecError::Auth { .. }), "{refused}");
+    assert!(refused.to_string().contains("useAgentAuth"), "{refused}");
 }
 
 #[tokio::test]

@@ -53,6 +53,8 @@ pub trait Store: Send + Sync + 'static {
     async fn list_companies(&self, page: &Page) -> Result<PageOf<Company>>;
     /// Set or clear the company default environment (must belong to the company: else
     /// `NotFound`).
+    /// Grant or withdraw running agents on the control-plane host (`hostExecution`).
+    async fn set_company_host_execution(&self, id: CompanyId, allowed: bool) -> Result<Company>;
     async fn set_company_default_environment(
         &self,
         id: CompanyId,

@@ -84,6 +84,7 @@ macro_rules! conformance {
 conformance!(
     ensure_local_is_idempotent_under_16_concurrent_callers,
     ensure_default_company_creates_one_company_under_concurrency,
+    host_execution_is_granted_to_the_first_company_only,
     second_local_environment_is_a_conflict,
     environment_names_are_unique_on_create_and_rename,
     failed_create_environment_writes_nothing,
@@ -234,6 +235,7 @@ async fn ensure_local_is_idempotent_under_16_concurrent_callers(fx: &Fx) {
         id: CompanyId::new(),
         name: "bare".into(),
         default_environment_id: None,
+        host_execution: false,
         created_at: Utc::now().with_timezone(&Utc),
     };
     let c = Company {
@@ -285,6 +287,45 @@ async fn ensure_local_is_idempotent_under_16_concurrent_callers(fx: &Fx) {
     // Unknown company.
     assert!(matches!(
         fx.store.ensure_local_environment(CompanyId::new()).await,
+        Err(StoreError::NotFound { .. })
+    ));
+}
+
+async fn host_execution_is_granted_to_the_first_company_only(fx: &Fx) {
+    let first = fx.store.ensure_default_company().await.unwrap();
+    assert!(
+        first.host_execution,
+        "the install's own company runs on its host"
+    );
+    let other = company(fx.store.as_ref()).await;
+    assert!(
+        !other.host_execution,
+        "a tenant needs an instance admin's grant"
+    );
+    let granted = fx
+        .store
+        .set_company_host_execution(other.id, true)
+        .await
+        .unwrap();
+    assert!(granted.host_execution);
+    let read = fx.store.get_company(other.id).await.unwrap().unwrap();
+    assert!(read.host_execution);
+    fx.store
+        .set_company_host_execution(other.id, false)
+        .await
+        .unwrap();
+    assert!(
+        !fx.store
+            .get_company(other.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .host_execution
+    );
+    assert!(matches!(
+        fx.store
+            .set_company_host_execution(CompanyId::new(), true)
+            .await,
         Err(StoreError::NotFound { .. })
     ));
 }

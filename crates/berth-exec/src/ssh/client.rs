@@ -407,6 +407,13 @@ async fn authenticate(
             Err(auth_err("the server refused the private key".to_owned()))
         };
     }
+    if !target.use_agent {
+        return Err(auth_err(
+            "no private key is configured for this environment; set privateKey (or ask an \
+             instance admin to mark the environment useAgentAuth to use the server's SSH agent)"
+                .to_owned(),
+        ));
+    }
     let connected = match &target.agent_socket {
         Some(path) => AgentClient::connect_uds(path).await,
         None => AgentClient::connect_env().await,

@@ -24,6 +24,9 @@ pub struct SshTarget {
     pub max_sessions: u32,
     /// SSH agent socket used when `private_key` is `None`; `None` → `$SSH_AUTH_SOCK`.
     pub agent_socket: Option<std::path::PathBuf>,
+    /// Whether the SSH agent may be used at all. Off unless the environment is marked
+    /// `useAgentAuth` by an instance admin: the agent holds the operator's identities.
+    pub use_agent: bool,
 }
 
 impl SshTarget {
@@ -38,6 +41,7 @@ impl SshTarget {
             strict_host_key_checking: true,
             max_sessions: 8,
             agent_socket: None,
+            use_agent: false,
         }
     }
 

@@ -79,6 +79,7 @@ fn company(r: &DbRow) -> Result<Company> {
         id: CompanyId(b::get_id(r, "id")?),
         name: get(r, "name")?,
         default_environment_id: b::get_oid(r, "default_environment_id")?.map(EnvironmentId),
+        host_execution: get(r, "host_execution")?,
         created_at: b::get_ts(r, "created_at")?,
     })
 }
@@ -330,12 +331,13 @@ fn lease_id_of(l: &Lease) -> String {
 
 async fn insert_company(c: &mut Conn, v: &Company) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO companies (id, name, default_environment_id, created_at) \
-         VALUES ($1, $2, $3, $4)",
+        "INSERT INTO companies (id, name, default_environment_id, host_execution, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
     )
     .bind(b::id(v.id.0))
     .bind(&v.name)
     .bind(oid(v.default_environment_id.map(|e| e.0)))
+    .bind(v.host_execution)
     .bind(b::ts(v.created_at))
     .execute(c)
     .await
@@ -633,11 +635,12 @@ fn managed_local(company_id: CompanyId) -> Environment {
     }
 }
 
-async fn create_company_in(c: &mut Conn, name: &str) -> Result<Company> {
+async fn create_company_in(c: &mut Conn, name: &str, host_execution: bool) -> Result<Company> {
     let company = Company {
         id: CompanyId::new(),
         name: name.to_owned(),
         default_environment_id: None,
+        host_execution,
         created_at: now(),
     };
     insert_company(c, &company).await?;
@@ -1019,7 +1022,7 @@ impl Store for This {
 
     async fn create_company(&self, name: &str) -> Result<Company> {
         let mut tx = self.write_tx().await?;
-        let company = create_company_in(&mut tx, name).await?;
+        let company = create_company_in(&mut tx, name, false).await?;
         tx.commit().await?;
         Ok(company)
     }
@@ -1034,7 +1037,8 @@ impl Store for This {
             .await?;
         let company = match oldest {
             Some(r) => company(&r)?,
-            None => create_company_in(&mut tx, "default").await?,
+            // The install's first company belongs to its operator: it may run on this host.
+            None => create_company_in(&mut tx, "default", true).await?,
         };
         tx.commit().await?;
         Ok(company)
@@ -1088,6 +1092,19 @@ impl Store for This {
         .fetch_optional(&mut *tx)
         .await?
         .ok_or_else(|| StoreError::not_found("company", id))?;
+        let c = company(&row)?;
+        tx.commit().await?;
+        Ok(c)
+    }
+
+    async fn set_company_host_execution(&self, id: CompanyId, allowed: bool) -> Result<Company> {
+        let mut tx = self.write_tx().await?;
+        let row = sqlx::query("UPDATE companies SET host_execution = $2 WHERE id = $1 RETURNING *")
+            .bind(b::id(id.0))
+            .bind(allowed)
+            .fetch_optional(&mut *tx)
+            .await?
+            .ok_or_else(|| StoreError::not_found("company", id))?;
         let c = company(&row)?;
         tx.commit().await?;
         Ok(c)
