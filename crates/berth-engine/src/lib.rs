@@ -6,6 +6,7 @@
 //! later sandbox and plugin ones) are probed by the same checks. Must not depend on axum.
 
 pub mod holder;
+pub mod host;
 pub mod probe;
 pub mod reaper;
 pub mod redact;

@@ -250,7 +250,8 @@ pub struct EnvironmentCleaner {
     pub store: Arc<dyn Store>,
     pub secrets: Arc<SecretBox>,
     pub pool: SshPool,
-    pub berth_home: PathBuf,
+    /// Where local runs keep their state (the orchestrator's `local_root`).
+    pub local_root: PathBuf,
     /// How long a run's processes get between TERM and KILL.
     pub grace: Duration,
 }
@@ -359,7 +360,7 @@ impl LeaseCleaner for EnvironmentCleaner {
                 self.store.as_ref(),
                 &self.secrets,
                 &self.pool,
-                &self.berth_home,
+                &self.local_root,
                 &env,
             )
             .await;
@@ -405,7 +406,7 @@ impl LeaseCleaner for EnvironmentCleaner {
             self.store.as_ref(),
             &self.secrets,
             &self.pool,
-            &self.berth_home,
+            &self.local_root,
             &env,
         )
         .await

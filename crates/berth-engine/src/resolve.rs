@@ -71,6 +71,7 @@ pub async fn ssh_target(
     target.known_hosts = config.known_hosts.clone();
     target.strict_host_key_checking = config.strict_host_key_checking;
     target.max_sessions = config.max_sessions;
+    target.use_agent = config.use_agent_auth;
     Ok(target)
 }
 
@@ -82,12 +83,13 @@ pub fn ssh_root(config: &SshConfig) -> String {
     }
 }
 
-/// A transport for a stored environment plus its Berth root (`<root>/.berth/…`).
+/// A transport for a stored environment plus its Berth root (`<root>/.berth/…`); a local
+/// environment without a `workspaceRoot` uses `local_root`.
 pub async fn transport_for(
     store: &dyn Store,
     secrets: &SecretBox,
     pool: &SshPool,
-    berth_home: &Path,
+    local_root: &Path,
     env: &Environment,
 ) -> Result<(Arc<dyn Transport>, String), ResolveError> {
     let parsed = env
@@ -104,7 +106,7 @@ pub async fn transport_for(
             let root = local
                 .workspace_root
                 .map(PathBuf::from)
-                .unwrap_or_else(|| berth_home.to_path_buf());
+                .unwrap_or_else(|| local_root.to_path_buf());
             Ok((Arc::new(LocalTransport::new()), root.display().to_string()))
         }
         DriverConfig::Ssh(ssh) => {

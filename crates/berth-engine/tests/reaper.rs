@@ -37,7 +37,7 @@ async fn world() -> World {
         store: store.clone(),
         secrets,
         pool: SshPool::new(),
-        berth_home: home.path().to_path_buf(),
+        local_root: home.path().to_path_buf(),
         grace: Duration::from_millis(500),
     };
     let reaper = Reaper::new(store.clone(), Arc::new(cleaner)).with_orphan_grace(Duration::ZERO);
@@ -305,7 +305,7 @@ async fn garbage_collection_removes_only_idle_copies_without_a_lease() {
         store: w.store.clone(),
         secrets: Arc::new(SecretBox::load_or_create(home.path(), None).unwrap()),
         pool: SshPool::new(),
-        berth_home: home.path().to_path_buf(),
+        local_root: home.path().to_path_buf(),
         grace: Duration::from_millis(500),
     };
     let company = w.store.create_company("gc").await.unwrap();

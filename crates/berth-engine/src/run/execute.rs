@@ -1,7 +1,7 @@
 //! One run from claim to final status. Restore and release run on every path: every early
 //! return below the lease goes through [`Orchestrator::with_lease`]'s single exit.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +22,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::events::EventLog;
-use super::select::{RunContext, select_environment};
+use super::select::{RunContext, load_context, select_environment};
 use crate::holder::HeldLease;
 use crate::reaper::scope_dir;
 use crate::resolve::transport_for;
@@ -160,7 +160,14 @@ pub struct Orchestrator {
     pub store: Arc<dyn Store>,
     pub secrets: Arc<SecretBox>,
     pub pool: SshPool,
+    /// `$BERTH_HOME`: no run works in it or above it (see [`crate::host`]).
     pub berth_home: PathBuf,
+    /// Where local runs keep scratch and assets when their environment names no
+    /// `workspaceRoot` (default: [`crate::host::default_local_root`]).
+    pub local_root: PathBuf,
+    /// Whether a company needs the `hostExecution` grant to run on this host — true while the
+    /// server requires tokens. The default (`false`) suits an embedding with one user.
+    pub host_grant_required: Arc<dyn Fn() -> bool + Send + Sync>,
     /// How long to wait for a busy workspace or a full environment (SPEC §5: 10 min).
     pub lease_wait: Duration,
     pub lease_ttl_secs: i64,
@@ -188,6 +195,8 @@ impl Orchestrator {
             store,
             secrets,
             pool,
+            local_root: crate::host::default_local_root(&berth_home),
+            host_grant_required: Arc::new(|| false),
             berth_home,
             lease_wait: Duration::from_secs(600),
             lease_ttl_secs: DEFAULT_TTL_SECS,
@@ -243,6 +252,19 @@ impl Orchestrator {
     ) -> Result<Finish, RunError> {
         let ctx = self.load_context(run).await?;
         let (env, source) = select_environment(self.store.as_ref(), run.company_id, &ctx).await?;
+        if let Err(denied) = crate::host::check_host_execution(
+            self.store.as_ref(),
+            run.company_id,
+            &env,
+            (self.host_grant_required)(),
+        )
+        .await?
+        {
+            return Err(RunError::new(
+                crate::host::HOST_EXECUTION_FORBIDDEN,
+                denied.to_string(),
+            ));
+        }
         log.step(
             "environment_selected",
             format!(
@@ -356,51 +378,14 @@ impl Orchestrator {
     }
 
     async fn load_context(&self, run: &Run) -> Result<RunContext, RunError> {
-        let agent = self
-            .store
-            .get_agent(run.agent_id)
-            .await?
-            .filter(|a| a.company_id == run.company_id)
-            .ok_or_else(|| {
-                RunError::new("agent_start_failed", "the run's agent no longer exists")
-            })?;
-        let issue = match run.issue_id {
-            Some(id) => self
-                .store
-                .get_issue(id)
-                .await?
-                .filter(|i| i.company_id == run.company_id),
-            None => None,
-        };
-        let workspace_id = run
-            .execution_workspace_id
-            .or_else(|| issue.as_ref().and_then(|i| i.execution_workspace_id));
-        let workspace = match workspace_id {
-            Some(id) => self
-                .store
-                .get_execution_workspace(id)
-                .await?
-                .filter(|w| w.company_id == run.company_id),
-            None => None,
-        };
-        let project_id = issue
-            .as_ref()
-            .and_then(|i| i.project_id)
-            .or_else(|| workspace.as_ref().and_then(|w| w.project_id));
-        let project = match project_id {
-            Some(id) => self
-                .store
-                .get_project(id)
-                .await?
-                .filter(|p| p.company_id == run.company_id),
-            None => None,
-        };
-        Ok(RunContext {
-            agent: Some(agent),
-            issue,
-            project,
-            workspace,
-        })
+        load_context(
+            self.store.as_ref(),
+            run.company_id,
+            run.agent_id,
+            run.issue_id,
+            run.execution_workspace_id,
+        )
+        .await
     }
 
     /// SPEC §6: the chosen id is written into the execution workspace's config so reused
@@ -482,7 +467,7 @@ impl Orchestrator {
             self.store.as_ref(),
             &self.secrets,
             &self.pool,
-            &self.berth_home,
+            &self.local_root,
             env,
         )
         .await
@@ -499,8 +484,21 @@ impl Orchestrator {
         // Scratch for a run without a workspace; the launcher owns `.berth/runs/<runId>/`.
         let run_work = format!("{root}/.berth/scratch/{}", run.id);
         let (cwd, identity) = match (&parsed.config, &ctx.workspace) {
-            (DriverConfig::Local(_), Some(ws)) => (ws.local_path.clone(), RemoteIdentity::local()),
-            (DriverConfig::Local(_), None) => (run_work.clone(), RemoteIdentity::local()),
+            (DriverConfig::Local(_), ws) => {
+                let cwd = ws
+                    .as_ref()
+                    .map_or_else(|| run_work.clone(), |ws| ws.local_path.clone());
+                // The agent may read anything below its directory: never BERTH_HOME.
+                for dir in [Path::new(&cwd), Path::new(&root)] {
+                    if crate::host::overlaps_home(dir, &self.berth_home) {
+                        return Err(RunError::new(
+                            "workspace_realization_failed",
+                            crate::host::home_overlap_message(dir, &self.berth_home),
+                        ));
+                    }
+                }
+                (cwd, RemoteIdentity::local())
+            }
             (DriverConfig::Ssh(ssh), ws) => {
                 let cwd = match (ssh.workspace_mode, &ssh.in_place_path, ws) {
                     (WorkspaceMode::InPlace, Some(p), _) => p.clone(),
@@ -957,6 +955,17 @@ impl Orchestrator {
         // The adapter's assets (skills, instructions, CLI config) go to
         // <root>/.berth/assets/<adapter>/<key>/, never over the user's own files.
         for asset in &invocation.assets {
+            // Assets are copied off this host: never anything of BERTH_HOME.
+            if crate::host::overlaps_home(&asset.local_dir, &self.berth_home) {
+                return Err(RunError::new(
+                    "asset_sync_failed",
+                    format!(
+                        "asset {}: {}",
+                        asset.key,
+                        crate::host::home_overlap_message(&asset.local_dir, &self.berth_home)
+                    ),
+                ));
+            }
             let opts = berth_sync::AssetOptions {
                 follow_symlinks: asset.follow_symlinks,
                 only: asset.only.clone(),

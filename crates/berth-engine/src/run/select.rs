@@ -3,7 +3,9 @@
 use berth_core::adapters::supported_drivers;
 use berth_core::model::{Agent, Environment, ExecutionWorkspace, Issue, Project};
 use berth_core::selection::{Resolved, Selection, SelectionInputs, resolve};
-use berth_core::{CompanyId, EnvironmentSource, EnvironmentStatus};
+use berth_core::{
+    AgentId, CompanyId, EnvironmentSource, EnvironmentStatus, ExecutionWorkspaceId, IssueId,
+};
 use berth_store::Store;
 
 use super::execute::RunError;
@@ -15,6 +17,55 @@ pub struct RunContext {
     pub issue: Option<Issue>,
     pub project: Option<Project>,
     pub workspace: Option<ExecutionWorkspace>,
+}
+
+/// The rows the precedence reads for a run of `agent_id` (of `company_id`), with an optional
+/// issue and execution workspace; the project comes from the issue or the workspace.
+pub async fn load_context(
+    store: &dyn Store,
+    company_id: CompanyId,
+    agent_id: AgentId,
+    issue_id: Option<IssueId>,
+    workspace_id: Option<ExecutionWorkspaceId>,
+) -> Result<RunContext, RunError> {
+    let agent = store
+        .get_agent(agent_id)
+        .await?
+        .filter(|a| a.company_id == company_id)
+        .ok_or_else(|| RunError::new("agent_start_failed", "the run's agent no longer exists"))?;
+    let issue = match issue_id {
+        Some(id) => store
+            .get_issue(id)
+            .await?
+            .filter(|i| i.company_id == company_id),
+        None => None,
+    };
+    let workspace_id =
+        workspace_id.or_else(|| issue.as_ref().and_then(|i| i.execution_workspace_id));
+    let workspace = match workspace_id {
+        Some(id) => store
+            .get_execution_workspace(id)
+            .await?
+            .filter(|w| w.company_id == company_id),
+        None => None,
+    };
+    let project_id = issue
+        .as_ref()
+        .and_then(|i| i.project_id)
+        .or_else(|| workspace.as_ref().and_then(|w| w.project_id));
+    let project = match project_id {
+        Some(id) => store
+            .get_project(id)
+            .await?
+            .filter(|p| p.company_id == company_id),
+        None => None,
+    };
+    Ok(RunContext {
+        agent: Some(agent),
+        issue,
+        project,
+        workspace,
+    })
 }
 
 /// Resolve and validate the environment; `environment_not_found`, `environment_inactive` and
