@@ -11,7 +11,9 @@ use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use base64::Engine;
 use berth_core::model::{Company, GRANT_ENVIRONMENTS_MANAGE};
-use berth_core::{AgentId, CompanyId, RunId, TokenId, TokenKind};
+use berth_core::{
+    AgentId, CompanyId, ExecutionWorkspaceId, IssueId, ProjectId, RunId, TokenId, TokenKind,
+};
 use sha2::{Digest, Sha256};
 
 use crate::error::{ApiError, ApiResult};
@@ -32,12 +34,30 @@ pub enum Actor {
         company_id: CompanyId,
         grants: Vec<String>,
     },
-    /// The agent of one active run, by its `BERTH_API_TOKEN` (no grants).
-    Run {
-        run_id: RunId,
-        agent_id: AgentId,
-        company_id: CompanyId,
-    },
+    /// The agent of one active run, by its `BERTH_API_TOKEN` (no grants). It reads only its
+    /// own run, agent, issue, project and execution workspace (SPEC §11), and changes nothing.
+    Run(RunScope),
+}
+
+/// What a run token may read: the run and the rows it names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunScope {
+    pub run_id: RunId,
+    pub agent_id: AgentId,
+    pub company_id: CompanyId,
+    pub issue_id: Option<IssueId>,
+    pub project_id: Option<ProjectId>,
+    pub workspace_id: Option<ExecutionWorkspaceId>,
+}
+
+/// One row a run token might ask for (see [`Actor::can_see`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Row {
+    Run(RunId),
+    Agent(AgentId),
+    Issue(IssueId),
+    Project(ProjectId),
+    Workspace(ExecutionWorkspaceId),
 }
 
 impl Actor {
@@ -51,10 +71,27 @@ impl Actor {
             } => *instance_admin || company_ids.contains(&company_id),
             Actor::Agent {
                 company_id: own, ..
-            }
-            | Actor::Run {
-                company_id: own, ..
             } => *own == company_id,
+            // A run token sees no company-wide list and no row beyond its own (`can_see`).
+            Actor::Run(_) => false,
+        }
+    }
+
+    /// Whether the actor may read this row of `company_id`: company access, or, for a run
+    /// token, the row being its own run's.
+    pub fn can_see(&self, company_id: CompanyId, row: Row) -> bool {
+        match self {
+            Actor::Run(scope) => {
+                scope.company_id == company_id
+                    && match row {
+                        Row::Run(id) => id == scope.run_id,
+                        Row::Agent(id) => id == scope.agent_id,
+                        Row::Issue(id) => Some(id) == scope.issue_id,
+                        Row::Project(id) => Some(id) == scope.project_id,
+                        Row::Workspace(id) => Some(id) == scope.workspace_id,
+                    }
+            }
+            other => other.can_access_company(company_id),
         }
     }
 
@@ -76,7 +113,7 @@ impl Actor {
                 company_id: own,
                 ..
             } => *own == company_id && grants.iter().any(|g| g == GRANT_ENVIRONMENTS_MANAGE),
-            Actor::Run { .. } => false,
+            Actor::Run(_) => false,
         }
     }
 
@@ -98,7 +135,7 @@ impl Actor {
     pub fn actor_type(&self) -> &'static str {
         match self {
             Actor::LocalTrusted | Actor::Board { .. } => "board",
-            Actor::Agent { .. } | Actor::Run { .. } => "agent",
+            Actor::Agent { .. } | Actor::Run(_) => "agent",
         }
     }
 
@@ -108,7 +145,16 @@ impl Actor {
             Actor::Board { token_id, .. } | Actor::Agent { token_id, .. } => {
                 format!("token:{token_id}")
             }
-            Actor::Run { run_id, .. } => format!("run:{run_id}"),
+            Actor::Run(scope) => format!("run:{}", scope.run_id),
+        }
+    }
+
+    /// A run token is told "not found" where others are told "forbidden": it may not even
+    /// learn which routes exist beyond its own rows.
+    fn refuse(&self, message: String) -> ApiError {
+        match self {
+            Actor::Run(_) => ApiError::NotFound("Resource not found".into()),
+            _ => ApiError::Forbidden(message),
         }
     }
 
@@ -116,9 +162,15 @@ impl Actor {
         if self.is_privileged(company_id) {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(format!(
-                "Missing permission: {GRANT_ENVIRONMENTS_MANAGE}"
-            )))
+            Err(self.refuse(format!("Missing permission: {GRANT_ENVIRONMENTS_MANAGE}")))
+        }
+    }
+
+    /// Company-wide lists and instance-level reads: not for a run token.
+    pub fn require_not_run(&self) -> ApiResult<()> {
+        match self {
+            Actor::Run(_) => Err(self.refuse(String::new())),
+            _ => Ok(()),
         }
     }
 
@@ -126,7 +178,7 @@ impl Actor {
         if self.is_board() {
             Ok(())
         } else {
-            Err(ApiError::Forbidden("Board access required".into()))
+            Err(self.refuse("Board access required".into()))
         }
     }
 
@@ -134,7 +186,7 @@ impl Actor {
         if self.is_instance_admin() {
             Ok(())
         } else {
-            Err(ApiError::Forbidden("Instance admin access required".into()))
+            Err(self.refuse("Instance admin access required".into()))
         }
     }
 }
@@ -230,11 +282,29 @@ async fn run_actor(state: &AppState, value: &str) -> Result<Actor, ApiError> {
     if run.status.is_terminal() {
         return Err(invalid());
     }
-    Ok(Actor::Run {
+    let issue = match run.issue_id {
+        Some(id) => state.store.get_issue(id).await?,
+        None => None,
+    };
+    let workspace_id = run
+        .execution_workspace_id
+        .or(issue.as_ref().and_then(|i| i.execution_workspace_id));
+    let workspace = match workspace_id {
+        Some(id) => state.store.get_execution_workspace(id).await?,
+        None => None,
+    };
+    let project_id = issue
+        .as_ref()
+        .and_then(|i| i.project_id)
+        .or(workspace.as_ref().and_then(|w| w.project_id));
+    Ok(Actor::Run(RunScope {
         run_id,
         agent_id: run.agent_id,
         company_id: run.company_id,
-    })
+        issue_id: run.issue_id,
+        project_id,
+        workspace_id,
+    }))
 }
 
 #[cfg(test)]

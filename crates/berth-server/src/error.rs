@@ -26,6 +26,9 @@ pub enum ApiError {
     NotFound(String),
     #[error("{message}")]
     Conflict { message: String, details: Value },
+    /// A state-changing request without `Content-Type: application/json` (415).
+    #[error("{0}")]
+    UnsupportedMediaType(String),
     #[error("{0}")]
     NotImplemented(String),
     #[error("internal error")]
@@ -43,6 +46,7 @@ impl ApiError {
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -52,6 +56,15 @@ impl ApiError {
         ApiError::Unprocessable {
             message: message.into(),
             details: Value::Null,
+        }
+    }
+
+    /// 422 naming one field (`details: [{path, message}]`).
+    pub fn unprocessable_field(path: &str, message: impl Into<String>) -> Self {
+        let message = message.into();
+        ApiError::Unprocessable {
+            details: json!([{"path": path, "message": message}]),
+            message,
         }
     }
 

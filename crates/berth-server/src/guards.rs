@@ -62,21 +62,32 @@ pub fn selection_id(object: Option<&Value>, field: &str) -> ApiResult<Option<Env
 
 /// Canonicalize `path` (symlinks resolved) and require it under one of the workspace roots.
 pub fn workspace_path(state: &AppState, path: &str) -> ApiResult<PathBuf> {
+    host_dir(state, "localPath", "Execution workspace localPath", path)
+}
+
+/// A directory on the control-plane host that Berth reads for a company (an execution
+/// workspace, an agent's asset directory): absolute, existing, under a workspace root once
+/// symlinks are resolved, and neither inside nor above `BERTH_HOME` — whatever lies below it
+/// may be copied to an environment or read by an agent. Refusals are 422s naming `field`.
+pub fn host_dir(state: &AppState, field: &str, what: &str, path: &str) -> ApiResult<PathBuf> {
     let raw = Path::new(path);
     if !raw.is_absolute() {
-        return Err(ApiError::unprocessable(
-            "Execution workspace localPath must be an absolute path.",
+        return Err(ApiError::unprocessable_field(
+            field,
+            format!("{what} must be an absolute path."),
         ));
     }
     let canonical = std::fs::canonicalize(raw).map_err(|e| {
-        ApiError::unprocessable(format!(
-            "Execution workspace localPath {path} cannot be resolved: {e}. Create the directory first."
-        ))
+        ApiError::unprocessable_field(
+            field,
+            format!("{what} {path} cannot be resolved: {e}. Create the directory first."),
+        )
     })?;
     if !canonical.is_dir() {
-        return Err(ApiError::unprocessable(format!(
-            "Execution workspace localPath {path} is not a directory."
-        )));
+        return Err(ApiError::unprocessable_field(
+            field,
+            format!("{what} {path} is not a directory."),
+        ));
     }
     if !state
         .workspace_roots
@@ -88,11 +99,23 @@ pub fn workspace_path(state: &AppState, path: &str) -> ApiResult<PathBuf> {
             .iter()
             .map(|r| r.display().to_string())
             .collect();
-        return Err(ApiError::unprocessable(format!(
-            "Execution workspace localPath {} is outside every workspace root ({}). Configure workspaceRoots to allow it.",
-            canonical.display(),
-            roots.join(", ")
-        )));
+        return Err(ApiError::unprocessable_field(
+            field,
+            format!(
+                "{what} {} is outside every workspace root ({}). Configure workspaceRoots to allow it.",
+                canonical.display(),
+                roots.join(", ")
+            ),
+        ));
+    }
+    if berth_engine::host::overlaps_home(&canonical, &state.berth_home) {
+        return Err(ApiError::unprocessable_field(
+            field,
+            format!(
+                "{what}: {}",
+                berth_engine::host::home_overlap_message(&canonical, &state.berth_home)
+            ),
+        ));
     }
     Ok(canonical)
 }

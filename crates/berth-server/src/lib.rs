@@ -6,6 +6,7 @@
 
 pub mod activity;
 pub mod auth;
+pub mod boundary;
 /// Secrets at rest live in the engine, which also needs them to reach environments.
 pub use berth_engine::secrets as crypto;
 pub mod error;
@@ -36,7 +37,7 @@ use crate::crypto::SecretBox;
 use crate::state::{AppState, SharedState};
 
 /// Everything the server needs, already layered (defaults < file < env < flags) by the binary.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct ServerConfig {
     /// `sqlite://…` or `postgres://…`.
     pub database_url: String,
@@ -47,6 +48,14 @@ pub struct ServerConfig {
     /// Directories under which execution workspaces may live. Empty = `/` in local_trusted
     /// mode; must be configured when bound elsewhere.
     pub workspace_roots: Vec<PathBuf>,
+    /// Extra names (`name` or `name:port`) the server answers to besides loopback names for
+    /// its own port (`server.allowedHosts`; see [`boundary`]).
+    pub allowed_hosts: Vec<String>,
+    /// Extra origins allowed to change state (`server.allowedOrigins`).
+    pub allowed_origins: Vec<String>,
+    /// Where local runs keep scratch and asset directories (`runsRoot`); `None` =
+    /// `<BERTH_HOME>-runs`. Never inside or above `BERTH_HOME`.
+    pub runs_root: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +68,13 @@ pub enum ServerError {
     Serve(#[from] std::io::Error),
     #[error("invalid configuration: {0}")]
     Config(String),
+    #[error(
+        "another Berth server is already using the SQLite database {}; stop it first, or give \
+         this one its own BERTH_HOME or --database-url (several servers share work only through \
+         PostgreSQL)",
+        .0.display()
+    )]
+    AlreadyServed(PathBuf),
 }
 
 #[derive(OpenApi)]
@@ -106,26 +122,97 @@ fn restrict_home(config: &ServerConfig) -> Result<(), ServerError> {
     Ok(())
 }
 
-fn restrict_sqlite_files(url: &str) {
-    use std::os::unix::fs::PermissionsExt;
+/// The file behind a SQLite database URL; `None` for PostgreSQL and in-memory databases.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
     if url.starts_with("postgres") {
-        return;
+        return None;
     }
     let path = url
         .trim_start_matches("sqlite://")
         .trim_start_matches("sqlite:");
     let path = path.split('?').next().unwrap_or(path);
     if path.is_empty() || path.starts_with(':') {
-        return;
+        return None;
     }
+    Some(PathBuf::from(path))
+}
+
+fn restrict_sqlite_files(url: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(path) = sqlite_file(url) else {
+        return;
+    };
     for suffix in ["", "-wal", "-shm"] {
-        let file = format!("{path}{suffix}");
-        if std::path::Path::new(&file).exists()
+        let mut file = path.clone().into_os_string();
+        file.push(suffix);
+        let file = PathBuf::from(file);
+        if file.exists()
             && let Err(e) = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
         {
-            tracing::warn!(file, error = %e, "could not restrict the database file to its owner");
+            tracing::warn!(file = %file.display(), error = %e, "could not restrict the database file to its owner");
         }
     }
+}
+
+/// One server per SQLite file: a second one would take the first one's running runs for a
+/// dead server's and fail them. The lock (`<db>.lock`, `flock`) lives as long as the returned
+/// file, and the kernel drops it with the process, however that ends.
+fn lock_sqlite(url: &str) -> Result<Option<std::fs::File>, ServerError> {
+    let Some(path) = sqlite_file(url) else {
+        return Ok(None);
+    };
+    let mut lock_path = path.clone().into_os_string();
+    lock_path.push(".lock");
+    let lock_path = PathBuf::from(lock_path);
+    if let Some(dir) = lock_path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| ServerError::Database(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let file = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| {
+                ServerError::Database(format!("cannot open {}: {e}", lock_path.display()))
+            })?
+    };
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Err(ServerError::AlreadyServed(path)),
+        Err(std::fs::TryLockError::Error(e)) => Err(ServerError::Database(format!(
+            "cannot lock {}: {e}",
+            lock_path.display()
+        ))),
+    }
+}
+
+/// The root of local runs' scratch and assets: created 0700, never inside or above
+/// `BERTH_HOME`.
+fn runs_root(config: &ServerConfig) -> Result<PathBuf, ServerError> {
+    use std::os::unix::fs::PermissionsExt;
+    let root = config
+        .runs_root
+        .clone()
+        .unwrap_or_else(|| berth_engine::host::default_local_root(&config.berth_home));
+    if berth_engine::host::overlaps_home(&root, &config.berth_home) {
+        return Err(ServerError::Config(format!(
+            "runsRoot: {}",
+            berth_engine::host::home_overlap_message(&root, &config.berth_home)
+        )));
+    }
+    if !root.exists() {
+        std::fs::create_dir_all(&root).map_err(|e| {
+            ServerError::Config(format!("cannot create runsRoot {}: {e}", root.display()))
+        })?;
+        std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o700)).map_err(|e| {
+            ServerError::Config(format!("cannot restrict runsRoot {}: {e}", root.display()))
+        })?;
+    }
+    Ok(root)
 }
 
 /// Build the application state: store, master key, auth mode inputs.
@@ -136,6 +223,7 @@ pub async fn build_state(
 ) -> Result<SharedState, ServerError> {
     let loopback = addr.ip().is_loopback();
     restrict_home(config)?;
+    let instance_lock = lock_sqlite(&config.database_url)?;
     let store = open_store(&config.database_url).await?;
     restrict_sqlite_files(&config.database_url);
     store
@@ -169,14 +257,21 @@ pub async fn build_state(
             })
             .collect::<Result<Vec<_>, _>>()?
     };
+    let local_root = runs_root(config)?;
     let secrets = Arc::new(secrets);
     let pool = berth_exec::SshPool::new();
+    let active_tokens = Arc::new(AtomicU64::new(tokens));
     let mut orchestrator = berth_engine::run::Orchestrator::new(
         store.clone(),
         secrets.clone(),
         pool.clone(),
         config.berth_home.clone(),
     );
+    orchestrator.local_root = local_root.clone();
+    // Token mode (SPEC §11): running on this host needs the company's `hostExecution` grant.
+    let counted = active_tokens.clone();
+    orchestrator.host_grant_required =
+        Arc::new(move || !loopback || counted.load(std::sync::atomic::Ordering::SeqCst) > 0);
     // Agents reach the API through its agent listener (locally, or through an SSH remote
     // forward), where only tokens count.
     orchestrator.api_addr = Some(agent_api);
@@ -185,12 +280,15 @@ pub async fn build_state(
         store,
         secrets,
         loopback,
-        active_tokens: AtomicU64::new(tokens),
+        active_tokens,
         workspace_roots: roots,
+        boundary: boundary::Boundary::new(addr, &config.allowed_hosts, &config.allowed_origins),
         metrics: metrics::Metrics::default(),
         berth_home: config.berth_home.clone(),
+        local_root,
         ssh_pool: pool,
         worker,
+        instance_lock,
     }))
 }
 
@@ -223,6 +321,10 @@ pub fn router(state: SharedState) -> Router {
     .route("/metrics", axum::routing::get(routes::system::metrics))
     .merge(ui::router())
     .fallback(|| async { error::ApiError::NotFound("Not found".into()) })
+    .layer(middleware::from_fn_with_state(
+        state.clone(),
+        boundary::enforce,
+    ))
     .layer(middleware::from_fn_with_state(state.clone(), observe))
     .with_state(state)
 }
@@ -310,7 +412,7 @@ pub async fn launch_with_options(
             store: state.store.clone(),
             secrets: state.secrets.clone(),
             pool: state.ssh_pool.clone(),
-            berth_home: state.berth_home.clone(),
+            local_root: state.local_root.clone(),
             grace: std::time::Duration::from_secs(5),
         };
         Arc::new(berth_engine::reaper::Reaper::new(

@@ -55,7 +55,7 @@ pub async fn probe_config(
                 .workspace_root
                 .as_ref()
                 .map(PathBuf::from)
-                .unwrap_or_else(|| state.berth_home.clone()),
+                .unwrap_or_else(|| state.local_root.clone()),
         },
         DriverConfig::Ssh(ssh) => {
             let target = ssh_target(

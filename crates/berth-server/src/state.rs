@@ -19,16 +19,22 @@ pub struct AppState {
     /// Bound to a loopback address only.
     pub loopback: bool,
     /// Unrevoked API tokens. With none, a loopback server runs in `local_trusted` mode.
-    pub active_tokens: AtomicU64,
+    pub active_tokens: Arc<AtomicU64>,
     /// Canonical directories under which execution workspaces may live.
     pub workspace_roots: Vec<PathBuf>,
+    /// Host, Origin and Content-Type rules every request must pass.
+    pub boundary: crate::boundary::Boundary,
     pub metrics: Metrics,
-    /// `$BERTH_HOME`: the local environment's default workspace root.
+    /// `$BERTH_HOME`: the database and `master.key`; no run works in it or above it.
     pub berth_home: PathBuf,
+    /// Where local runs keep scratch and assets (`runsRoot`).
+    pub local_root: PathBuf,
     /// One pooled SSH connection per environment, shared by probes (and later runs).
     pub ssh_pool: SshPool,
     /// Claims and executes queued runs; the API wakes it and cancels through it.
     pub worker: Arc<Worker>,
+    /// Held while this server uses a SQLite file (one server per file).
+    pub instance_lock: Option<std::fs::File>,
 }
 
 impl std::fmt::Debug for AppState {

@@ -16,7 +16,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::activity;
-use crate::auth::{Actor, company_for};
+use crate::auth::{Actor, Row, company_for};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{PageQuery, StrictQuery, list_response};
 use crate::guards;
@@ -32,7 +32,7 @@ pub fn router() -> OpenApiRouter<SharedState> {
 /// The agent if it exists and the actor may see its company; 404 otherwise.
 pub async fn agent_for(state: &AppState, actor: &Actor, id: AgentId) -> ApiResult<Agent> {
     match state.store.get_agent(id).await? {
-        Some(a) if actor.can_access_company(a.company_id) => Ok(a),
+        Some(a) if actor.can_see(a.company_id, Row::Agent(a.id)) => Ok(a),
         _ => Err(ApiError::NotFound("Agent not found".into())),
     }
 }
@@ -58,7 +58,8 @@ async fn check_adapter_config(
     config: &Value,
 ) -> ApiResult<()> {
     check_adapter_config_shape(config)?;
-    check_assets(adapter_type, config)?;
+    check_assets(state, adapter_type, config)?;
+    check_buildable(adapter_type, config)?;
     if let Some(env) = config.get("env").and_then(Value::as_object) {
         for (key, value) in env {
             match value {
@@ -94,7 +95,27 @@ async fn check_adapter_config(
 
 /// `adapterConfig.assets`: `{<key>: <absolute directory on this machine>}`, with keys the
 /// adapter knows (its CLI config home, skills, …), synced to the environment before each run.
-fn check_assets(adapter_type: &str, config: &Value) -> ApiResult<()> {
+/// Each directory — and the one holding `instructionsFilePath` — must lie under the
+/// workspace roots and outside `BERTH_HOME` ([`guards::host_dir`]): what is there is copied
+/// to environments.
+fn check_assets(state: &AppState, adapter_type: &str, config: &Value) -> ApiResult<()> {
+    if let Some(path) = config.get("instructionsFilePath").and_then(Value::as_str) {
+        let dir = std::path::Path::new(path)
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .ok_or_else(|| {
+                ApiError::unprocessable_field(
+                    "adapterConfig.instructionsFilePath",
+                    "must be an absolute file path on the control plane",
+                )
+            })?;
+        guards::host_dir(
+            state,
+            "adapterConfig.instructionsFilePath",
+            "The instructions file's directory",
+            &dir.to_string_lossy(),
+        )?;
+    }
     let Some(assets) = config.get("assets").filter(|v| !v.is_null()) else {
         return Ok(());
     };
@@ -128,8 +149,46 @@ fn check_assets(adapter_type: &str, config: &Value) -> ApiResult<()> {
                 "must be an absolute directory path on the control plane",
             ));
         }
+        if let Some(dir) = dir.as_str() {
+            let field = format!("adapterConfig.assets.{key}");
+            guards::host_dir(state, &field, &format!("Asset {key}"), dir)?;
+        }
     }
     Ok(())
+}
+
+/// The adapter itself judges its config, exactly as a run would: a dry build with secret
+/// references stood in for. A value a run would refuse (a NUL or newline in a command, an
+/// out-of-range `timeoutSec`, …) is a 422 naming `adapterConfig.<key>` now rather than a
+/// failed run later. A missing required key is not: an agent may be configured later.
+fn check_buildable(adapter_type: &str, config: &Value) -> ApiResult<()> {
+    use berth_agents::AdapterError;
+    let Some(adapter) = berth_agents::adapter(adapter_type) else {
+        return Ok(());
+    };
+    let mut config = config.clone();
+    if let Some(Value::Object(env)) = config.get_mut("env") {
+        for value in env.values_mut() {
+            if value.is_object() {
+                *value = Value::String("secret".into());
+            }
+        }
+    }
+    let mut ctx = berth_agents::BuildContext::new(config, "prompt", "/berth/validate");
+    ctx.assets_dir_on_environment = Some("/berth/validate/.berth/assets".into());
+    let err = match adapter.build(&ctx) {
+        Ok(_) | Err(AdapterError::MissingConfig { .. }) => return Ok(()),
+        Err(e) => e,
+    };
+    let field = match &err {
+        AdapterError::InvalidConfig { key, .. } => format!("adapterConfig.{key}"),
+        AdapterError::ForbiddenEnvKey { key } | AdapterError::ReservedEnvKey { key } => {
+            format!("adapterConfig.env.{key}")
+        }
+        AdapterError::UnknownAsset { key, .. } => format!("adapterConfig.assets.{key}"),
+        _ => "adapterConfig".to_string(),
+    };
+    Err(ApiError::unprocessable_field(&field, err.to_string()))
 }
 
 fn check_adapter_config_shape(config: &Value) -> ApiResult<()> {
@@ -184,10 +243,30 @@ async fn list_agents(
     StrictQuery(q): StrictQuery<PageQuery>,
 ) -> ApiResult<Response> {
     company_for(&state, &actor, company_id).await?;
-    Ok(list_response(
-        state.store.list_agents(company_id, &q.page()?).await?,
-    ))
+    let mut page = state.store.list_agents(company_id, &q.page()?).await?;
+    for agent in &mut page.items {
+        redact_for(&actor, agent);
+    }
+    Ok(list_response(page))
 }
+
+/// Plain `adapterConfig.env` values are for the board: an agent's own token (or its run's)
+/// reads the names and secret references, never the values.
+fn redact_for(actor: &Actor, agent: &mut Agent) {
+    if actor.is_board() {
+        return;
+    }
+    if let Some(Value::Object(env)) = agent.adapter_config.get_mut("env") {
+        for value in env.values_mut() {
+            if value.is_string() {
+                *value = Value::String(REDACTED.into());
+            }
+        }
+    }
+}
+
+/// What a redacted plain env value reads as.
+pub const REDACTED: &str = "***";
 
 #[utoipa::path(post, path = "/api/companies/{company_id}/agents", tag = "agents",
     params(("company_id" = CompanyId, Path)), request_body = Object,
@@ -240,7 +319,9 @@ async fn get_agent(
     actor: Actor,
     Path(id): Path<AgentId>,
 ) -> ApiResult<Json<Agent>> {
-    Ok(Json(agent_for(&state, &actor, id).await?))
+    let mut agent = agent_for(&state, &actor, id).await?;
+    redact_for(&actor, &mut agent);
+    Ok(Json(agent))
 }
 
 #[derive(Debug, Deserialize)]

@@ -33,6 +33,7 @@ async fn list_companies(
     actor: Actor,
     StrictQuery(q): StrictQuery<PageQuery>,
 ) -> ApiResult<Response> {
+    actor.require_not_run()?;
     let page = q.page()?;
     let mut result = state.store.list_companies(&page).await?;
     if !actor.is_instance_admin() {
@@ -95,6 +96,9 @@ async fn get_company(
 struct UpdateCompany {
     #[serde(default, deserialize_with = "double_option")]
     default_environment_id: Option<Option<EnvironmentId>>,
+    /// Instance admins only: may this company's agents run on the control-plane host?
+    #[serde(default)]
+    host_execution: Option<bool>,
 }
 
 #[utoipa::path(patch, path = "/api/companies/{company_id}", tag = "companies",
@@ -108,6 +112,10 @@ async fn update_company(
 ) -> ApiResult<Json<Company>> {
     let mut company = company_for(&state, &actor, company_id).await?;
     actor.require_privileged(company_id)?;
+    if body.host_execution.is_some() {
+        // Checked before anything is written: a refused request changes nothing.
+        actor.require_instance_admin()?;
+    }
     if let Some(default) = body.default_environment_id {
         guards::environment_selection(&state, company_id, default, Driver::ALL).await?;
         company = state
@@ -122,6 +130,28 @@ async fn update_company(
             "company",
             company_id,
             json!({"defaultEnvironmentId": default}),
+        )
+        .await?;
+    }
+    if let Some(allowed) = body.host_execution
+        && allowed != company.host_execution
+    {
+        company = state
+            .store
+            .set_company_host_execution(company_id, allowed)
+            .await?;
+        activity::record(
+            &state,
+            &actor,
+            company_id,
+            if allowed {
+                "company.host_execution_granted"
+            } else {
+                "company.host_execution_revoked"
+            },
+            "company",
+            company_id,
+            json!({"hostExecution": allowed}),
         )
         .await?;
     }

@@ -284,10 +284,48 @@ fn new_secret(
     })
 }
 
+/// The privileges a config asks for beyond `environments:manage` (SPEC §11):
+/// - `useAgentAuth` lends the server operator's SSH agent identities: instance admins only;
+/// - a local `workspaceRoot` must stay out of `BERTH_HOME` (422 naming the field).
+fn check_config_privileges(
+    state: &AppState,
+    actor: &Actor,
+    config: &DriverConfig,
+) -> ApiResult<()> {
+    match config {
+        DriverConfig::Ssh(ssh) if ssh.use_agent_auth && !actor.is_instance_admin() => {
+            Err(ApiError::Forbidden(
+                "Only an instance admin may set useAgentAuth: it lends the server operator's \
+                 SSH agent identities to this environment. Set privateKey instead."
+                    .into(),
+            ))
+        }
+        DriverConfig::Local(local) => match &local.workspace_root {
+            Some(root)
+                if berth_engine::host::overlaps_home(
+                    std::path::Path::new(root),
+                    &state.berth_home,
+                ) =>
+            {
+                Err(ApiError::unprocessable_field(
+                    "config.workspaceRoot",
+                    berth_engine::host::home_overlap_message(
+                        std::path::Path::new(root),
+                        &state.berth_home,
+                    ),
+                ))
+            }
+            _ => Ok(()),
+        },
+        _ => Ok(()),
+    }
+}
+
 /// Validate a config in persist mode and move raw secrets into new secret rows. Secret refs
 /// the request names must be secrets of this company.
 async fn persist_config(
     state: &AppState,
+    actor: &Actor,
     company_id: CompanyId,
     env_name: &str,
     driver: Driver,
@@ -295,6 +333,7 @@ async fn persist_config(
 ) -> ApiResult<(DriverConfig, Vec<NewSecret>)> {
     let parsed =
         parse_config(driver, config, ParseMode::Persist).map_err(ApiError::config_issues)?;
+    check_config_privileges(state, actor, &parsed.config)?;
     let mut config = parsed.config;
     for id in config.secret_refs() {
         match state.store.get_secret(id).await? {
@@ -344,7 +383,8 @@ async fn create_environment(
     };
     check_capacity(capacity)?;
     let config = body.config.unwrap_or_else(|| json!({}));
-    let (config, secrets) = persist_config(&state, company_id, &name, body.driver, &config).await?;
+    let (config, secrets) =
+        persist_config(&state, &actor, company_id, &name, body.driver, &config).await?;
     let status = body.status.unwrap_or(EnvironmentStatus::Active);
     let env = state
         .store
@@ -517,7 +557,7 @@ async fn update_environment(
     let mut drop_secrets: Vec<SecretId> = Vec::new();
     if let Some(merged) = merged {
         let (config, secrets) =
-            persist_config(&state, env.company_id, &name, new_driver, &merged).await?;
+            persist_config(&state, &actor, env.company_id, &name, new_driver, &merged).await?;
         let old_refs = env
             .typed_config()
             .map(|p| p.config.secret_refs())
@@ -662,6 +702,7 @@ async fn probe_config(
     let keys = top_level_keys(&config);
     let parsed =
         parse_config(body.driver, &config, ParseMode::Probe).map_err(ApiError::config_issues)?;
+    check_config_privileges(&state, &actor, &parsed.config)?;
     // The raw key is used in memory only: nothing of this config is persisted.
     let result = probing::probe_config(
         &state,

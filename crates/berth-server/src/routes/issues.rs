@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::activity;
-use crate::auth::{Actor, company_for};
+use crate::auth::{Actor, Row, company_for};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{PageQuery, StrictQuery, list_response};
 use crate::guards;
@@ -29,7 +29,7 @@ pub fn router() -> OpenApiRouter<SharedState> {
 
 async fn issue_for(state: &AppState, actor: &Actor, id: IssueId) -> ApiResult<Issue> {
     match state.store.get_issue(id).await? {
-        Some(i) if actor.can_access_company(i.company_id) => Ok(i),
+        Some(i) if actor.can_see(i.company_id, Row::Issue(i.id)) => Ok(i),
         _ => Err(ApiError::NotFound("Issue not found".into())),
     }
 }

@@ -13,7 +13,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::activity;
-use crate::auth::{Actor, company_for};
+use crate::auth::{Actor, Row, company_for};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{PageQuery, StrictQuery, list_response};
 use crate::guards;
@@ -28,7 +28,7 @@ pub fn router() -> OpenApiRouter<SharedState> {
 
 pub async fn project_for(state: &AppState, actor: &Actor, id: ProjectId) -> ApiResult<Project> {
     match state.store.get_project(id).await? {
-        Some(p) if actor.can_access_company(p.company_id) => Ok(p),
+        Some(p) if actor.can_see(p.company_id, Row::Project(p.id)) => Ok(p),
         _ => Err(ApiError::NotFound("Project not found".into())),
     }
 }

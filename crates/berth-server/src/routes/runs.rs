@@ -18,8 +18,10 @@ use serde_json::json;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use berth_engine::run::select::{load_context, select_environment};
+
 use crate::activity;
-use crate::auth::{Actor, company_for};
+use crate::auth::{Actor, Row, company_for};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{PageQuery, StrictQuery, list_response};
 use crate::json::StrictJson;
@@ -35,7 +37,7 @@ pub fn router() -> OpenApiRouter<SharedState> {
 
 async fn run_for(state: &AppState, actor: &Actor, id: RunId) -> ApiResult<Run> {
     match state.store.get_run(id).await? {
-        Some(r) if actor.can_access_company(r.company_id) => Ok(r),
+        Some(r) if actor.can_see(r.company_id, Row::Run(r.id)) => Ok(r),
         _ => Err(ApiError::NotFound("Run not found".into())),
     }
 }
@@ -79,6 +81,7 @@ async fn create_run(
     {
         return Err(ApiError::unprocessable("Execution workspace not found."));
     }
+    check_host_execution(&state, company_id, &body).await?;
     let run = state
         .store
         .create_run(NewRun {
@@ -101,6 +104,41 @@ async fn create_run(
     .await?;
     state.worker.wake();
     Ok((StatusCode::ACCEPTED, Json(run)).into_response())
+}
+
+/// In token mode a run that would execute on this host needs its company's `hostExecution`
+/// grant: refused here with a 403, before anything is queued. (The worker checks again, since
+/// the selection can change before the run starts.) A selection that fails now is left to
+/// fail the run with its own error code.
+async fn check_host_execution(
+    state: &AppState,
+    company_id: CompanyId,
+    body: &CreateRun,
+) -> ApiResult<()> {
+    if state.local_trusted() {
+        return Ok(());
+    }
+    let ctx = match load_context(
+        state.store.as_ref(),
+        company_id,
+        body.agent_id,
+        body.issue_id,
+        body.execution_workspace_id,
+    )
+    .await
+    {
+        Ok(ctx) => ctx,
+        Err(_) => return Ok(()),
+    };
+    let Ok((env, _)) = select_environment(state.store.as_ref(), company_id, &ctx).await else {
+        return Ok(());
+    };
+    match berth_engine::host::check_host_execution(state.store.as_ref(), company_id, &env, true)
+        .await?
+    {
+        Ok(()) => Ok(()),
+        Err(denied) => Err(ApiError::Forbidden(denied.to_string())),
+    }
 }
 
 #[derive(Debug, Deserialize)]

@@ -9,6 +9,8 @@ use serde_json::{Value, json};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::auth::{Actor, AgentChannel};
+use crate::error::{ApiError, ApiResult};
 use crate::state::SharedState;
 
 pub fn router() -> OpenApiRouter<SharedState> {
@@ -31,7 +33,19 @@ async fn health(State(state): State<SharedState>) -> Json<Value> {
 
 /// Prometheus metrics: HTTP counters and latencies, probe latencies, and gauges computed at
 /// scrape time (runs by status, leases by status, pooled SSH connections, API tokens).
-pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
+///
+/// They count every company's work, so only an instance admin reads them (in `local_trusted`
+/// mode, the local user). The agents' listener does not serve them at all: it is reachable
+/// from every SSH host through the agents' forwards.
+pub async fn metrics(
+    State(state): State<SharedState>,
+    channel: Option<axum::Extension<AgentChannel>>,
+    actor: Result<Actor, ApiError>,
+) -> ApiResult<impl IntoResponse> {
+    if channel.is_some() {
+        return Err(ApiError::NotFound("Not found".into()));
+    }
+    actor?.require_instance_admin()?;
     let mut gauges = vec![(
         "berth_api_tokens_active",
         "Unrevoked API tokens",
@@ -70,8 +84,8 @@ pub async fn metrics(State(state): State<SharedState>) -> impl IntoResponse {
                 .collect(),
         ));
     }
-    (
+    Ok((
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(&gauges),
-    )
+    ))
 }

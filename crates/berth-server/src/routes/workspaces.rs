@@ -14,7 +14,7 @@ use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
 use crate::activity;
-use crate::auth::{Actor, company_for};
+use crate::auth::{Actor, Row, company_for};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{PageQuery, StrictQuery, list_response};
 use crate::guards;
@@ -33,7 +33,7 @@ async fn workspace_for(
     id: ExecutionWorkspaceId,
 ) -> ApiResult<ExecutionWorkspace> {
     match state.store.get_execution_workspace(id).await? {
-        Some(w) if actor.can_access_company(w.company_id) => Ok(w),
+        Some(w) if actor.can_see(w.company_id, Row::Workspace(w.id)) => Ok(w),
         _ => Err(ApiError::NotFound("Execution workspace not found".into())),
     }
 }
