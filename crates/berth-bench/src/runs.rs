@@ -116,6 +116,7 @@ async fn inner(lab: &berth_lab::LabState, dir: &Path) -> anyhow::Result<()> {
         berth_home: home.clone(),
         master_key_hex: None,
         workspace_roots: Vec::new(),
+        ..Default::default()
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let base = format!("http://{}", listener.local_addr()?);

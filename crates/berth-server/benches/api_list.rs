@@ -52,6 +52,7 @@ async fn run(
         berth_home: home,
         master_key_hex: None,
         workspace_roots: Vec::new(),
+        ..Default::default()
     };
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(launch_with_listener(config, listener, async {

@@ -9,7 +9,7 @@
 
 use std::path::PathBuf;
 
-use berth_server::{ServerConfig, launch_with_listener};
+use berth_server::{LaunchOptions, ServerConfig, launch_with_options};
 use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
@@ -19,6 +19,8 @@ use tokio::task::JoinHandle;
 pub struct TestServer {
     pub base: String,
     pub home: tempfile::TempDir,
+    /// Local runs' scratch and assets (`runsRoot`, outside `home`).
+    pub runs: tempfile::TempDir,
     pub client: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     handle: Option<JoinHandle<()>>,
@@ -38,22 +40,44 @@ impl TestServer {
 
     /// `database_url` `None` = SQLite in the temp home.
     pub async fn start_with(database_url: Option<String>, workspace_roots: Vec<PathBuf>) -> Self {
+        Self::start_configured(move |c| {
+            if let Some(url) = database_url {
+                c.database_url = url;
+            }
+            c.workspace_roots = workspace_roots;
+        })
+        .await
+    }
+
+    /// A server whose config `tweak` adjusts (it starts as SQLite in the temp home).
+    pub async fn start_configured(tweak: impl FnOnce(&mut ServerConfig)) -> Self {
+        Self::start_full(tweak, LaunchOptions::default()).await
+    }
+
+    /// [`TestServer::start_configured`] with explicit launch options (reaper, run worker).
+    pub async fn start_full(tweak: impl FnOnce(&mut ServerConfig), options: LaunchOptions) -> Self {
         let home = tempfile::tempdir().unwrap();
-        let database_url = database_url
-            .unwrap_or_else(|| format!("sqlite://{}", home.path().join("berth.db").display()));
-        let config = ServerConfig {
-            database_url,
+        let runs = tempfile::tempdir().unwrap();
+        let mut config = ServerConfig {
+            database_url: format!("sqlite://{}", home.path().join("berth.db").display()),
             berth_home: home.path().to_path_buf(),
             master_key_hex: None,
-            workspace_roots,
+            runs_root: Some(runs.path().to_path_buf()),
+            ..Default::default()
         };
+        tweak(&mut config);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
-            launch_with_listener(config, listener, async {
-                let _ = rx.await;
-            })
+            launch_with_options(
+                config,
+                listener,
+                async {
+                    let _ = rx.await;
+                },
+                options,
+            )
             .await
             .unwrap();
         });
@@ -73,6 +97,7 @@ impl TestServer {
         TestServer {
             base,
             home,
+            runs,
             client,
             shutdown: Some(tx),
             handle: Some(handle),

@@ -14,6 +14,8 @@ use serde_json::Value;
 /// A server running on its own thread and runtime; stopped (and joined) on drop.
 pub struct TestServer {
     pub home: tempfile::TempDir,
+    /// Local runs' scratch and assets (outside `home`, as `berth serve` requires).
+    pub runs: tempfile::TempDir,
     pub url: String,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<Result<(), String>>>,
@@ -22,11 +24,14 @@ pub struct TestServer {
 impl TestServer {
     pub fn start() -> TestServer {
         let home = tempfile::tempdir().unwrap();
+        let runs = tempfile::tempdir().unwrap();
         let config = berth_server::ServerConfig {
             database_url: format!("sqlite://{}", home.path().join("berth.db").display()),
             berth_home: home.path().to_path_buf(),
             master_key_hex: None,
             workspace_roots: Vec::new(),
+            runs_root: Some(runs.path().to_path_buf()),
+            ..Default::default()
         };
         let std_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         std_listener.set_nonblocking(true).unwrap();
@@ -50,6 +55,7 @@ impl TestServer {
         });
         let mut server = TestServer {
             home,
+            runs,
             url: format!("http://{addr}"),
             shutdown: Some(tx),
             thread: Some(thread),
