@@ -40,6 +40,18 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "company id or name (default: the company named `default`)",
     ),
     ("BERTH_BIND", "address `berth serve` listens on"),
+    (
+        "BERTH_RUNS_ROOT",
+        "where local runs keep scratch and asset directories (default <BERTH_HOME>-runs)",
+    ),
+    (
+        "BERTH_ALLOWED_HOSTS",
+        "extra host names `berth serve` answers to (comma-separated; berth.toml server.allowedHosts)",
+    ),
+    (
+        "BERTH_ALLOWED_ORIGINS",
+        "extra origins allowed to change state (comma-separated; berth.toml server.allowedOrigins)",
+    ),
     ("BERTH_DATABASE_URL", "sqlite://… or postgres://…"),
     (
         "BERTH_WORKSPACE_ROOTS",
@@ -98,12 +110,70 @@ struct FileConfig {
     bind: Option<String>,
     database_url: Option<String>,
     workspace_roots: Option<Vec<PathBuf>>,
-    server: Option<String>,
+    runs_root: Option<PathBuf>,
+    server: Option<ServerKey>,
     company: Option<String>,
     log_format: Option<LogFormat>,
     timeout_secs: Option<u64>,
     /// Only here to be refused with a clear message (see the module docs).
     master_key: Option<toml::Value>,
+}
+
+/// `server = "http://…"` (where the CLI finds the API) or a `[server]` table that can also
+/// hold what `berth serve` answers to: `url`, `allowedHosts`, `allowedOrigins`.
+#[derive(Debug, Clone, Default)]
+struct ServerKey {
+    url: Option<String>,
+    allowed_hosts: Option<Vec<String>>,
+    allowed_origins: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ServerTable {
+    url: Option<String>,
+    allowed_hosts: Option<Vec<String>>,
+    allowed_origins: Option<Vec<String>>,
+}
+
+impl<'de> Deserialize<'de> for ServerKey {
+    fn deserialize<D: serde::Deserializer<'de>>(de: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = ServerKey;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a URL string or a table with url, allowedHosts, allowedOrigins")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<ServerKey, E> {
+                Ok(ServerKey {
+                    url: Some(v.to_string()),
+                    ..ServerKey::default()
+                })
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<ServerKey, A::Error> {
+                let table =
+                    ServerTable::deserialize(serde::de::value::MapAccessDeserializer::new(map))?;
+                Ok(ServerKey {
+                    url: table.url,
+                    allowed_hosts: table.allowed_hosts,
+                    allowed_origins: table.allowed_origins,
+                })
+            }
+        }
+        de.deserialize_any(Visitor)
+    }
+}
+
+/// A comma- or whitespace-separated list from an environment variable.
+fn env_list(value: &str) -> Vec<String> {
+    value
+        .split(|c: char| c == ',' || c.is_whitespace())
+        .filter(|v| !v.is_empty())
+        .map(str::to_string)
+        .collect()
 }
 
 /// Values given on the command line; `None` means "not given".
@@ -150,6 +220,12 @@ pub struct Settings {
     pub bind: String,
     pub database_url: String,
     pub workspace_roots: Vec<PathBuf>,
+    /// Where local runs keep scratch and assets (`runsRoot`; default `<BERTH_HOME>-runs`).
+    pub runs_root: Option<PathBuf>,
+    /// Names besides loopback names `berth serve` answers to (`server.allowedHosts`).
+    pub allowed_hosts: Vec<String>,
+    /// Origins besides its own that may change state (`server.allowedOrigins`).
+    pub allowed_origins: Vec<String>,
     pub server: String,
     pub token: Option<Secret<String>>,
     pub company: Option<String>,
@@ -167,6 +243,9 @@ impl Settings {
             berth_home: self.home.clone(),
             master_key_hex: self.master_key.as_ref().map(|k| k.expose().clone()),
             workspace_roots: self.workspace_roots.clone(),
+            allowed_hosts: self.allowed_hosts.clone(),
+            allowed_origins: self.allowed_origins.clone(),
+            runs_root: self.runs_root.clone(),
         }
     }
 }
@@ -206,7 +285,7 @@ pub fn load_with(
         .server
         .clone()
         .or_else(|| env("BERTH_SERVER"))
-        .or_else(|| file.server.clone())
+        .or_else(|| file.server.as_ref().and_then(|s| s.url.clone()))
         // A configured bind address is where the local server listens, so it is also where
         // the CLI should look for it.
         .or_else(|| bind.as_deref().map(server_url_for_bind))
@@ -227,6 +306,19 @@ pub fn load_with(
     } else {
         file.workspace_roots.clone().unwrap_or_default()
     };
+
+    let runs_root = env("BERTH_RUNS_ROOT")
+        .map(PathBuf::from)
+        .or_else(|| file.runs_root.clone());
+    let file_server = file.server.clone().unwrap_or_default();
+    let allowed_hosts = env("BERTH_ALLOWED_HOSTS")
+        .map(|v| env_list(&v))
+        .or(file_server.allowed_hosts)
+        .unwrap_or_default();
+    let allowed_origins = env("BERTH_ALLOWED_ORIGINS")
+        .map(|v| env_list(&v))
+        .or(file_server.allowed_origins)
+        .unwrap_or_default();
 
     let log_format = match (overrides.log_format, env("BERTH_LOG_FORMAT")) {
         (Some(format), _) => format,
@@ -251,6 +343,9 @@ pub fn load_with(
         bind,
         database_url,
         workspace_roots,
+        runs_root,
+        allowed_hosts,
+        allowed_origins,
         server: server.trim_end_matches('/').to_string(),
         token: overrides
             .token
