@@ -35,13 +35,17 @@ pub struct GlobalArgs {
     )]
     pub server: Option<String>,
 
-    /// API bearer token [env: BERTH_TOKEN]
+    /// File holding the API bearer token (mode 0600) [env: BERTH_TOKEN_FILE]; or set BERTH_TOKEN
     #[arg(
         long,
         global = true,
         help_heading = "Global options",
-        value_name = "TOKEN"
+        value_name = "PATH"
     )]
+    pub token_file: Option<PathBuf>,
+
+    /// Refused: a token on the command line is visible to every user in `ps`
+    #[arg(long, global = true, hide = true, value_name = "TOKEN")]
     pub token: Option<String>,
 
     /// Company id or name [env: BERTH_COMPANY] [default: the company named `default`]

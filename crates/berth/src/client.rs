@@ -65,7 +65,7 @@ impl ApiError {
             ),
             ApiError::Status { status, .. } => match status {
                 401 => Some(
-                    "pass an API token with --token or BERTH_TOKEN (an admin creates one with \
+                    "set BERTH_TOKEN or pass --token-file PATH (an admin creates one with \
                      `berth token create`)"
                         .into(),
                 ),

@@ -36,6 +36,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
     ("BERTH_SERVER", "base URL of the Berth API for CLI commands"),
     ("BERTH_TOKEN", "bearer token sent to the API"),
     (
+        "BERTH_TOKEN_FILE",
+        "file holding the bearer token (mode 0600; berth.toml tokenFile)",
+    ),
+    (
         "BERTH_COMPANY",
         "company id or name (default: the company named `default`)",
     ),
@@ -115,6 +119,7 @@ struct FileConfig {
     company: Option<String>,
     log_format: Option<LogFormat>,
     timeout_secs: Option<u64>,
+    token_file: Option<PathBuf>,
     /// Only here to be refused with a clear message (see the module docs).
     master_key: Option<toml::Value>,
 }
@@ -181,7 +186,8 @@ fn env_list(value: &str) -> Vec<String> {
 pub struct Overrides {
     pub home: Option<PathBuf>,
     pub server: Option<String>,
-    pub token: Option<Secret<String>>,
+    /// `--token-file`: the token is never taken from argv, where `ps` shows it.
+    pub token_file: Option<PathBuf>,
     pub company: Option<String>,
     pub bind: Option<String>,
     pub database_url: Option<String>,
@@ -320,6 +326,19 @@ pub fn load_with(
         .or(file_server.allowed_origins)
         .unwrap_or_default();
 
+    // --token-file, then BERTH_TOKEN, then BERTH_TOKEN_FILE, then berth.toml `tokenFile`.
+    let token = match (&overrides.token_file, env("BERTH_TOKEN")) {
+        (Some(path), _) => Some(read_token_file(path)?),
+        (None, Some(token)) => Some(Secret::new(token.trim().to_string())),
+        (None, None) => match env("BERTH_TOKEN_FILE")
+            .map(PathBuf::from)
+            .or_else(|| file.token_file.clone())
+        {
+            Some(path) => Some(read_token_file(&path)?),
+            None => None,
+        },
+    };
+
     let log_format = match (overrides.log_format, env("BERTH_LOG_FORMAT")) {
         (Some(format), _) => format,
         (None, Some(text)) => text
@@ -347,10 +366,7 @@ pub fn load_with(
         allowed_hosts,
         allowed_origins,
         server: server.trim_end_matches('/').to_string(),
-        token: overrides
-            .token
-            .clone()
-            .or_else(|| env("BERTH_TOKEN").map(Secret::new)),
+        token,
         company: overrides
             .company
             .clone()
@@ -361,6 +377,31 @@ pub fn load_with(
         timeout_secs,
         warnings,
     })
+}
+
+/// Read a bearer token from a file only its owner can read (like ssh with private keys).
+fn read_token_file(path: &Path) -> anyhow::Result<Secret<String>> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(path)
+        .with_context(|| format!("failed to read the token file {}", path.display()))?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        bail!(
+            "the token file {} is readable by other users (mode {mode:03o}): run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        );
+    }
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("failed to read the token file {}", path.display()))?;
+    let token = text.trim();
+    if token.is_empty() || token.contains(char::is_whitespace) {
+        bail!(
+            "the token file {} must hold exactly one token (it is empty or holds several words)",
+            path.display()
+        );
+    }
+    Ok(Secret::new(token.to_string()))
 }
 
 /// `0.0.0.0:7411` listens everywhere but is not an address to connect to.

@@ -32,6 +32,14 @@ fn main() -> ExitCode {
             return ExitCode::from(code.code());
         }
     };
+    if cli.global.token.is_some() {
+        eprintln!(
+            "error: --token is not accepted: a token on the command line is visible to every user \
+             of this machine in `ps`\nhint: set BERTH_TOKEN, or put the token in a file only you \
+             can read (chmod 600) and pass --token-file PATH (or BERTH_TOKEN_FILE, berth.toml tokenFile)"
+        );
+        return ExitCode::from(Exit::Usage.code());
+    }
     if let Command::Completions(args) = cli.command {
         return finish(commands::completions::run(args));
     }
@@ -94,7 +102,7 @@ fn overrides(cli: &Cli) -> Overrides {
     let mut o = Overrides {
         home: g.home.clone(),
         server: g.server.clone(),
-        token: g.token.clone().map(berth_core::Secret::new),
+        token_file: g.token_file.clone(),
         company: g.company.clone(),
         log_format: g.log_format,
         timeout_secs: g.timeout,

@@ -350,15 +350,41 @@ fn token_create_then_list() {
         "{list}"
     );
 
-    let human = server
+    // A token on argv is visible in `ps`: refused, with the ways that are not.
+    let refused = server
         .berth()
         .run(["--token", &plaintext, "token", "list"])
+        .code(2);
+    assert!(
+        refused.stderr.contains("--token-file"),
+        "{}",
+        refused.stderr
+    );
+    assert!(!refused.stderr.contains(&plaintext), "{}", refused.stderr);
+
+    // A token file others can read is refused like ssh refuses such a key.
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("token");
+    std::fs::write(&file, format!("{plaintext}\n")).unwrap();
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let loose = server
+        .berth()
+        .run(["--token-file", file.to_str().unwrap(), "token", "list"])
+        .code(1);
+    assert!(loose.stderr.contains("chmod 600"), "{}", loose.stderr);
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+
+    let human = server
+        .berth()
+        .run(["--token-file", file.to_str().unwrap(), "token", "list"])
         .ok();
     assert!(human.stdout.contains("ci"), "{}", human.stdout);
 
     server
         .berth()
-        .run(["--token", &plaintext, "token", "revoke", &id])
+        .env("BERTH_TOKEN_FILE", &file)
+        .run(["token", "revoke", &id])
         .ok();
 }
 

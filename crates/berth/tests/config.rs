@@ -119,11 +119,15 @@ fn environment_overrides_the_file() {
 
 #[test]
 fn flags_override_the_environment() {
+    use std::os::unix::fs::PermissionsExt;
     let home = home_with_file("server = \"http://file:1\"\n");
+    let token_file = home.path().join("token");
+    std::fs::write(&token_file, "tok-flag\n").unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
     let flags = Overrides {
         home: Some(home.path().to_path_buf()),
         server: Some("http://flag:3".into()),
-        token: Some(berth_core::Secret::new("tok-flag".into())),
+        token_file: Some(token_file),
         company: Some("flagco".into()),
         bind: Some("127.0.0.1:9200".into()),
         database_url: Some("sqlite:///flag.db".into()),
@@ -271,4 +275,52 @@ fn a_wildcard_bind_gives_a_loopback_server_url() {
     )
     .unwrap();
     assert_eq!(s.server, "http://127.0.0.1:7500");
+}
+
+#[test]
+fn the_token_comes_from_a_private_file_or_the_environment_never_argv() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "  from-file\n").unwrap();
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let home = home_with_file(&format!(
+        "tokenFile = {:?}\n",
+        token_file.display().to_string()
+    ));
+    let token = |o: &Overrides, env: Vec<(&str, &str)>| {
+        load_with(o, env_from_pairs(env))
+            .unwrap()
+            .token
+            .map(|t| t.expose().clone())
+    };
+    // berth.toml tokenFile, trimmed.
+    assert_eq!(
+        token(&flags_home(home.path()), vec![]).as_deref(),
+        Some("from-file")
+    );
+    // BERTH_TOKEN wins over the files named by config.
+    assert_eq!(
+        token(&flags_home(home.path()), vec![("BERTH_TOKEN", "from-env")]).as_deref(),
+        Some("from-env")
+    );
+    // --token-file wins over everything.
+    let other = dir.path().join("other");
+    std::fs::write(&other, "from-flag").unwrap();
+    std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o400)).unwrap();
+    let flags = Overrides {
+        token_file: Some(other.clone()),
+        ..flags_home(home.path())
+    };
+    assert_eq!(
+        token(&flags, vec![("BERTH_TOKEN", "from-env")]).as_deref(),
+        Some("from-flag")
+    );
+    // A file others can read is refused, naming the fix.
+    std::fs::set_permissions(&token_file, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let err = load_with(&flags_home(home.path()), env_from_pairs([]))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("chmod 600"), "{err}");
+    assert!(!err.contains("from-file"), "{err}");
 }

@@ -171,7 +171,9 @@ async fn server_check(ctx: &Ctx) -> Check {
             };
             if field("authMode") == "token" && ctx.settings.token.is_none() {
                 level = level.max_warn();
-                hint = Some("the server requires a token: set BERTH_TOKEN or pass --token".into());
+                hint = Some(
+                    "the server requires a token: set BERTH_TOKEN or pass --token-file PATH".into(),
+                );
             }
             let version = field("version");
             if version != env!("CARGO_PKG_VERSION") {

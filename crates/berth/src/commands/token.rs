@@ -141,7 +141,7 @@ async fn create(
     ))?;
     ctx.out.line(format!("\n    {}\n", created.token))?;
     ctx.out
-        .line("Store it now: it is not shown again. Use it with --token or BERTH_TOKEN.")?;
+        .line("Store it now: it is not shown again. Use it with BERTH_TOKEN or --token-file.")?;
     if was_trusted {
         ctx.out.line(
             "Note: the server now has a token, so it requires one on every request \
