@@ -142,6 +142,12 @@ async fn bad_shapes_are_400_and_bad_configs_are_422_naming_the_field() {
     assert_eq!(r.body["details"][0]["path"], "name");
     let r = s.call(reqwest::Method::POST, &url, None, None).await;
     assert_eq!(
+        r.status, 415,
+        "a state change without Content-Type: application/json: {}",
+        r.text
+    );
+    let r = s.post(&url, json!({})).await;
+    assert_eq!(
         r.status, 400,
         "an empty body lacks the required fields: {}",
         r.text
@@ -376,10 +382,20 @@ async fn selection_guards_refuse_missing_foreign_and_archived_environments() {
         assert_eq!(r.status, 400, "{}", r.text);
         assert!(r.text.contains(field), "{field}: {}", r.text);
     }
+    // An asset directory must exist (it is copied at run time).
     let r = s
         .post(
             &format!("/api/companies/{c}/agents"),
             json!({"name": "a", "adapterType": "codex_local", "adapterConfig": {"assets": {"home": "/srv/codex-home"}}}),
+        )
+        .await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert_eq!(r.body["details"][0]["path"], "adapterConfig.assets.home");
+    let home = tempfile::tempdir().unwrap();
+    let r = s
+        .post(
+            &format!("/api/companies/{c}/agents"),
+            json!({"name": "a", "adapterType": "codex_local", "adapterConfig": {"assets": {"home": home.path()}}}),
         )
         .await;
     assert_eq!(r.status, 201, "{}", r.text);
@@ -640,6 +656,6 @@ async fn agent_env_values_may_be_secret_references_of_the_company_only() {
             json!({"name": "c", "adapterType": "process", "adapterConfig": {"command": "true", "env": {"API_KEY": 42}}}),
         )
         .await;
-    assert_eq!(r.status, 400, "{}", r.text);
+    assert_eq!(r.status, 422, "{}", r.text);
     assert_eq!(r.body["details"][0]["path"], "adapterConfig.env.API_KEY");
 }

@@ -165,10 +165,10 @@ fn sample_argv(stop: Arc<AtomicBool>) -> std::thread::JoinHandle<BTreeSet<Vec<u8
         while !stop.load(Ordering::SeqCst) {
             if let Ok(dir) = std::fs::read_dir("/proc") {
                 for entry in dir.flatten() {
-                    if let Ok(argv) = std::fs::read(entry.path().join("cmdline")) {
-                        if !argv.is_empty() {
-                            seen.insert(argv);
-                        }
+                    if let Ok(argv) = std::fs::read(entry.path().join("cmdline"))
+                        && !argv.is_empty()
+                    {
+                        seen.insert(argv);
                     }
                 }
             }
