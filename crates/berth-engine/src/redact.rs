@@ -80,6 +80,12 @@ impl Redactor {
         out
     }
 
+    /// How many bytes of input [`Redactor::push`] has held back so far (a possible start of
+    /// a secret; raw bytes, since a replaced value is never held back).
+    pub fn held_back(&self) -> usize {
+        self.pending.len()
+    }
+
     /// Everything still held back, redacted.
     pub fn finish(&mut self) -> Vec<u8> {
         let out = self.replace_all(&self.pending);

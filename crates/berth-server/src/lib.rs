@@ -372,6 +372,8 @@ pub struct LaunchOptions {
     pub reaper_interval: Option<std::time::Duration>,
     /// Claim and execute queued runs in this process.
     pub run_worker: bool,
+    /// How long a graceful shutdown waits for runs to detach or finish restoring.
+    pub shutdown_grace: std::time::Duration,
 }
 
 impl Default for LaunchOptions {
@@ -379,6 +381,7 @@ impl Default for LaunchOptions {
         Self {
             reaper_interval: Some(std::time::Duration::from_secs(5)),
             run_worker: true,
+            shutdown_grace: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -439,9 +442,18 @@ pub async fn launch_with_options(
         .with_graceful_shutdown(until_stop(stopping.clone()))
         .into_future(),
     );
+    let run_worker = state.worker.clone();
     let served = axum::serve(listener, router(state))
         .with_graceful_shutdown(until_stop(stopping))
         .await;
+    // Runs detach from their agents (which keep running) and restores in progress finish;
+    // the next start re-attaches (docs/operations.md).
+    if worker.is_some() {
+        let left = run_worker.shutdown(options.shutdown_grace).await;
+        if left > 0 {
+            tracing::warn!(runs = left, "stopping with runs still in progress");
+        }
+    }
     agents.abort();
     if let Some(r) = reaper {
         r.abort();

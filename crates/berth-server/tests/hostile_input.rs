@@ -358,6 +358,7 @@ async fn hostile_input_changes_nothing_it_refuses(database_url: Option<String>) 
         LaunchOptions {
             reaper_interval: None,
             run_worker: false,
+            ..LaunchOptions::default()
         },
     )
     .await;

@@ -256,6 +256,20 @@ pub trait Store: Send + Sync + 'static {
         error_code: &str,
         message: &str,
     ) -> Result<Vec<RunId>>;
+    /// Take over every `running` run not claimed by `claimer` (`claimed_by = claimer`) and
+    /// return them: for a single-process store (SQLite) after a restart, whose previous
+    /// process is gone, so its runs' agents can be re-attached.
+    async fn reclaim_runs_not_claimed_by(&self, claimer: &str) -> Result<Vec<Run>>;
+    /// Record where a run's agent runs on its environment (opaque JSON written by the engine
+    /// at launch; never a secret), replacing what was recorded before.
+    async fn save_remote_session(
+        &self,
+        run_id: RunId,
+        lease_id: Option<LeaseId>,
+        session: serde_json::Value,
+    ) -> Result<()>;
+    /// What [`Store::save_remote_session`] recorded for the run, if anything.
+    async fn get_remote_session(&self, run_id: RunId) -> Result<Option<serde_json::Value>>;
     /// `running` runs claimed by `claimer` with a cancel request pending.
     async fn cancel_requested_runs(&self, claimer: &str) -> Result<Vec<RunId>>;
     /// Append an event with the next `seq` of the run (1, 2, 3, …), durable and ordered.

@@ -85,6 +85,7 @@ conformance!(
     ensure_local_is_idempotent_under_16_concurrent_callers,
     ensure_default_company_creates_one_company_under_concurrency,
     host_execution_is_granted_to_the_first_company_only,
+    remote_sessions_are_saved_replaced_and_runs_reclaimed_after_a_restart,
     second_local_environment_is_a_conflict,
     environment_names_are_unique_on_create_and_rename,
     failed_create_environment_writes_nothing,
@@ -2358,4 +2359,56 @@ async fn status_counts_group_runs_and_leases(fx: &Fx) {
         vec![(LeaseStatus::Active, 1), (LeaseStatus::Released, 1)]
     );
     let _ = held;
+}
+
+async fn remote_sessions_are_saved_replaced_and_runs_reclaimed_after_a_restart(fx: &Fx) {
+    let c = company(&*fx.store).await;
+    let a = agent(&*fx.store, c.id).await;
+    let r = new_run(&*fx.store, c.id, a.id).await;
+    assert_eq!(fx.store.get_remote_session(r.id).await.unwrap(), None);
+    let claimed = fx.store.claim_next_run("gone").await.unwrap().unwrap();
+    assert_eq!(claimed.id, r.id);
+    let first = serde_json::json!({"attempt": 1, "pgid": 4242});
+    fx.store
+        .save_remote_session(r.id, None, first.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        fx.store.get_remote_session(r.id).await.unwrap(),
+        Some(first)
+    );
+    let second = serde_json::json!({"attempt": 2, "pgid": 4343});
+    fx.store
+        .save_remote_session(r.id, None, second.clone())
+        .await
+        .unwrap();
+    assert_eq!(
+        fx.store.get_remote_session(r.id).await.unwrap(),
+        Some(second)
+    );
+    // A session of a run that does not exist is a not-found, not a database error.
+    let missing = RunId(uuid::Uuid::now_v7());
+    assert!(matches!(
+        fx.store
+            .save_remote_session(missing, None, serde_json::json!({}))
+            .await,
+        Err(StoreError::NotFound { .. })
+    ));
+    // The restarted process takes over what the old one was running, once.
+    let queued = new_run(&*fx.store, c.id, a.id).await;
+    let mine = fx.store.reclaim_runs_not_claimed_by("new").await.unwrap();
+    assert_eq!(mine.iter().map(|r| r.id).collect::<Vec<_>>(), vec![r.id]);
+    assert_eq!(mine[0].claimed_by.as_deref(), Some("new"));
+    assert_eq!(mine[0].status, RunStatus::Running);
+    assert!(
+        fx.store
+            .reclaim_runs_not_claimed_by("new")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        fx.store.get_run(queued.id).await.unwrap().unwrap().status,
+        RunStatus::Queued
+    );
 }

@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
 use super::events::EventLog;
+use super::reattach::RemoteSession;
 use super::select::{RunContext, load_context, select_environment};
 use crate::holder::HeldLease;
 use crate::reaper::scope_dir;
@@ -80,12 +81,29 @@ pub struct RunError {
     pub message: String,
 }
 
+/// The code of [`RunError::detached`].
+const DETACHED: &str = "detached";
+
 impl RunError {
     pub fn new(code: &'static str, message: impl Into<String>) -> Self {
         Self {
             code,
             message: message.into(),
         }
+    }
+
+    /// This process let go of the run (graceful shutdown) while its agent keeps running: the
+    /// run stays `running`, its lease active until its TTL, for the next start to re-attach.
+    pub(crate) fn detached() -> Self {
+        Self::new(
+            DETACHED,
+            "the control plane is shutting down; the agent keeps running and is re-attached \
+             at the next start",
+        )
+    }
+
+    pub(crate) fn is_detached(&self) -> bool {
+        self.code == DETACHED
     }
 }
 
@@ -97,7 +115,7 @@ impl From<StoreError> for RunError {
 
 /// How a run ended, before it is written to the run row.
 #[derive(Debug, Clone)]
-struct Finish {
+pub(crate) struct Finish {
     status: RunStatus,
     error: Option<RunError>,
     exit_code: Option<i64>,
@@ -106,7 +124,7 @@ struct Finish {
 }
 
 impl Finish {
-    fn failed(error: RunError) -> Self {
+    pub(crate) fn failed(error: RunError) -> Self {
         let status = match error.code {
             "cancelled" => RunStatus::Cancelled,
             "timed_out" => RunStatus::TimedOut,
@@ -131,9 +149,42 @@ impl Finish {
     }
 }
 
+/// Where and how a run's agent works on its environment (see [`Orchestrator::plan`]).
+pub(crate) struct Plan {
+    pub(crate) transport: Arc<dyn Transport>,
+    /// The environment's root (`remoteWorkspacePath`, or the local root), no trailing `/`.
+    pub(crate) root: String,
+    pub(crate) cwd: String,
+    pub(crate) identity: RemoteIdentity,
+    /// The local workspace, where it goes on the environment, and how (none: no copy).
+    pub(crate) sync: Option<(PathBuf, berth_sync::RemoteSpec, berth_sync::SyncOptions)>,
+}
+
+/// Where streaming starts: at the beginning, or where a previous process left off.
+#[derive(Debug, Default)]
+pub(crate) struct StreamStart {
+    pub(crate) offsets: Offsets,
+    /// The stdout and stderr already recorded for this attempt.
+    pub(crate) replay: [Vec<u8>; 2],
+    /// How long the agent has been running already (counts against its timeout).
+    pub(crate) elapsed: Duration,
+}
+
+/// The last `max` bytes of `text` (cut at a character boundary).
+fn tail_of(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let cut = text.len() - max;
+    let cut = (cut..text.len())
+        .find(|i| text.is_char_boundary(*i))
+        .unwrap_or(text.len());
+    text[cut..].to_string()
+}
+
 /// Why Berth stopped an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Stopped {
+pub(crate) enum Stopped {
     Cancelled,
     TimedOut,
     LeaseLost,
@@ -143,7 +194,7 @@ enum Stopped {
 
 /// What one attempt produced.
 #[derive(Debug)]
-struct Attempt {
+pub(crate) struct Attempt {
     outcome: berth_exec::launcher::RunOutcome,
     stopped: Option<Stopped>,
     summary: RunSummary,
@@ -176,6 +227,9 @@ pub struct Orchestrator {
     /// Where this instance's HTTP API listens, for `BERTH_API_URL` (reverse-forwarded to SSH
     /// environments). `None`: agents get no API URL.
     pub api_addr: Option<std::net::SocketAddr>,
+    /// Cancelled on graceful shutdown: runs whose agent is running detach from it (see
+    /// [`RunError::detached`]); runs restoring or releasing finish first.
+    pub detach: CancellationToken,
 }
 
 impl std::fmt::Debug for Orchestrator {
@@ -202,6 +256,7 @@ impl Orchestrator {
             lease_ttl_secs: DEFAULT_TTL_SECS,
             linger: Duration::from_secs(5),
             api_addr: None,
+            detach: CancellationToken::new(),
         }
     }
 
@@ -214,6 +269,21 @@ impl Orchestrator {
             Ok(finish) => finish,
             Err(error) => Finish::failed(error),
         };
+        self.conclude(run, finish, &log).await
+    }
+
+    /// Write the run's final status (or, when it detached, leave it `running` for the next
+    /// start to re-attach).
+    pub(crate) async fn conclude(&self, run: Run, finish: Finish, log: &EventLog) -> Run {
+        if finish.error.as_ref().is_some_and(RunError::is_detached) {
+            log.step(
+                "detached",
+                "The control plane stopped; the agent keeps running and is re-attached at the next start.",
+                json!({}),
+            )
+            .await;
+            return run;
+        }
         let code = finish.error.as_ref().map(|e| e.code.to_string());
         let message = finish.error.as_ref().map(|e| e.message.clone());
         log.step(
@@ -345,10 +415,20 @@ impl Orchestrator {
             .await
         {
             Ok(f) => f,
+            // The lease stays active (no longer renewed) for the re-attaching process.
+            Err(e) if e.is_detached() => return Err(e),
             Err(e) => Finish::failed(e),
         };
+        self.release(held, finish, log).await
+    }
 
-        // Step 9: release by outcome, on every path.
+    /// Step 9: release by outcome, on every path.
+    pub(crate) async fn release(
+        &self,
+        held: HeldLease,
+        finish: Finish,
+        log: &EventLog,
+    ) -> Result<Finish, RunError> {
         let finish = match held.release(finish.lease_outcome(), None).await {
             Ok(l) => {
                 log.step(
@@ -449,20 +529,16 @@ impl Orchestrator {
             }))
     }
 
-    #[allow(
-        clippy::too_many_arguments,
-        reason = "one call site; the steps need all of it"
-    )]
-    async fn with_lease(
+    /// Where and how the agent works on `env`: transport, root, working directory, session
+    /// identity and what to sync. No side effect on the environment.
+    pub(crate) async fn plan(
         &self,
         run: &Run,
         ctx: &RunContext,
         env: &Environment,
         scope: &str,
         log: &EventLog,
-        cancel: CancellationToken,
-        lost: CancellationToken,
-    ) -> Result<Finish, RunError> {
+    ) -> Result<Plan, RunError> {
         let (transport, root) = transport_for(
             self.store.as_ref(),
             &self.secrets,
@@ -535,6 +611,37 @@ impl Orchestrator {
             }
             _ => None,
         };
+        Ok(Plan {
+            transport,
+            root,
+            cwd,
+            identity,
+            sync,
+        })
+    }
+
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one call site; the steps need all of it"
+    )]
+    async fn with_lease(
+        &self,
+        run: &Run,
+        ctx: &RunContext,
+        env: &Environment,
+        scope: &str,
+        log: &EventLog,
+        cancel: CancellationToken,
+        lost: CancellationToken,
+    ) -> Result<Finish, RunError> {
+        let plan = self.plan(run, ctx, env, scope, log).await?;
+        let Plan {
+            transport,
+            root,
+            cwd,
+            identity,
+            sync,
+        } = &plan;
         if let Some((local, spec, opts)) = &sync {
             log.step(
                 "workspace_sync_out",
@@ -560,7 +667,7 @@ impl Orchestrator {
         }
         let prepared = transport
             .run(
-                &format!("mkdir -p {} && id -u", quote(&cwd)),
+                &format!("mkdir -p -- {} && id -u", quote(cwd)),
                 bytes::Bytes::new(),
             )
             .await
@@ -588,17 +695,33 @@ impl Orchestrator {
                 run,
                 ctx,
                 transport.clone(),
-                &root,
-                &cwd,
-                &identity,
+                root,
+                cwd,
+                identity,
                 is_root,
                 log,
                 &cancel,
                 &lost,
             )
             .await;
+        if matches!(&outcome, Err(e) if e.is_detached()) {
+            return outcome;
+        }
+        Ok(self.restore(run, &plan, outcome, log).await)
+    }
 
-        // Step 8: restore the workspace, on every path (also after failures and cancel).
+    /// Step 8: restore the workspace, on every path (also after failures and cancel), and
+    /// judge the run with what came back.
+    pub(crate) async fn restore(
+        &self,
+        run: &Run,
+        plan: &Plan,
+        outcome: Result<Finish, RunError>,
+        log: &EventLog,
+    ) -> Finish {
+        let Plan {
+            transport, sync, ..
+        } = plan;
         let mut conflicts: Vec<String> = Vec::new();
         let mut restore_error: Option<RunError> = None;
         if let Some((local, spec, opts)) = &sync {
@@ -660,7 +783,7 @@ impl Orchestrator {
                 ),
             ));
         }
-        Ok(finish)
+        finish
     }
 
     /// `BERTH_API_URL` as the environment reaches this instance (the address itself locally,
@@ -807,7 +930,7 @@ impl Orchestrator {
                     cwd,
                     adapter,
                     &invocation,
-                    attempt_no,
+                    RemoteSession::draft(attempt_no, cwd, resume.clone()),
                     &env_secrets,
                     log,
                     cancel,
@@ -816,6 +939,8 @@ impl Orchestrator {
                 .await;
             let attempt = match attempt {
                 Ok(a) => a,
+                // The run directory is the re-attaching process's to read and remove.
+                Err(e) if e.is_detached() => return Err(e),
                 Err(e) => {
                     self.remove_run_dirs(
                         run,
@@ -901,7 +1026,7 @@ impl Orchestrator {
     /// The run directory's output is in the event log now; remove it (SPEC §5: per-run files
     /// do not outlive the run).
     #[allow(clippy::too_many_arguments, reason = "paths of one run")]
-    async fn remove_run_dirs(
+    pub(crate) async fn remove_run_dirs(
         &self,
         run: &Run,
         transport: &dyn Transport,
@@ -946,12 +1071,13 @@ impl Orchestrator {
         cwd: &str,
         adapter: &dyn berth_agents::Adapter,
         invocation: &berth_agents::Invocation,
-        attempt_no: u32,
+        mut session: RemoteSession,
         secrets: &[Secret<String>],
         log: &EventLog,
         cancel: &CancellationToken,
         lost: &CancellationToken,
     ) -> Result<Attempt, RunError> {
+        let attempt_no = session.attempt;
         // The adapter's assets (skills, instructions, CLI config) go to
         // <root>/.berth/assets/<adapter>/<key>/, never over the user's own files.
         for asset in &invocation.assets {
@@ -1037,8 +1163,25 @@ impl Orchestrator {
             json!({"program": invocation.program, "args": invocation.args, "attempt": attempt_no, "pgid": remote.pgid}),
         )
         .await;
+        // From here on a restarted control plane can pick the agent up again.
+        session.launched(&remote);
+        if let Err(e) = self
+            .store
+            .save_remote_session(run.id, run.lease_id, session.to_json())
+            .await
+        {
+            tracing::warn!(run_id = %run.id, error = %e, "cannot record the remote session; a restart will not re-attach this run");
+        }
         self.stream(
-            launcher, &remote, adapter, invocation, secrets, log, cancel, lost,
+            launcher,
+            &remote,
+            adapter,
+            invocation,
+            secrets,
+            log,
+            cancel,
+            lost,
+            StreamStart::default(),
         )
         .await
     }
@@ -1047,7 +1190,7 @@ impl Orchestrator {
         clippy::too_many_arguments,
         reason = "the stream loop watches every stop signal"
     )]
-    async fn stream(
+    pub(crate) async fn stream(
         &self,
         launcher: &Launcher,
         remote: &RemoteRun,
@@ -1057,6 +1200,7 @@ impl Orchestrator {
         log: &EventLog,
         cancel: &CancellationToken,
         lost: &CancellationToken,
+        start: StreamStart,
     ) -> Result<Attempt, RunError> {
         let mut parser = adapter.parser(invocation);
         let mut redactors = [
@@ -1064,16 +1208,33 @@ impl Orchestrator {
             crate::redact::Redactor::new(secrets.iter()),
         ];
         let mut summary = RunSummary::default();
-        let mut offsets = Offsets::default();
+        let mut offsets = start.offsets;
         let mut partial: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
         let mut stderr_tail = String::new();
+        // Output recorded before a restart: the parser reads it again (its events are already
+        // in the log), so the summary and a line cut by the restart come out whole.
+        for (idx, kind) in [(0, Stream::Stdout), (1, Stream::Stderr)] {
+            let replay = &start.replay[idx];
+            if idx == 1 {
+                stderr_tail = tail_of(&String::from_utf8_lossy(replay), 4096);
+            }
+            partial[idx].extend_from_slice(replay);
+            while let Some(pos) = partial[idx].iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = partial[idx].drain(..=pos).collect();
+                let line = String::from_utf8_lossy(&line[..line.len() - 1]).to_string();
+                for event in parser.parse_line(kind, &line) {
+                    summary.apply(&event);
+                }
+            }
+        }
         let mut stopped: Option<Stopped> = None;
         let mut stop_task: Option<
             tokio::task::JoinHandle<Result<berth_exec::launcher::RunOutcome, LauncherError>>,
         > = None;
         let timeout = async {
             if invocation.timeout_sec > 0 {
-                tokio::time::sleep(Duration::from_secs(invocation.timeout_sec)).await;
+                let limit = Duration::from_secs(invocation.timeout_sec);
+                tokio::time::sleep(limit.saturating_sub(start.elapsed)).await;
             } else {
                 std::future::pending::<()>().await;
             }
@@ -1097,16 +1258,15 @@ impl Orchestrator {
                             StreamKind::Stderr => offsets.stderr = chunk.end(),
                         }
                         let data = redactors[idx].push(&chunk.data);
+                        // Bytes the redactor holds back are not recorded yet: a re-attach
+                        // reads them again from `end`.
+                        let end = chunk.end().saturating_sub(redactors[idx].held_back() as u64);
                         let text = String::from_utf8_lossy(&data).to_string();
                         if idx == 1 {
                             stderr_tail.push_str(&text);
-                            if stderr_tail.len() > 4096 {
-                                let cut = stderr_tail.len() - 4096;
-                                let cut = (cut..stderr_tail.len()).find(|i| stderr_tail.is_char_boundary(*i)).unwrap_or(0);
-                                stderr_tail.drain(..cut);
-                            }
+                            stderr_tail = tail_of(&stderr_tail, 4096);
                         }
-                        log.append(name, json!({"text": text, "offset": chunk.offset})).await;
+                        log.append(name, json!({"text": text, "offset": chunk.offset, "end": end})).await;
                         partial[idx].extend_from_slice(&data);
                         while let Some(pos) = partial[idx].iter().position(|b| *b == b'\n') {
                             let line: Vec<u8> = partial[idx].drain(..=pos).collect();
@@ -1131,6 +1291,7 @@ impl Orchestrator {
                     }
                     None => return Err(RunError::new("agent_failed", "the agent's output stream ended without an exit status")),
                 },
+                _ = self.detach.cancelled(), if stopped.is_none() => return Err(RunError::detached()),
                 _ = cancel.cancelled(), if stopped.is_none() => trigger = Some(Stopped::Cancelled),
                 _ = lost.cancelled(), if stopped.is_none() => trigger = Some(Stopped::LeaseLost),
                 _ = &mut timeout, if stopped.is_none() => trigger = Some(Stopped::TimedOut),
@@ -1226,7 +1387,7 @@ impl Orchestrator {
         }
     }
 
-    async fn finish_from(
+    pub(crate) async fn finish_from(
         &self,
         attempt: Attempt,
         cwd: &str,

@@ -5,6 +5,7 @@
 
 pub mod events;
 pub mod execute;
+mod reattach;
 pub mod select;
 pub mod worker;
 

@@ -1,6 +1,7 @@
 //! Claims queued runs and executes them, several at once. Runs on one environment but on
 //! different workspaces overlap; runs on the same workspace serialize on their lease's single
-//! flight. Cancel reaches a run through its token wherever it is in its steps.
+//! flight. Cancel reaches a run through its token wherever it is in its steps. At start it
+//! takes over what a previous process left running; at shutdown it detaches.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,10 @@ pub struct Worker {
     wake: Notify,
     running: Mutex<HashMap<RunId, CancellationToken>>,
     slots: Arc<Semaphore>,
+    /// Set on graceful shutdown: nothing more is claimed.
+    stopping: CancellationToken,
+    /// Notified whenever a run leaves `running`.
+    idle: Notify,
 }
 
 impl std::fmt::Debug for Worker {
@@ -38,6 +43,8 @@ impl Worker {
             wake: Notify::new(),
             running: Mutex::new(HashMap::new()),
             slots: Arc::new(Semaphore::new(max_concurrent.max(1))),
+            stopping: CancellationToken::new(),
+            idle: Notify::new(),
         })
     }
 
@@ -55,35 +62,67 @@ impl Worker {
     }
 
     /// SQLite is one process: a run still `running` when the worker starts was executing in
-    /// a process that is gone. It fails now rather than showing `running` forever; its lease,
-    /// no longer renewed, expires at its TTL and the reaper stops what is left of the agent on
-    /// the environment and removes its run directory. (PostgreSQL instances share runs, so
-    /// there the lease's expiry is the only signal; re-attaching is not implemented yet.)
-    async fn fail_runs_of_a_previous_process(&self) {
+    /// a process that is gone (killed, crashed, or stopped gracefully and detached). Its agent
+    /// may still be running on its environment: this process takes the run over and
+    /// re-attaches (see [`Orchestrator::reattach`]), which fails it with `lease_lost` when its
+    /// lease expired meanwhile. (PostgreSQL instances share runs; there the lease's expiry is
+    /// the only signal and such runs fail — re-attach across instances is not implemented.)
+    async fn take_over_runs_of_a_previous_process(self: &Arc<Self>) {
         let store = &self.orchestrator.store;
         if store.backend() != berth_store::Backend::Sqlite {
             return;
         }
-        let message = "the control plane stopped while this run was executing; its lease \
-                       expires at its TTL and the reaper then stops the agent on the environment";
-        match store
-            .fail_runs_not_claimed_by(&self.claimer, "lease_lost", message)
-            .await
-        {
-            Ok(ids) => {
-                for id in ids {
-                    tracing::warn!(run = %id, "run left running by a previous process marked failed");
-                    let _ = store
-                        .append_run_event(
-                            id,
-                            "lifecycle",
-                            serde_json::json!({"step": "orphaned", "message": message}),
-                        )
-                        .await;
-                }
-            }
+        let runs = match store.reclaim_runs_not_claimed_by(&self.claimer).await {
+            Ok(runs) => runs,
             Err(e) => {
-                tracing::error!(error = %e, "cannot check for runs left by a previous process")
+                tracing::error!(error = %e, "cannot check for runs left by a previous process");
+                return;
+            }
+        };
+        for run in runs {
+            tracing::info!(run_id = %run.id, "re-attaching a run left running by a previous process");
+            let Ok(permit) = self.slots.clone().acquire_owned().await else {
+                return;
+            };
+            let token = CancellationToken::new();
+            if let Ok(mut map) = self.running.lock() {
+                map.insert(run.id, token.clone());
+            }
+            let me = self.clone();
+            tokio::spawn(async move {
+                let id = run.id;
+                me.orchestrator.reattach(run, token).await;
+                me.finished(id);
+                drop(permit);
+            });
+        }
+    }
+
+    fn finished(&self, id: RunId) {
+        if let Ok(mut map) = self.running.lock() {
+            map.remove(&id);
+        }
+        self.idle.notify_waiters();
+    }
+
+    /// Graceful shutdown: claim nothing more; runs whose agent is running detach from it
+    /// (it keeps running; the next start re-attaches), runs before launch go on to launch
+    /// and detach, runs restoring or releasing finish. Waits at most `within` for all that.
+    /// Returns how many runs were still here when it gave up.
+    pub async fn shutdown(&self, within: Duration) -> usize {
+        self.stopping.cancel();
+        self.orchestrator.detach.cancel();
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let idle = self.idle.notified();
+            let left = self.running.lock().map(|m| m.len()).unwrap_or(0);
+            if left == 0 {
+                return 0;
+            }
+            if tokio::time::timeout_at(deadline, idle).await.is_err() {
+                let left = self.running.lock().map(|m| m.len()).unwrap_or(0);
+                tracing::warn!(runs = left, "shutdown did not wait for every run to detach");
+                return left;
             }
         }
     }
@@ -116,9 +155,12 @@ impl Worker {
     /// instance (PostgreSQL) are picked up.
     pub fn spawn(self: Arc<Self>) -> JoinHandle<()> {
         tokio::spawn(async move {
-            self.fail_runs_of_a_previous_process().await;
+            self.take_over_runs_of_a_previous_process().await;
             loop {
                 loop {
+                    if self.stopping.is_cancelled() {
+                        return;
+                    }
                     let Ok(permit) = self.slots.clone().acquire_owned().await else {
                         return;
                     };
@@ -139,14 +181,13 @@ impl Worker {
                     tokio::spawn(async move {
                         let id = claimed.id;
                         me.orchestrator.execute(claimed, token).await;
-                        if let Ok(mut map) = me.running.lock() {
-                            map.remove(&id);
-                        }
+                        me.finished(id);
                         drop(permit);
                     });
                 }
                 tokio::select! {
                     _ = self.wake.notified() => {}
+                    _ = self.stopping.cancelled() => return,
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
                 self.cancel_requested_elsewhere().await;

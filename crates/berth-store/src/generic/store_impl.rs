@@ -2221,6 +2221,53 @@ impl Store for This {
             .collect()
     }
 
+    async fn reclaim_runs_not_claimed_by(&self, claimer: &str) -> Result<Vec<Run>> {
+        let r = sqlx::query(
+            "UPDATE runs SET claimed_by = $1 WHERE status = 'running' \
+             AND (claimed_by IS NULL OR claimed_by <> $1) RETURNING *",
+        )
+        .bind(claimer)
+        .fetch_all(self.writer())
+        .await?;
+        rows(r, run)
+    }
+
+    async fn save_remote_session(
+        &self,
+        run_id: RunId,
+        lease_id: Option<LeaseId>,
+        session: Value,
+    ) -> Result<()> {
+        let res = sqlx::query(
+            "INSERT INTO remote_sessions (run_id, lease_id, session, updated_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (run_id) DO UPDATE SET \
+             lease_id = excluded.lease_id, session = excluded.session, \
+             updated_at = excluded.updated_at",
+        )
+        .bind(b::id(run_id.0))
+        .bind(oid(lease_id.map(|l| l.0)))
+        .bind(Json(&session))
+        .bind(b::ts(now()))
+        .execute(self.writer())
+        .await;
+        match res {
+            Ok(_) => Ok(()),
+            Err(e) if is_fk_violation(&e) => Err(StoreError::not_found("run", run_id)),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn get_remote_session(&self, run_id: RunId) -> Result<Option<Value>> {
+        let row = sqlx::query("SELECT session FROM remote_sessions WHERE run_id = $1")
+            .bind(b::id(run_id.0))
+            .fetch_optional(self.reader())
+            .await?;
+        match row {
+            Some(r) => get_ojson(&r, "session"),
+            None => Ok(None),
+        }
+    }
+
     async fn fail_runs_of_expired_leases(
         &self,
         expired_before: DateTime<Utc>,

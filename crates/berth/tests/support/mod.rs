@@ -3,7 +3,7 @@
 
 #![allow(dead_code, reason = "each test file uses a different subset")]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -250,5 +250,60 @@ pub fn key_lines(path: &Path) -> Vec<String> {
         .lines()
         .filter(|l| !l.starts_with("-----") && l.len() >= 16)
         .map(str::to_string)
+        .collect()
+}
+
+/// `berth serve` on a random loopback port with `home` as `BERTH_HOME`; returns the process
+/// and the URL it logged.
+pub fn spawn_serve(home: &std::path::Path) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--log-format", "json"])
+        .env("BERTH_HOME", home)
+        .env_remove("BERTH_DATABASE_URL")
+        .env_remove("BERTH_BIND")
+        .env_remove("RUST_LOG")
+        .env_remove("BERTH_LOG")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("berth serve logged no URL");
+        };
+        let record: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("--log-format json wrote a non-JSON line ({e}): {line}"));
+        if let Some(url) = record["fields"]["message"]
+            .as_str()
+            .and_then(|m| m.strip_prefix("serving "))
+        {
+            return (child, url.to_string());
+        }
+    }
+}
+
+/// Pids of live processes whose command line contains `marker`.
+pub fn pids_with(marker: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str().map(str::to_string))
+        .filter(|pid| pid.chars().all(|c| c.is_ascii_digit()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+        })
         .collect()
 }

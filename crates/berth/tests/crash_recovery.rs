@@ -1,0 +1,321 @@
+//! Runs survive the control plane: `berth serve` killed with SIGKILL, or stopped with
+//! SIGTERM, while agents run; the next start of the same `BERTH_HOME` re-attaches to every
+//! agent still running, streams the rest of its output exactly once, restores the workspace
+//! and releases the lease.
+//!
+//! Knob: `BERTH_CRASH_RUNS` (default 10) runs per scenario.
+
+#![expect(
+    clippy::unwrap_used,
+    clippy::panic,
+    reason = "test helpers fail the test on any problem"
+)]
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use berth_testkit::sshd::Sshd;
+use serde_json::{Value, json};
+use support::spawn_serve;
+
+/// Lines each agent prints, one every 0.2 s.
+const LINES: u32 = 50;
+
+fn runs_per_scenario() -> usize {
+    std::env::var("BERTH_CRASH_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10)
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(base: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_string(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
+        let mut req = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        assert!(status.is_success(), "{path}: {status} {text}");
+        serde_json::from_str(&text).unwrap_or(Value::String(text))
+    }
+
+    async fn get(&self, path: &str) -> Value {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.call(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    /// The run's events (the stream ends once the run has ended).
+    async fn events(&self, run: &str) -> Vec<(String, Value)> {
+        let text = self
+            .http
+            .get(format!("{}/api/runs/{run}/events", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        let mut kind = String::new();
+        for line in text.lines() {
+            if let Some(k) = line.strip_prefix("event: ") {
+                kind = k.to_string();
+            } else if let Some(d) = line.strip_prefix("data: ") {
+                out.push((kind.clone(), serde_json::from_str(d).unwrap_or(Value::Null)));
+            }
+        }
+        out
+    }
+
+    async fn company(&self) -> String {
+        let list = self.get("/api/companies").await;
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "default")
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+}
+
+/// An agent printing `LINES` numbered lines and marking its progress in `progress/<run>`.
+async fn printing_agent(api: &Api, c: &str, env: Option<&str>, progress: &Path) -> String {
+    let script = format!(
+        "for i in $(seq 1 {LINES}); do echo \"line $i of $BERTH_RUN_ID\"; echo \"$i\" > \"$PROGRESS/$BERTH_RUN_ID\"; \
+         sleep 0.2; done; echo written-remotely > made-by-agent.txt"
+    );
+    let agent = api
+        .post(
+            &format!("/api/companies/{c}/agents"),
+            json!({"name": format!("printer-{}", uuid::Uuid::now_v7()), "adapterType": "process",
+                "defaultEnvironmentId": env,
+                "adapterConfig": {"command": "sh", "args": ["-c", script],
+                    "env": {"PROGRESS": progress}}}),
+        )
+        .await;
+    agent["id"].as_str().unwrap().to_string()
+}
+
+fn progress_of(progress: &Path, run: &str) -> u32 {
+    std::fs::read_to_string(progress.join(run))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+async fn wait_terminal(api: &Api, run: &str) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        let r = api.get(&format!("/api/runs/{run}")).await;
+        if !matches!(r["status"].as_str(), Some("queued" | "running")) {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "run {run} did not finish: {r}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Every line exactly once, in order, nothing else on stdout.
+async fn assert_byte_exact(api: &Api, run: &str) {
+    let events = api.events(run).await;
+    let stdout: String = events
+        .iter()
+        .filter(|(k, _)| k == "stdout")
+        .map(|(_, p)| p["payload"]["text"].as_str().unwrap_or_default())
+        .collect();
+    let expected: String = (1..=LINES)
+        .map(|i| format!("line {i} of {run}\n"))
+        .collect();
+    assert_eq!(stdout, expected, "run {run}'s output after the restart");
+    assert!(
+        events
+            .iter()
+            .any(|(k, p)| k == "lifecycle" && p["payload"]["step"] == "reattaching"),
+        "run {run} was re-attached"
+    );
+}
+
+fn kill(child: &mut std::process::Child, signal: &str) {
+    let pid = child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args([signal, &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+}
+
+/// Wait until every run has printed at least 2 lines but none has finished.
+async fn wait_mid_run(progress: &Path, runs: &[String]) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while runs.iter().any(|r| progress_of(progress, r) < 2) {
+        assert!(Instant::now() < deadline, "the runs did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        runs.iter().all(|r| progress_of(progress, r) < LINES),
+        "a run finished before the server stopped; raise LINES"
+    );
+}
+
+async fn no_active_leases(api: &Api, env: &str) {
+    let leases = api.get(&format!("/api/environments/{env}/leases")).await;
+    let active: Vec<&Value> = leases
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|l| l["status"] == "active")
+        .collect();
+    assert!(active.is_empty(), "stale active leases: {active:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ssh_runs_survive_a_sigkilled_server_and_finish_byte_exact_with_their_workspace() {
+    let Some(sshd) = Sshd::start_unless_unavailable().unwrap() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let progress = dir.path().join("progress");
+    std::fs::create_dir(&progress).unwrap();
+    let (mut first, url) = spawn_serve(&home);
+    let api = Api::new(&url);
+    let c = api.company().await;
+    let env = api
+        .post(
+            &format!("/api/companies/{c}/environments"),
+            json!({"name": "lab", "driver": "ssh", "capacity": 64, "config": {
+                "host": sshd.host, "port": sshd.port, "username": sshd.username,
+                "remoteWorkspacePath": sshd.workspace, "privateKey": sshd.client_private_key,
+                "knownHosts": sshd.known_hosts}}),
+        )
+        .await;
+    let env = env["id"].as_str().unwrap().to_string();
+    // One run works on a synced workspace: it must come back after the restart.
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(repo.join("README.md"), "local\n").unwrap();
+    let ws = api
+        .post(
+            &format!("/api/companies/{c}/execution-workspaces"),
+            json!({"localPath": repo}),
+        )
+        .await;
+    let mut runs = Vec::new();
+    for i in 0..runs_per_scenario() {
+        // An agent each: runs of one agent without a workspace share a lease scope.
+        let agent = printing_agent(&api, &c, Some(&env), &progress).await;
+        let mut body = json!({"agentId": agent, "prompt": "print"});
+        if i == 0 {
+            body["executionWorkspaceId"] = ws["id"].clone();
+        }
+        let run = api.post(&format!("/api/companies/{c}/runs"), body).await;
+        runs.push(run["id"].as_str().unwrap().to_string());
+    }
+    wait_mid_run(&progress, &runs).await;
+    kill(&mut first, "-KILL");
+    first.wait().unwrap();
+
+    let (mut second, url) = spawn_serve(&home);
+    let api = Api::new(&url);
+    for run in &runs {
+        let r = wait_terminal(&api, run).await;
+        assert_eq!(r["status"], "succeeded", "{r}");
+        assert_byte_exact(&api, run).await;
+    }
+    assert_eq!(
+        std::fs::read_to_string(repo.join("made-by-agent.txt")).unwrap(),
+        "written-remotely\n",
+        "the workspace was restored after the restart"
+    );
+    no_active_leases(&api, &env).await;
+    let _ = second.kill();
+    let _ = second.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_detaches_local_runs_and_the_next_start_finishes_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let progress = dir.path().join("progress");
+    std::fs::create_dir(&progress).unwrap();
+    let (mut first, url) = spawn_serve(&home);
+    let api = Api::new(&url);
+    let c = api.company().await;
+    let mut runs = Vec::new();
+    for _ in 0..runs_per_scenario() {
+        let agent = printing_agent(&api, &c, None, &progress).await;
+        let run = api
+            .post(
+                &format!("/api/companies/{c}/runs"),
+                json!({"agentId": agent, "prompt": "print"}),
+            )
+            .await;
+        runs.push(run["id"].as_str().unwrap().to_string());
+    }
+    wait_mid_run(&progress, &runs).await;
+    kill(&mut first, "-TERM");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = first.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "berth serve did not stop on SIGTERM"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert!(status.success(), "berth serve exited with {status}");
+    // The agents did not stop with the server.
+    let seen: Vec<u32> = runs.iter().map(|r| progress_of(&progress, r)).collect();
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert!(
+        runs.iter()
+            .zip(&seen)
+            .any(|(r, before)| progress_of(&progress, r) > *before),
+        "the agents kept running while no server was up"
+    );
+
+    let (mut second, url) = spawn_serve(&home);
+    let api = Api::new(&url);
+    let local = api.company().await;
+    assert_eq!(local, c);
+    for run in &runs {
+        let r = wait_terminal(&api, run).await;
+        assert_eq!(r["status"], "succeeded", "{r}");
+        assert_byte_exact(&api, run).await;
+        let events = api.events(run).await;
+        assert!(
+            events
+                .iter()
+                .any(|(k, p)| k == "lifecycle" && p["payload"]["step"] == "detached"),
+            "run {run} detached at SIGTERM"
+        );
+    }
+    let _ = second.kill();
+    let _ = second.wait();
+}
