@@ -241,9 +241,10 @@ impl Reaper {
     }
 }
 
-/// Cleans the environment side through the lease's environment transport: stops the run's
-/// process group (its id is in the run directory's `pgid` file) (TERM, grace, KILL, verified) and removes the run directory
-/// `<root>/.berth/runs/<runId>/`; for leases that are not kept for reuse, also removes the
+/// Cleans the environment side through the lease's environment transport: stops the process
+/// group of the run and of each retry attempt (its id is in the run directory's `pgid` file;
+/// TERM, grace, KILL, verified) and removes the run directories `<root>/.berth/runs/<runId>/`
+/// and `<runId>-<n>/`; for leases that are not kept for reuse, also removes the
 /// workspace copy `<root>/.berth/ws/<scope>/`. A lease whose environment is gone has nothing
 /// left to clean that Berth can reach.
 pub struct EnvironmentCleaner {
@@ -260,6 +261,29 @@ impl std::fmt::Debug for EnvironmentCleaner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("EnvironmentCleaner").finish_non_exhaustive()
     }
+}
+
+/// Run directories of `run_id` from a remote listing of `<name> <pgid>` lines: only
+/// `<runId>` and `<runId>-<n>` are accepted (the listing comes from the environment), with
+/// their process group when it is a plausible one.
+fn attempt_dirs(listing: &str, run_id: &str) -> Vec<(String, Option<u32>)> {
+    listing
+        .lines()
+        .filter_map(|line| {
+            let (name, pgid) = line.split_once(' ')?;
+            let ours = name == run_id
+                || name
+                    .strip_prefix(run_id)
+                    .and_then(|rest| rest.strip_prefix('-'))
+                    .is_some_and(|n| {
+                        !n.is_empty() && n.len() <= 4 && n.bytes().all(|b| b.is_ascii_digit())
+                    });
+            ours.then(|| {
+                let pgid = pgid.trim().parse::<u32>().ok().filter(|p| *p > 1);
+                (name.to_string(), pgid)
+            })
+        })
+        .collect()
 }
 
 /// A scope key as a directory name (`workspace:<uuid>` → `workspace-<uuid>`).
@@ -413,32 +437,36 @@ impl LeaseCleaner for EnvironmentCleaner {
         .map_err(|e| e.to_string())?;
         let launcher = Launcher::new(transport.clone(), root.clone());
         if let Some(run_id) = lease.run_id {
-            let dir = format!("{}/.berth/runs/{run_id}", root.trim_end_matches('/'));
-            let pgid_file = transport
+            // The run's directory and those of its retry attempts (`<runId>-<n>`), each with
+            // the process group it recorded.
+            let runs = format!("{}/.berth/runs", root.trim_end_matches('/'));
+            let listing = transport
                 .run(
-                    &format!("cat {}/pgid 2>/dev/null || true", quote(&dir)),
+                    &format!(
+                        "cd {} 2>/dev/null || exit 0; id={}; for d in \"$id\" \"$id\"-*; do \
+                         [ -d \"$d\" ] || continue; p=$(cat \"$d/pgid\" 2>/dev/null) || p=0; \
+                         printf '%s %s\\n' \"$d\" \"${{p:-0}}\"; done",
+                        quote(&runs),
+                        quote(&run_id.to_string())
+                    ),
                     bytes::Bytes::new(),
                 )
                 .await
                 .map_err(|e| e.to_string())?;
-            let pgid = pgid_file
-                .stdout_text()
-                .split_whitespace()
-                .next()
-                .and_then(|p| p.parse::<u32>().ok())
-                .filter(|p| *p > 1);
-            let run = RemoteRun {
-                run_id: run_id.to_string(),
-                dir,
-                pgid: pgid.unwrap_or(0),
-            };
-            if pgid.is_some() {
-                launcher
-                    .stop(&run, self.grace, StopReason::Timeout)
-                    .await
-                    .map_err(|e| e.to_string())?;
+            for (name, pgid) in attempt_dirs(&listing.stdout_text(), &run_id.to_string()) {
+                let run = RemoteRun {
+                    run_id: name.clone(),
+                    dir: format!("{runs}/{name}"),
+                    pgid: pgid.unwrap_or(0),
+                };
+                if pgid.is_some() {
+                    launcher
+                        .stop(&run, self.grace, StopReason::Timeout)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                }
+                launcher.cleanup(&run).await.map_err(|e| e.to_string())?;
             }
-            launcher.cleanup(&run).await.map_err(|e| e.to_string())?;
         }
         let keep_copy = matches!(lease.status, LeaseStatus::Retained);
         if !keep_copy {
@@ -460,5 +488,28 @@ impl LeaseCleaner for EnvironmentCleaner {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_runs_own_directories_are_taken_from_a_listing() {
+        let id = "01a2528d-dea2-7421-b356-4dfad70ac6fa";
+        let listing = format!(
+            "{id} 4242\n{id}-2 4343\n{id}-2x 1\n{id}-../../etc 7\n{id}-3 0\n{id}-4 1\nother 9\n{id}-5 junk\n"
+        );
+        assert_eq!(
+            attempt_dirs(&listing, id),
+            vec![
+                (id.to_string(), Some(4242)),
+                (format!("{id}-2"), Some(4343)),
+                (format!("{id}-3"), None),
+                (format!("{id}-4"), None),
+                (format!("{id}-5"), None),
+            ]
+        );
     }
 }

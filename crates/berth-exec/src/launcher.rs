@@ -99,11 +99,19 @@ pub struct RunOutcome {
     pub signal: Option<String>,
     pub timed_out: bool,
     pub cancelled: bool,
+    /// The launcher shell died before it wrote the status (killed from outside, or the disk
+    /// filled): how the command ended is unknown, and its group may still run.
+    #[serde(default)]
+    pub launcher_lost: bool,
 }
 
 impl RunOutcome {
     pub fn success(&self) -> bool {
-        self.exit_code == Some(0) && self.signal.is_none() && !self.timed_out && !self.cancelled
+        self.exit_code == Some(0)
+            && self.signal.is_none()
+            && !self.timed_out
+            && !self.cancelled
+            && !self.launcher_lost
     }
 }
 
@@ -177,7 +185,9 @@ impl std::fmt::Debug for Launcher {
 /// The detached launcher shell: `$1` = run dir, `$2` = cwd, `$3` = `1` to source the login
 /// profiles. It is its own session leader; the command gets another session so a group kill
 /// never takes the launcher with it. The command's shell writes `pgid` itself, after
-/// `setsid`, so a cancel can never race ahead of the new process group.
+/// `setsid`, so a cancel can never race ahead of the new process group, and `pgid.start`
+/// (its start time from `/proc`, where there is one) so a stop can tell its group from a
+/// later process that got the same number.
 const LAUNCHER: &str = r#"d=$1
 echo $$ > "$d/pid"
 if [ "$3" = 1 ]; then
@@ -190,7 +200,7 @@ rm -f "$d/env"
 if ! cd "$2"; then
   printf '%s\n' 126 > "$d/status.tmp"; mv "$d/status.tmp" "$d/status"; echo 0 > "$d/pgid"; exit 1
 fi
-setsid sh -c 'echo $$ > "$1/pgid.tmp" && mv "$1/pgid.tmp" "$1/pgid" && exec sh "$1/cmd"' berth-run "$d" \
+setsid sh -c 'd=$1; if read -r l < /proc/$$/stat 2>/dev/null; then set -- ${l##*) }; printf "%s\n" "${20}" > "$d/pgid.start"; fi; echo $$ > "$d/pgid.tmp" && mv "$d/pgid.tmp" "$d/pgid" && exec sh "$d/cmd"' berth-run "$d" \
   < "$d/stdin" >> "$d/stdout" 2>> "$d/stderr" &
 c=$!
 wait "$c"
@@ -215,6 +225,18 @@ const ALIVE_FN: &str = r#"alive() {
   fi
 }
 "#;
+
+/// Succeeds when the launcher shell of run directory `$d` is gone (or a zombie nobody reaped
+/// yet): then no status will ever be written.
+const LAUNCHER_GONE_FN: &str = r#"launcher_gone() {
+  [ -s "$d/pid" ] || return 1
+  p=$(cat "$d/pid")
+  if [ -d /proc/self ]; then
+    if read -r l < "/proc/$p/stat" 2>/dev/null; then set -- ${l##*) }; [ "$1" = Z ]; return; fi
+    return 0
+  fi
+  ! kill -0 "$p" 2>/dev/null
+}"#;
 
 /// Launch payloads (env file + command + stdin) up to this size take the control-shell path.
 const CONTROL_PAYLOAD_MAX: usize = 128 * 1024;
@@ -414,6 +436,10 @@ cat "$d/pgid"
             r#"d={dir}
 [ -d "$d" ] || {{ echo "run directory is missing" >&2; exit 3; }}
 st=-; [ -f "$d/status" ] && st=$(cat "$d/status")
+{gone_fn}
+if [ "$st" = - ] && launcher_gone; then
+  if [ -f "$d/status" ]; then st=$(cat "$d/status"); else st=lost; fi
+fi
 stop=-; [ -f "$d/stop" ] && stop=$(cat "$d/stop")
 so=$(wc -c < "$d/stdout"); se=$(wc -c < "$d/stderr")
 no=$((so - {oo})); [ "$no" -gt {cap} ] && no={cap}; [ "$no" -lt 0 ] && no=0
@@ -423,6 +449,7 @@ if [ "$no" -gt 0 ]; then tail -c +{oo1} "$d/stdout" | head -c "$no"; fi
 if [ "$ne" -gt 0 ]; then tail -c +{eo1} "$d/stderr" | head -c "$ne"; fi
 "#,
             dir = quote(&run.dir),
+            gone_fn = LAUNCHER_GONE_FN,
             oo = from.stdout,
             eo = from.stderr,
             oo1 = from.stdout + 1,
@@ -461,7 +488,14 @@ if [ "$ne" -gt 0 ]; then tail -c +{eo1} "$d/stderr" | head -c "$ne"; fi
                 body.len()
             )));
         }
-        let status = (*st != "-").then(|| parse_status(st, stop));
+        let status = match *st {
+            "-" => None,
+            "lost" => Some(RunOutcome {
+                launcher_lost: true,
+                ..parse_status("", stop)
+            }),
+            st => Some(parse_status(st, stop)),
+        };
         Ok(PollResult {
             status,
             stdout: body.slice(..no),
@@ -613,6 +647,21 @@ if [ "$ne" -gt 0 ]; then tail -c +{eo1} "$d/stderr" | head -c "$ne"; fi
             r#"d={dir}
 g={pgid}
 {alive}
+{gone_fn}
+# Is process group $g still the one this run started? Where its leader's start time was
+# recorded, a live process $g with another start time is someone else's group (the number was
+# reused): never signal it. Without the record, a run whose status exists is left alone.
+want=; [ -s "$d/pgid.start" ] && want=$(cat "$d/pgid.start")
+ours=1
+if [ -n "$want" ]; then
+  if [ -r "/proc/$g/stat" ] && read -r l < "/proc/$g/stat"; then
+    set -- ${{l##*) }}
+    [ "${{20}}" = "$want" ] || ours=0
+  fi
+elif [ -f "$d/status" ]; then
+  ours=0
+fi
+if [ "$ours" = 0 ]; then printf 'BERTH \n'; exit 0; fi
 [ -f "$d/status" ] || printf '%s\n' {reason} > "$d/stop"
 kill -TERM -"$g" 2>/dev/null || true
 i=0
@@ -625,12 +674,13 @@ if [ -n "$s" ]; then
   while [ -n "$(alive)" ] && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i+1)); done
 fi
 i=0
-while [ ! -f "$d/status" ] && [ "$i" -lt 50 ]; do sleep 0.1; i=$((i+1)); done
+while [ ! -f "$d/status" ] && [ "$i" -lt 50 ] && ! launcher_gone; do sleep 0.1; i=$((i+1)); done
 printf 'BERTH %s\n' "$(alive)"
 "#,
             dir = quote(&run.dir),
             pgid = run.pgid,
             alive = ALIVE_FN,
+            gone_fn = LAUNCHER_GONE_FN,
             reason = reason.as_str(),
         );
         let deadline = grace + Duration::from_secs(30);
@@ -674,6 +724,7 @@ printf 'BERTH %s\n' "$(alive)"
                 signal: Some("KILL".to_owned()),
                 timed_out: reason == StopReason::Timeout,
                 cancelled: reason == StopReason::Cancel,
+                launcher_lost: false,
             }),
         }
     }

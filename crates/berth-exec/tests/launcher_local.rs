@@ -58,3 +58,15 @@ async fn local_env_values_never_appear_in_any_argv() {
     let (_d, t, root, cwd) = setup();
     scenarios::secrets_never_appear_in_any_argv(t, &root, &cwd, &[]).await;
 }
+
+#[tokio::test]
+async fn local_stop_never_signals_a_reused_process_group() {
+    let (_d, t, root, cwd) = setup();
+    scenarios::stop_never_signals_a_reused_process_group(t, &root, &cwd).await;
+}
+
+#[tokio::test]
+async fn local_a_dead_launcher_is_reported_and_its_command_can_be_stopped() {
+    let (_d, t, root, cwd) = setup();
+    scenarios::a_dead_launcher_is_reported_and_its_command_can_be_stopped(t, &root, &cwd).await;
+}

@@ -173,3 +173,17 @@ async fn launch_uses_one_exec_channel_and_polls_use_the_control_shell() {
     assert_eq!(out, b"done\n");
     assert!(o.success());
 }
+
+#[tokio::test]
+async fn ssh_stop_never_signals_a_reused_process_group() {
+    let Some(sshd) = common::sshd() else { return };
+    let (t, root, cwd) = setup(&sshd);
+    scenarios::stop_never_signals_a_reused_process_group(t, &root, &cwd).await;
+}
+
+#[tokio::test]
+async fn ssh_a_dead_launcher_is_reported_and_its_command_can_be_stopped() {
+    let Some(sshd) = common::sshd() else { return };
+    let (t, root, cwd) = setup(&sshd);
+    scenarios::a_dead_launcher_is_reported_and_its_command_can_be_stopped(t, &root, &cwd).await;
+}

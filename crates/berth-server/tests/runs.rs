@@ -662,3 +662,51 @@ async fn runs_record_the_environment_chosen_by_each_selection_rule() {
         }
     }
 }
+
+/// The launcher shell killed from outside never records an exit status: the run must not stay
+/// `running` forever, and the agent it left must not run on unowned.
+#[tokio::test]
+async fn a_killed_launcher_fails_the_run_clearly_and_stops_the_agent() {
+    let s = TestServer::start().await;
+    let c = s.default_company().await;
+    let marker = format!("berth-launcher-{}", uuid());
+    let a = agent(
+        &s,
+        &c,
+        json!({"command": "sh", "args": ["-c", format!("echo started; sleep 1000 # {marker}")]}),
+    )
+    .await;
+    let id = start_run(&s, &c, json!({"agentId": a, "prompt": "wait"})).await;
+    let pid_file = s.runs.path().join(".berth/runs").join(&id).join("pid");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while group_alive(&marker).is_empty() || !pid_file.exists() {
+        assert!(Instant::now() < deadline, "the agent never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let launcher = std::fs::read_to_string(&pid_file).unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-KILL", launcher.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let run = wait_run(&s, &id, 30).await;
+    assert_eq!(run["status"], "failed", "{run}");
+    assert_eq!(run["errorCode"], "agent_failed", "{run}");
+    assert!(
+        run["errorMessage"]
+            .as_str()
+            .unwrap()
+            .contains("lost its launcher"),
+        "{run}"
+    );
+    assert!(
+        group_alive(&marker).is_empty(),
+        "the agent outlived its launcher and its run"
+    );
+    let steps: Vec<Value> = events(&s, &id)
+        .await
+        .into_iter()
+        .filter_map(|e| e["payload"]["step"].as_str().map(|s| json!(s)))
+        .collect();
+    assert!(steps.contains(&json!("launcher_lost")), "{steps:?}");
+}

@@ -9,7 +9,7 @@ use berth_agents::{Event, RemoteIdentity, RunSummary, SessionParams, Stream, sho
 use berth_core::config::{DriverConfig, WorkspaceMode};
 use berth_core::lease::{DEFAULT_TTL_SECS, RunOutcome as LeaseOutcome, scope_key};
 use berth_core::model::{Environment, Run};
-use berth_core::{Driver, EnvironmentSource, RunStatus, Secret};
+use berth_core::{CleanupStatus, Driver, EnvironmentSource, RunStatus, Secret};
 use berth_exec::launcher::{
     AttachEvent, LaunchSpec, Launcher, LauncherError, Offsets, RemoteRun, StopReason, StreamKind,
 };
@@ -121,6 +121,9 @@ pub(crate) struct Finish {
     exit_code: Option<i64>,
     session_params: Option<Value>,
     result: Option<Value>,
+    /// The agent's process group may still run (the stop could not be confirmed): the lease
+    /// is released with cleanup pending, so the reaper stops it once the host answers.
+    cleanup_pending: bool,
 }
 
 impl Finish {
@@ -136,6 +139,7 @@ impl Finish {
             exit_code: None,
             session_params: None,
             result: None,
+            cleanup_pending: false,
         }
     }
 
@@ -170,6 +174,44 @@ pub(crate) struct StreamStart {
     pub(crate) elapsed: Duration,
 }
 
+/// How often a failed stop is tried again, and the pause before each retry: a short
+/// disconnect must not leave a cancelled agent running.
+const STOP_RETRIES: [Duration; 4] = [
+    Duration::from_secs(1),
+    Duration::from_secs(2),
+    Duration::from_secs(4),
+    Duration::from_secs(8),
+];
+
+/// Retry a failed stop until the group is confirmed gone (survivors are retried with KILL
+/// too); the error of the last try when it never is.
+async fn confirm_stopped(
+    launcher: &Launcher,
+    remote: &RemoteRun,
+    mut result: Result<berth_exec::launcher::RunOutcome, LauncherError>,
+    log: &EventLog,
+) -> Result<(), LauncherError> {
+    for pause in STOP_RETRIES {
+        let Err(e) = result else {
+            return Ok(());
+        };
+        log.step(
+            "stop_failed",
+            format!(
+                "Stopping the agent failed: {e}; retrying in {} s.",
+                pause.as_secs()
+            ),
+            json!({}),
+        )
+        .await;
+        tokio::time::sleep(pause).await;
+        result = launcher
+            .stop(remote, Duration::from_secs(1), StopReason::Cancel)
+            .await;
+    }
+    result.map(|_| ())
+}
+
 /// The last `max` bytes of `text` (cut at a character boundary).
 fn tail_of(text: &str, max: usize) -> String {
     if text.len() <= max {
@@ -202,7 +244,10 @@ pub(crate) struct Attempt {
     /// The CLI started a new session instead of the one it was asked to resume.
     resume_ignored: bool,
     stderr_tail: String,
-    survivors: Option<String>,
+    /// Why stopping the agent's group failed or could not be confirmed.
+    pub(crate) survivors: Option<String>,
+    /// The output stream could not be re-established (the environment stayed unreachable).
+    lost_stream: Option<String>,
 }
 
 /// Runs runs. Cheap to clone; share one per process.
@@ -429,7 +474,16 @@ impl Orchestrator {
         finish: Finish,
         log: &EventLog,
     ) -> Result<Finish, RunError> {
-        let finish = match held.release(finish.lease_outcome(), None).await {
+        let cleanup = finish.cleanup_pending.then_some(CleanupStatus::Pending);
+        if cleanup.is_some() {
+            log.step(
+                "cleanup_pending",
+                "The agent's processes could not be confirmed stopped: the lease's cleanup stops them once the environment answers.",
+                json!({}),
+            )
+            .await;
+        }
+        let finish = match held.release(finish.lease_outcome(), cleanup).await {
             Ok(l) => {
                 log.step(
                     "lease_released",
@@ -980,16 +1034,20 @@ impl Orchestrator {
             }
             break attempt;
         };
-        self.remove_run_dirs(
-            run,
-            transport.as_ref(),
-            root,
-            cwd,
-            &run_work,
-            attempt_no,
-            log,
-        )
-        .await;
+        // A group not confirmed gone keeps its run directory: the lease's cleanup reads its
+        // `pgid` there.
+        if attempt.survivors.is_none() {
+            self.remove_run_dirs(
+                run,
+                transport.as_ref(),
+                root,
+                cwd,
+                &run_work,
+                attempt_no,
+                log,
+            )
+            .await;
+        }
         Ok(self.finish_from(attempt, cwd, identity.clone(), log).await)
     }
 
@@ -1243,6 +1301,7 @@ impl Orchestrator {
         let mut linger: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
         let grace = Duration::from_secs(invocation.grace_sec.max(1));
         let mut reattaches = 0u32;
+        let mut lost_stream: Option<String> = None;
         let mut stream = Box::pin(launcher.attach(remote, offsets));
         let outcome = loop {
             let mut trigger: Option<Stopped> = None;
@@ -1277,13 +1336,34 @@ impl Orchestrator {
                             linger = Some(Box::pin(tokio::time::sleep(self.linger)));
                         }
                     }
-                    Some(Ok(AttachEvent::Exited(outcome))) => break outcome,
+                    Some(Ok(AttachEvent::Exited(outcome))) => {
+                        if outcome.launcher_lost && stop_task.is_none() {
+                            log.step("launcher_lost", "The launcher shell on the environment died before recording the agent's exit status; stopping the agent's process group.", json!({})).await;
+                            let launcher = launcher.clone();
+                            let remote = remote.clone();
+                            stop_task = Some(tokio::spawn(async move {
+                                launcher.stop(&remote, Duration::from_secs(1), StopReason::Cancel).await
+                            }));
+                        }
+                        break outcome;
+                    }
                     Some(Err(e)) => {
                         // A dropped connection: re-attach from the offsets already recorded, so
                         // no byte is lost or duplicated.
                         reattaches += 1;
                         if reattaches > 20 {
-                            return Err(RunError::new("agent_failed", format!("lost the agent's output stream: {e}")));
+                            // Never leave the agent running unowned: stop its group (retried),
+                            // and if that cannot be confirmed either, the lease's cleanup will.
+                            log.step("stream_lost", format!("Lost the agent's output stream for good ({e}); stopping its process group."), json!({})).await;
+                            lost_stream = Some(e.to_string());
+                            if stop_task.is_none() {
+                                let launcher = launcher.clone();
+                                let remote = remote.clone();
+                                stop_task = Some(tokio::spawn(async move {
+                                    launcher.stop(&remote, Duration::from_secs(1), StopReason::Cancel).await
+                                }));
+                            }
+                            break berth_exec::launcher::RunOutcome::default();
                         }
                         log.step("reattach", format!("Output stream interrupted ({e}); re-attaching."), json!({"offsets": {"stdout": offsets.stdout, "stderr": offsets.stderr}})).await;
                         tokio::time::sleep(Duration::from_millis(250 * u64::from(reattaches.min(8)))).await;
@@ -1350,18 +1430,16 @@ impl Orchestrator {
         }
         let mut survivors = None;
         if let Some(task) = stop_task {
-            match task.await {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
-                    log.step(
-                        "stop_failed",
-                        format!("Stopping the agent failed: {e}"),
-                        json!({}),
-                    )
-                    .await;
-                    survivors = Some(e.to_string());
-                }
-                Err(e) => survivors = Some(e.to_string()),
+            let first = task.await.unwrap_or_else(|e| {
+                Err(LauncherError::Remote {
+                    action: "stop",
+                    run_id: remote.run_id.clone(),
+                    env: launcher.transport().describe(),
+                    detail: e.to_string(),
+                })
+            });
+            if let Err(e) = confirm_stopped(launcher, remote, first, log).await {
+                survivors = Some(e.to_string());
             }
         }
         Ok(Attempt {
@@ -1372,6 +1450,7 @@ impl Orchestrator {
             resume_ignored: parser.resume_ignored(),
             stderr_tail,
             survivors,
+            lost_stream,
         })
     }
 
@@ -1416,6 +1495,7 @@ impl Orchestrator {
             exit_code,
             session_params,
             result: Some(result),
+            cleanup_pending: attempt.survivors.is_some(),
         };
         let fail = |code: &'static str, message: String| Some(RunError::new(code, message));
         let (status, error) = match attempt.stopped {
@@ -1450,6 +1530,11 @@ impl Orchestrator {
                     (_, false) => {
                         let tail = attempt.stderr_tail.trim();
                         let how = match (&attempt.outcome.exit_code, &attempt.outcome.signal) {
+                            _ if attempt.lost_stream.is_some() => format!(
+                                "could not be reached any more ({}); its process group was stopped or is left to the lease's cleanup",
+                                attempt.lost_stream.as_deref().unwrap_or_default()
+                            ),
+                            _ if attempt.outcome.launcher_lost => "lost its launcher: the launcher shell on the environment died before recording the exit status (killed from outside, or the disk is full), and the agent's process group was stopped".into(),
                             (_, Some(sig)) => format!("was killed by signal {sig}"),
                             (Some(code), None) => format!("exited with code {code}"),
                             (None, None) => "ended without an exit status".into(),

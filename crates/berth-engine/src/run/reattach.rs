@@ -280,17 +280,19 @@ impl Orchestrator {
         {
             return Err(e.clone());
         }
-        self.remove_run_dirs(
-            run,
-            plan.transport.as_ref(),
-            &plan.root,
-            &plan.cwd,
-            &run_work,
-            session.attempt,
-            log,
-        )
-        .await;
         let attempt = attempt?;
+        if attempt.survivors.is_none() {
+            self.remove_run_dirs(
+                run,
+                plan.transport.as_ref(),
+                &plan.root,
+                &plan.cwd,
+                &run_work,
+                session.attempt,
+                log,
+            )
+            .await;
+        }
         Ok(self
             .finish_from(attempt, &plan.cwd, plan.identity.clone(), log)
             .await)

@@ -341,3 +341,101 @@ pub async fn secrets_never_appear_in_any_argv(
     l.cleanup(&run).await.unwrap();
     run
 }
+
+/// A process group number can be reused once its run ended: a stop aimed at the old number
+/// must leave the new owner alone.
+pub async fn stop_never_signals_a_reused_process_group(
+    t: Arc<dyn Transport>,
+    root: &str,
+    cwd: &str,
+) {
+    let l = Launcher::new(t, root);
+    let run = l
+        .launch(LaunchSpec {
+            run_id: run_id(),
+            command: "true".into(),
+            cwd: cwd.into(),
+            ..LaunchSpec::default()
+        })
+        .await
+        .unwrap();
+    let (_, _, outcome) = l.wait(&run, Offsets::default()).await.unwrap();
+    assert_eq!(outcome.exit_code, Some(0));
+    // Someone else's group leader, standing in for a process that got the old number.
+    let mut victim = std::process::Command::new("setsid")
+        .args(["sleep", "60"])
+        .spawn()
+        .unwrap();
+    let victim_pid = victim.id();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while group_members(victim_pid).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the stand-in never led its group"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let reused = RemoteRun {
+        pgid: victim_pid,
+        ..run.clone()
+    };
+    let stopped = l
+        .stop(
+            &reused,
+            Duration::from_millis(200),
+            berth_exec::StopReason::Cancel,
+        )
+        .await
+        .unwrap();
+    assert_eq!(stopped.exit_code, Some(0), "the recorded outcome stands");
+    assert!(
+        victim.try_wait().unwrap().is_none(),
+        "the stop signalled a process group that is not the run's"
+    );
+    let _ = victim.kill();
+    let _ = victim.wait();
+    l.cleanup(&run).await.unwrap();
+}
+
+/// The launcher shell killed from outside never writes a status: attach must not wait
+/// forever, and a stop still ends the command's group.
+pub async fn a_dead_launcher_is_reported_and_its_command_can_be_stopped(
+    t: Arc<dyn Transport>,
+    root: &str,
+    cwd: &str,
+) {
+    let l = Launcher::new(t, root);
+    let run = l
+        .launch(LaunchSpec {
+            run_id: run_id(),
+            command: "echo up; sleep 1000".into(),
+            cwd: cwd.into(),
+            ..LaunchSpec::default()
+        })
+        .await
+        .unwrap();
+    let launcher_pid: i32 = std::fs::read_to_string(format!("{}/pid", run.dir))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(launcher_pid),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    let waited = tokio::time::timeout(Duration::from_secs(20), l.wait(&run, Offsets::default()))
+        .await
+        .expect("attach waited forever for a launcher that is gone")
+        .unwrap();
+    assert_eq!(waited.0, b"up\n");
+    assert!(waited.2.launcher_lost, "{:?}", waited.2);
+    assert!(!waited.2.success());
+    assert!(
+        !group_members(run.pgid).is_empty(),
+        "the command outlived its launcher"
+    );
+    l.cancel(&run, Duration::from_millis(200)).await.unwrap();
+    assert!(group_members(run.pgid).is_empty());
+    l.cleanup(&run).await.unwrap();
+}
