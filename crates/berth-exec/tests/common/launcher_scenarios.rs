@@ -426,7 +426,7 @@ pub async fn a_dead_launcher_is_reported_and_its_command_can_be_stopped(
     .unwrap();
     let waited = tokio::time::timeout(Duration::from_secs(20), l.wait(&run, Offsets::default()))
         .await
-        .expect("attach waited forever for a launcher that is gone")
+        .unwrap_or_else(|_| panic!("attach waited forever for a launcher that is gone"))
         .unwrap();
     assert_eq!(waited.0, b"up\n");
     assert!(waited.2.launcher_lost, "{:?}", waited.2);
