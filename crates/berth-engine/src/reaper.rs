@@ -370,6 +370,142 @@ impl EnvironmentCleaner {
     }
 }
 
+/// A lease whose remote state could not be cleaned (the environment did not answer).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StrandedLease {
+    pub lease_id: LeaseId,
+    pub scope_key: String,
+    pub reason: String,
+}
+
+impl EnvironmentCleaner {
+    /// Before an environment is deleted: clean everything its leases left on it (stop and
+    /// remove run directories, remove workspace copies, retained ones included), so nothing
+    /// is stranded on the host once the lease rows are gone. Active leases must have been
+    /// released or expired first. Returns what could not be cleaned; deleting the environment
+    /// then strands it.
+    pub async fn clean_environment(
+        &self,
+        env: &Environment,
+    ) -> Result<Vec<StrandedLease>, berth_store::StoreError> {
+        let mut leases = Vec::new();
+        let mut cursor = None;
+        loop {
+            let page = Page {
+                limit: Page::MAX_LIMIT,
+                cursor: cursor.take(),
+            };
+            let got = self.store.list_leases(env.id, None, &page).await?;
+            leases.extend(got.items);
+            match got.next_cursor {
+                Some(c) => cursor = Some(c),
+                None => break,
+            }
+        }
+        let mut stranded = Vec::new();
+        let mut copies = std::collections::BTreeSet::new();
+        for mut lease in leases {
+            if lease.status == LeaseStatus::Active {
+                continue;
+            }
+            copies.insert(scope_dir(&lease.scope_key));
+            let pending = matches!(
+                lease.status,
+                LeaseStatus::Retained | LeaseStatus::Expired | LeaseStatus::PendingCleanup
+            ) || matches!(
+                lease.cleanup_status,
+                Some(CleanupStatus::Pending | CleanupStatus::Failed)
+            );
+            if !pending {
+                continue;
+            }
+            if lease.status == LeaseStatus::Retained {
+                match self
+                    .store
+                    .transition_lease(lease.id, LeaseEvent::Destroy, Some(CleanupStatus::Pending))
+                    .await
+                {
+                    Ok(l) => lease = l,
+                    Err(berth_store::StoreError::IllegalTransition(_)) => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            let (event, status) = match self.cleanup(&lease).await {
+                Ok(()) => (LeaseEvent::CleanupSucceeded, CleanupStatus::Success),
+                Err(reason) => {
+                    stranded.push(StrandedLease {
+                        lease_id: lease.id,
+                        scope_key: lease.scope_key.clone(),
+                        reason,
+                    });
+                    (LeaseEvent::CleanupFailed, CleanupStatus::Failed)
+                }
+            };
+            match self
+                .store
+                .transition_lease(lease.id, event, Some(status))
+                .await
+            {
+                Ok(_) | Err(berth_store::StoreError::IllegalTransition(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // Copies of scopes whose leases ended without a cleanup (a failed run's copy waits
+        // for the garbage collector, which cannot reach a deleted environment).
+        if stranded.is_empty() && !copies.is_empty() {
+            let removed = self.remove_copies(env, &copies).await;
+            if let Err(reason) = removed {
+                stranded.push(StrandedLease {
+                    lease_id: LeaseId(uuid::Uuid::nil()),
+                    scope_key: "*".into(),
+                    reason,
+                });
+            }
+        }
+        Ok(stranded)
+    }
+
+    async fn remove_copies(
+        &self,
+        env: &Environment,
+        scopes: &std::collections::BTreeSet<String>,
+    ) -> Result<(), String> {
+        let (transport, root) = transport_for(
+            self.store.as_ref(),
+            &self.secrets,
+            &self.pool,
+            &self.local_root,
+            env,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+        let base = format!("{}/.berth/ws", root.trim_end_matches('/'));
+        let scopes: Vec<&String> = scopes.iter().collect();
+        for chunk in scopes.chunks(200) {
+            let paths: Vec<String> = chunk
+                .iter()
+                .map(|s| quote(&format!("{base}/{s}")))
+                .collect();
+            let done = transport
+                .run(
+                    &format!("rm -rf -- {}", paths.join(" ")),
+                    bytes::Bytes::new(),
+                )
+                .await
+                .map_err(|e| e.to_string())?;
+            if !done.outcome.success() {
+                return Err(format!(
+                    "failed to remove workspace copies on {}: {}",
+                    transport.describe(),
+                    done.stderr_text().trim()
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[async_trait::async_trait]
 impl LeaseCleaner for EnvironmentCleaner {
     /// Workspace copies under `<root>/.berth/ws/` of every reachable environment whose scope

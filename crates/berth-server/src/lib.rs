@@ -411,13 +411,7 @@ pub async fn launch_with_options(
     let state = build_state(&config, addr, agent_addr).await?;
     // The reaper's loop lives in the engine; the server only owns its lifetime.
     let reaper = options.reaper_interval.map(|interval| {
-        let cleaner = berth_engine::reaper::EnvironmentCleaner {
-            store: state.store.clone(),
-            secrets: state.secrets.clone(),
-            pool: state.ssh_pool.clone(),
-            local_root: state.local_root.clone(),
-            grace: std::time::Duration::from_secs(5),
-        };
+        let cleaner = state.cleaner();
         Arc::new(berth_engine::reaper::Reaper::new(
             state.store.clone(),
             Arc::new(cleaner),

@@ -47,6 +47,17 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
+    /// What cleans an environment's side of a lease (the reaper's, and environment delete's).
+    pub fn cleaner(&self) -> berth_engine::reaper::EnvironmentCleaner {
+        berth_engine::reaper::EnvironmentCleaner {
+            store: self.store.clone(),
+            secrets: self.secrets.clone(),
+            pool: self.ssh_pool.clone(),
+            local_root: self.local_root.clone(),
+            grace: std::time::Duration::from_secs(5),
+        }
+    }
+
     /// `local_trusted`: bound to loopback with no tokens configured (SPEC §11).
     pub fn local_trusted(&self) -> bool {
         self.loopback && self.active_tokens.load(Ordering::SeqCst) == 0

@@ -349,3 +349,81 @@ async fn the_agent_reaches_the_api_with_a_token_that_dies_with_its_run() {
         );
     }
 }
+
+/// Deleting an environment removes the lease rows: its hosts are cleaned first (workspace
+/// copies, run directories), and when a host does not answer the delete says what is left
+/// instead of stranding it silently.
+#[tokio::test]
+async fn deleting_an_environment_cleans_its_host_first_or_says_what_is_left() {
+    let Some(sshd) = Sshd::start_unless_unavailable().unwrap() else {
+        return;
+    };
+    let mut gone = Sshd::start().unwrap();
+    let (s, c, eid) = setup(&sshd).await;
+    let eid2 = s.lab_environment(&c, "doomed", &gone).await;
+    let mut copies = Vec::new();
+    let dirs = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    for (env, dir, host) in [(&eid, &dirs.0, &sshd), (&eid2, &dirs.1, &gone)] {
+        let ws = s
+            .post(
+                &format!("/api/companies/{c}/execution-workspaces"),
+                json!({"localPath": dir.path()}),
+            )
+            .await;
+        let ws_id = ws.body["id"].as_str().unwrap().to_string();
+        let agent = s
+            .post(
+                &format!("/api/companies/{c}/agents"),
+                json!({"name": format!("writer-{env}"), "adapterType": "process", "defaultEnvironmentId": env,
+                    "adapterConfig": {"command": "sh", "args": ["-c", "echo hi > made.txt"]}}),
+            )
+            .await;
+        let run = s
+            .post(
+                &format!("/api/companies/{c}/runs"),
+                json!({"agentId": agent.body["id"], "prompt": "p", "executionWorkspaceId": ws_id}),
+            )
+            .await;
+        let done = wait_run(&s, run.body["id"].as_str().unwrap()).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+        let copy = host
+            .workspace
+            .join(".berth/ws")
+            .join(format!("workspace-{ws_id}"));
+        assert!(copy.join("made.txt").exists(), "a retained copy on the host");
+        copies.push(copy);
+    }
+
+    // The host of the second environment is down: the delete refuses and names the lease.
+    gone.stop();
+    let refused = s.delete(&format!("/api/environments/{eid2}")).await;
+    assert_eq!(refused.status, 409, "{}", refused.text);
+    assert!(
+        refused.body["error"]
+            .as_str()
+            .unwrap()
+            .contains("abandonRemoteState"),
+        "{}",
+        refused.text
+    );
+    assert_eq!(
+        refused.body["details"]["pendingCleanup"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "{}",
+        refused.text
+    );
+    assert_eq!(s.get(&format!("/api/environments/{eid2}")).await.status, 200);
+    let abandoned = s
+        .delete(&format!("/api/environments/{eid2}?abandonRemoteState=true"))
+        .await;
+    assert_eq!(abandoned.status, 200, "{}", abandoned.text);
+
+    // The reachable one is cleaned, then deleted.
+    let deleted = s.delete(&format!("/api/environments/{eid}")).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.text);
+    assert!(!copies[0].exists(), "the workspace copy was removed from the host");
+    assert_eq!(s.get(&format!("/api/environments/{eid}")).await.status, 404);
+}

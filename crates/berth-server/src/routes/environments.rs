@@ -7,9 +7,11 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use berth_core::adapters::{ADAPTER_TYPES, supported_drivers};
 use berth_core::config::{DriverConfig, ParseMode, SecretRef, parse_config};
+use berth_core::lease::LeaseEvent;
 use berth_core::model::{Environment, EnvironmentPatch, NewEnvironment};
 use berth_core::{
-    CompanyId, Driver, EnvironmentId, EnvironmentStatus, LeasePolicy, Secret, SecretId,
+    CleanupStatus, CompanyId, Driver, EnvironmentId, EnvironmentStatus, LeasePolicy, LeaseStatus,
+    Secret, SecretId,
 };
 use berth_store::{EnvironmentFilter, NewSecret};
 use serde::Deserialize;
@@ -598,10 +600,14 @@ async fn update_environment(
 }
 
 #[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
 struct DeleteQuery {
+    /// Expire active leases (their runs stop) instead of refusing.
     #[serde(default)]
     force: bool,
+    /// Delete even when the environment's side could not be cleaned (it stays on the host).
+    #[serde(default)]
+    abandon_remote_state: bool,
 }
 
 #[utoipa::path(delete, path = "/api/environments/{id}", tag = "environments",
@@ -615,6 +621,50 @@ async fn delete_environment(
 ) -> ApiResult<Json<Value>> {
     let env = environment_for(&state, &actor, id).await?;
     actor.require_privileged(env.company_id)?;
+    if env.is_managed_local() {
+        // The store refuses it with its own message; nothing to clean first.
+        state.store.delete_environment(id, q.force).await?;
+    }
+    // Leases' remote state (run directories, workspace copies, processes) is cleaned before
+    // the lease rows go: afterwards nothing would know it is there.
+    let active = state
+        .store
+        .list_leases(id, Some(LeaseStatus::Active), &berth_store::Page::all())
+        .await?
+        .items;
+    if !active.is_empty() {
+        if !q.force {
+            return Err(ApiError::Conflict {
+                message: "Environment has active leases; release them or delete with force=true."
+                    .into(),
+                details: json!({"activeLeaseCount": active.len()}),
+            });
+        }
+        for lease in &active {
+            match state
+                .store
+                .transition_lease(lease.id, LeaseEvent::Expire, Some(CleanupStatus::Pending))
+                .await
+            {
+                Ok(_) | Err(berth_store::StoreError::IllegalTransition(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+    let stranded = state.cleaner().clean_environment(&env).await?;
+    if !stranded.is_empty() && !q.abandon_remote_state {
+        return Err(ApiError::Conflict {
+            message: format!(
+                "Environment \"{}\" still has remote state that could not be cleaned up ({} lease(s)): {}. \
+                 Retry when the host answers, archive the environment instead, or delete with \
+                 abandonRemoteState=true to leave it on the host.",
+                env.name,
+                stranded.len(),
+                stranded[0].reason
+            ),
+            details: json!({"pendingCleanup": stranded}),
+        });
+    }
     let removed = state.store.delete_environment(id, q.force).await?;
     activity::record(
         &state,
@@ -623,7 +673,8 @@ async fn delete_environment(
         "environment.deleted",
         "environment",
         id,
-        json!({"name": removed.name, "driver": removed.driver, "status": removed.status, "forced": q.force}),
+        json!({"name": removed.name, "driver": removed.driver, "status": removed.status,
+            "forced": q.force, "abandonedRemoteState": stranded}),
     )
     .await?;
     Ok(Json(view(&removed, true)))
