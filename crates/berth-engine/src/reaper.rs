@@ -301,6 +301,35 @@ pub fn scope_dir(scope_key: &str) -> String {
 }
 
 impl EnvironmentCleaner {
+    /// Whether an active or retained lease with a higher fence holds `lease`'s scope.
+    async fn newer_holder(&self, lease: &Lease) -> Result<bool, berth_store::StoreError> {
+        for status in [LeaseStatus::Active, LeaseStatus::Retained] {
+            let mut cursor = None;
+            loop {
+                let page = Page {
+                    limit: Page::MAX_LIMIT,
+                    cursor: cursor.take(),
+                };
+                let got = self
+                    .store
+                    .list_leases(lease.environment_id, Some(status), &page)
+                    .await?;
+                if got
+                    .items
+                    .iter()
+                    .any(|l| l.scope_key == lease.scope_key && l.fence > lease.fence)
+                {
+                    return Ok(true);
+                }
+                match got.next_cursor {
+                    Some(c) => cursor = Some(c),
+                    None => break,
+                }
+            }
+        }
+        Ok(false)
+    }
+
     /// Every environment Berth can reach (local and SSH, not archived), across companies.
     async fn reachable_environments(&self) -> Result<Vec<Environment>, String> {
         let mut out = Vec::new();
@@ -604,7 +633,10 @@ impl LeaseCleaner for EnvironmentCleaner {
                 launcher.cleanup(&run).await.map_err(|e| e.to_string())?;
             }
         }
-        let keep_copy = matches!(lease.status, LeaseStatus::Retained);
+        // Fencing: a newer lease of the same scope (a run that started after this one
+        // expired) owns the copy now; removing it would delete that run's live workspace.
+        let keep_copy = matches!(lease.status, LeaseStatus::Retained)
+            || self.newer_holder(lease).await.map_err(|e| e.to_string())?;
         if !keep_copy {
             let ws = format!(
                 "{}/.berth/ws/{}",

@@ -366,3 +366,64 @@ async fn garbage_collection_removes_only_idle_copies_without_a_lease() {
         "a young copy may belong to a lease being created"
     );
 }
+
+/// Fencing: the cleanup of an expired lease must not delete the workspace copy a newer lease
+/// of the same scope is using (a run that started after the old holder died).
+#[tokio::test]
+async fn cleanup_of_a_stale_lease_spares_the_copy_of_the_newer_holder() {
+    let w = world().await;
+    let company = w.store.create_company("fenced").await.unwrap();
+    let env = rooted_local(&w, company.id).await;
+    let acquire = |ttl: i64| AcquireLease {
+        company_id: env.company_id,
+        environment_id: env.id,
+        scope_key: "workspace:shared".into(),
+        policy: LeasePolicy::Ephemeral,
+        ttl_secs: ttl,
+        execution_workspace_id: None,
+        issue_id: None,
+        run_id: None,
+        agent_id: None,
+        provider: None,
+        provider_lease_id: None,
+        metadata: None,
+        wait: None,
+    };
+    let old = w.store.acquire_lease(acquire(1)).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    let expired = w.store.expire_due_leases(chrono::Utc::now()).await.unwrap();
+    assert_eq!(
+        expired.iter().map(|l| l.id).collect::<Vec<_>>(),
+        vec![old.id]
+    );
+    let newer = w.store.acquire_lease(acquire(600)).await.unwrap();
+    assert!(newer.fence > old.fence);
+    let copy = w
+        .root
+        .path()
+        .join(".berth/ws")
+        .join(scope_dir("workspace:shared"));
+    std::fs::create_dir_all(&copy).unwrap();
+    std::fs::write(copy.join("live.txt"), "the newer run's work").unwrap();
+
+    let report = w.reaper.sweep().await.unwrap();
+    assert_eq!(report.cleaned, vec![old.id], "{report:?}");
+    assert_eq!(
+        std::fs::read_to_string(copy.join("live.txt")).unwrap(),
+        "the newer run's work",
+        "the stale lease's cleanup deleted the newer holder's copy"
+    );
+    // Once the newer lease ends and is cleaned, the copy goes.
+    w.store
+        .release_lease(
+            newer.id,
+            newer.fence,
+            RunOutcome::Failed,
+            Some(CleanupStatus::Pending),
+        )
+        .await
+        .unwrap();
+    let report = w.reaper.sweep().await.unwrap();
+    assert_eq!(report.cleaned, vec![newer.id], "{report:?}");
+    assert!(!copy.exists());
+}

@@ -390,7 +390,10 @@ async fn deleting_an_environment_cleans_its_host_first_or_says_what_is_left() {
             .workspace
             .join(".berth/ws")
             .join(format!("workspace-{ws_id}"));
-        assert!(copy.join("made.txt").exists(), "a retained copy on the host");
+        assert!(
+            copy.join("made.txt").exists(),
+            "a retained copy on the host"
+        );
         copies.push(copy);
     }
 
@@ -415,7 +418,10 @@ async fn deleting_an_environment_cleans_its_host_first_or_says_what_is_left() {
         "{}",
         refused.text
     );
-    assert_eq!(s.get(&format!("/api/environments/{eid2}")).await.status, 200);
+    assert_eq!(
+        s.get(&format!("/api/environments/{eid2}")).await.status,
+        200
+    );
     let abandoned = s
         .delete(&format!("/api/environments/{eid2}?abandonRemoteState=true"))
         .await;
@@ -424,6 +430,9 @@ async fn deleting_an_environment_cleans_its_host_first_or_says_what_is_left() {
     // The reachable one is cleaned, then deleted.
     let deleted = s.delete(&format!("/api/environments/{eid}")).await;
     assert_eq!(deleted.status, 200, "{}", deleted.text);
-    assert!(!copies[0].exists(), "the workspace copy was removed from the host");
+    assert!(
+        !copies[0].exists(),
+        "the workspace copy was removed from the host"
+    );
     assert_eq!(s.get(&format!("/api/environments/{eid}")).await.status, 404);
 }

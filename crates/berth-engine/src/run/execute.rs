@@ -696,6 +696,12 @@ impl Orchestrator {
             identity,
             sync,
         } = &plan;
+        if sync.is_some() && lost.is_cancelled() {
+            return Err(RunError::new(
+                "lease_lost",
+                "the lease was lost before the workspace was synced out",
+            ));
+        }
         if let Some((local, spec, opts)) = &sync {
             log.step(
                 "workspace_sync_out",
@@ -761,7 +767,7 @@ impl Orchestrator {
         if matches!(&outcome, Err(e) if e.is_detached()) {
             return outcome;
         }
-        Ok(self.restore(run, &plan, outcome, log).await)
+        Ok(self.restore(run, &plan, outcome, log, &lost).await)
     }
 
     /// Step 8: restore the workspace, on every path (also after failures and cancel), and
@@ -772,10 +778,34 @@ impl Orchestrator {
         plan: &Plan,
         outcome: Result<Finish, RunError>,
         log: &EventLog,
+        lost: &CancellationToken,
     ) -> Finish {
         let Plan {
             transport, sync, ..
         } = plan;
+        // Fencing: a holder that lost its lease touches nothing the newer holder of the scope
+        // may own (the remote copy is theirs now; restoring it would bring their work-in-progress
+        // here).
+        if sync.is_some() && lost.is_cancelled() {
+            log.step(
+                "workspace_restore_skipped",
+                "The lease was lost: the remote copy may belong to a newer run now, so it is not restored.",
+                json!({}),
+            )
+            .await;
+            let mut finish = match outcome {
+                Ok(f) => f,
+                Err(e) => Finish::failed(e),
+            };
+            if finish.error.is_none() {
+                finish.status = RunStatus::Failed;
+                finish.error = Some(RunError::new(
+                    "lease_lost",
+                    "the lease was lost before the workspace was restored; the remote copy was left to its newer holder",
+                ));
+            }
+            return finish;
+        }
         let mut conflicts: Vec<String> = Vec::new();
         let mut restore_error: Option<RunError> = None;
         if let Some((local, spec, opts)) = &sync {

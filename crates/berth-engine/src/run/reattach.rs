@@ -189,7 +189,7 @@ impl Orchestrator {
                 if matches!(&outcome, Err(e) if e.is_detached()) {
                     return outcome;
                 }
-                self.restore(run, &plan, outcome, log).await
+                self.restore(run, &plan, outcome, log, &held.lost()).await
             }
             Err(e) => Finish::failed(e),
         };
