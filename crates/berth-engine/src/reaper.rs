@@ -5,8 +5,9 @@
 //! (2) retained leases idle past their retention are destroyed; (3) leases with pending
 //! cleanup are cleaned through a [`LeaseCleaner`] — success records `cleanup_status =
 //! success`, failure parks the lease in `pending_cleanup` and the next sweeps retry it with
-//! backoff. On PostgreSQL several instances may sweep at once: every transition is guarded in
-//! SQL, so a lease is moved once whoever gets there first.
+//! backoff. On PostgreSQL one instance sweeps at a time (an advisory lock held on a connection
+//! of its own; another instance takes over when it dies), and every transition is guarded in
+//! SQL besides, so a lease is moved once whoever gets there first.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -55,6 +56,8 @@ pub struct SweepReport {
     pub cleanup_failed: Vec<LeaseId>,
     /// Runs still `running` on a lease expired long enough ago: their executor is gone.
     pub orphaned_runs: Vec<RunId>,
+    /// Another instance holds the reaper lock: this one did nothing.
+    pub skipped: bool,
 }
 
 /// How long after its lease expired a run still `running` is taken for orphaned. A live
@@ -94,8 +97,14 @@ impl Reaper {
 
     /// Run one sweep.
     pub async fn sweep(&self) -> Result<SweepReport, berth_store::StoreError> {
-        let now = Utc::now();
         let mut report = SweepReport::default();
+        // PostgreSQL: one instance sweeps at a time (the others would race it to the same
+        // cleanups on the same hosts).
+        if !self.store.hold_reaper_lock().await? {
+            report.skipped = true;
+            return Ok(report);
+        }
+        let now = Utc::now();
         for lease in self.store.expire_due_leases(now).await? {
             tracing::warn!(lease_id = %lease.id, environment_id = %lease.environment_id,
                 "lease expired: its holder stopped renewing it before the TTL");

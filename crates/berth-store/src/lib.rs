@@ -322,6 +322,11 @@ pub trait Store: Send + Sync + 'static {
     // ---- whole-database copy (`berth db copy`) --------------------------------------------
 
     /// Every row of every table, in an order that satisfies foreign keys on import.
+    /// Whether this instance is the one running the lease reaper now (PostgreSQL: it holds
+    /// an advisory lock, kept while its connection lives; SQLite: always). Call before each
+    /// sweep.
+    async fn hold_reaper_lock(&self) -> Result<bool>;
+
     async fn export_all(&self) -> Result<Dump>;
     /// Insert a dump into an empty database (else `Conflict(NotEmpty)`), one transaction.
     async fn import_all(&self, dump: Dump) -> Result<()>;

@@ -86,6 +86,7 @@ conformance!(
     ensure_default_company_creates_one_company_under_concurrency,
     host_execution_is_granted_to_the_first_company_only,
     remote_sessions_are_saved_replaced_and_runs_reclaimed_after_a_restart,
+    one_instance_at_a_time_holds_the_reaper_lock,
     second_local_environment_is_a_conflict,
     environment_names_are_unique_on_create_and_rename,
     failed_create_environment_writes_nothing,
@@ -2411,4 +2412,32 @@ async fn remote_sessions_are_saved_replaced_and_runs_reclaimed_after_a_restart(f
         fx.store.get_run(queued.id).await.unwrap().unwrap().status,
         RunStatus::Queued
     );
+}
+
+async fn one_instance_at_a_time_holds_the_reaper_lock(fx: &Fx) {
+    if !fx.url.starts_with("postgres") {
+        assert!(fx.store.hold_reaper_lock().await.unwrap());
+        assert!(
+            fx.store.hold_reaper_lock().await.unwrap(),
+            "kept while held"
+        );
+        return;
+    }
+    let a = PgStore::connect(&fx.url).await.unwrap();
+    let b = PgStore::connect(&fx.url).await.unwrap();
+    assert!(a.hold_reaper_lock().await.unwrap());
+    assert!(a.hold_reaper_lock().await.unwrap(), "kept while held");
+    assert!(
+        !b.hold_reaper_lock().await.unwrap(),
+        "a second instance must not sweep at the same time"
+    );
+    assert!(!fx.store.hold_reaper_lock().await.unwrap());
+    // The holder goes away (its connections close with it): another one takes over.
+    drop(a);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while !b.hold_reaper_lock().await.unwrap() {
+        assert!(Instant::now() < deadline, "the lock was never given up");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(!fx.store.hold_reaper_lock().await.unwrap());
 }

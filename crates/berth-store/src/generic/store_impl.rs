@@ -2508,6 +2508,10 @@ impl Store for This {
 
     // ---- whole-database copy --------------------------------------------------------------
 
+    async fn hold_reaper_lock(&self) -> Result<bool> {
+        self.reaper_lock().await
+    }
+
     async fn export_all(&self) -> Result<Dump> {
         let mut tx = self.snapshot_tx().await?;
         macro_rules! all {

@@ -47,7 +47,13 @@ pub struct PgStore {
     instance: Uuid,
     announcer: tokio::sync::mpsc::UnboundedSender<EnvironmentId>,
     _tasks: Arc<[BackgroundTask; 2]>,
+    /// The connection holding the reaper's advisory lock while this instance is the one that
+    /// sweeps (a session lock: it goes with the connection if the instance dies).
+    reaper_lock: Arc<tokio::sync::Mutex<Option<sqlx::pool::PoolConnection<Postgres>>>>,
 }
+
+/// The advisory lock key of the lease reaper (`berth-reaper` folded into an i64).
+const REAPER_LOCK_KEY: i64 = 0x6265_7274_685f_7270;
 
 impl std::fmt::Debug for PgStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -97,7 +103,30 @@ impl PgStore {
             instance,
             announcer,
             _tasks: Arc::new([BackgroundTask(listening), BackgroundTask(announcing)]),
+            reaper_lock: Arc::new(tokio::sync::Mutex::new(None)),
         })
+    }
+
+    /// Hold (or take) the reaper's advisory lock: `true` while this instance is the one
+    /// that sweeps. A lost connection gives the lock up, and another instance takes it.
+    pub(super) async fn reaper_lock(&self) -> Result<bool> {
+        let mut held = self.reaper_lock.lock().await;
+        if let Some(conn) = held.as_mut() {
+            if sqlx::query("SELECT 1").execute(&mut **conn).await.is_ok() {
+                return Ok(true);
+            }
+            // The connection (and with it the lock) is gone.
+            *held = None;
+        }
+        let mut conn = self.pool.acquire().await?;
+        let got: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock($1)")
+            .bind(REAPER_LOCK_KEY)
+            .fetch_one(&mut *conn)
+            .await?;
+        if got {
+            *held = Some(conn);
+        }
+        Ok(got)
     }
 
     pub fn pool(&self) -> &Pool<Postgres> {
