@@ -58,3 +58,15 @@ async fn local_env_values_never_appear_in_any_argv() {
     let (_d, t, root, cwd) = setup();
     scenarios::secrets_never_appear_in_any_argv(t, &root, &cwd, &[]).await;
 }
+
+#[tokio::test]
+async fn local_stop_with_a_huge_grace_still_stops() {
+    let (_d, t, root, cwd) = setup();
+    scenarios::stop_with_a_huge_grace_still_stops(t, &root, &cwd).await;
+}
+
+#[tokio::test]
+async fn local_nul_bytes_are_refused_by_name() {
+    let (_d, t, root, cwd) = setup();
+    scenarios::nul_bytes_are_refused_by_name(t, &root, &cwd).await;
+}

@@ -173,3 +173,17 @@ async fn launch_uses_one_exec_channel_and_polls_use_the_control_shell() {
     assert_eq!(out, b"done\n");
     assert!(o.success());
 }
+
+#[tokio::test]
+async fn ssh_stop_with_a_huge_grace_still_stops() {
+    let Some(sshd) = common::sshd() else { return };
+    let (t, root, cwd) = setup(&sshd);
+    scenarios::stop_with_a_huge_grace_still_stops(t, &root, &cwd).await;
+}
+
+#[tokio::test]
+async fn ssh_nul_bytes_are_refused_by_name() {
+    let Some(sshd) = common::sshd() else { return };
+    let (t, root, cwd) = setup(&sshd);
+    scenarios::nul_bytes_are_refused_by_name(t, &root, &cwd).await;
+}
