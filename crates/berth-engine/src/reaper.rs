@@ -416,7 +416,7 @@ impl LeaseCleaner for EnvironmentCleaner {
             let dir = format!("{}/.berth/runs/{run_id}", root.trim_end_matches('/'));
             let pgid_file = transport
                 .run(
-                    &format!("cat {}/pgid 2>/dev/null || true", quote(&dir)),
+                    &format!("cat -- {}/pgid 2>/dev/null || true", quote(&dir)),
                     bytes::Bytes::new(),
                 )
                 .await

@@ -59,6 +59,10 @@ pub enum LauncherError {
         env: String,
         detail: String,
     },
+    /// `kill -TERM -0` is the stopping shell's own group and `kill -TERM -1` every process the
+    /// user may signal: a run record with such a process group is refused, never signalled.
+    #[error("failed to stop run {run_id}: process group {pgid} is not a run's group")]
+    InvalidPgid { run_id: String, pgid: u32 },
     #[error(
         "failed to stop run {run_id} on {env}: processes {pids:?} of its group survived SIGKILL"
     )]
@@ -636,6 +640,12 @@ if [ "$ne" -gt 0 ]; then tail -c +{eo1} "$d/stderr" | head -c "$ne"; fi
         grace: Duration,
         reason: StopReason,
     ) -> Result<RunOutcome, LauncherError> {
+        if run.pgid <= 1 {
+            return Err(LauncherError::InvalidPgid {
+                run_id: run.run_id.clone(),
+                pgid: run.pgid,
+            });
+        }
         let grace = grace.min(MAX_STOP_GRACE);
         let ticks = grace.as_millis().div_ceil(100).max(1);
         let script = format!(

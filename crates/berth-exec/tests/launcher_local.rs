@@ -70,3 +70,9 @@ async fn local_nul_bytes_are_refused_by_name() {
     let (_d, t, root, cwd) = setup();
     scenarios::nul_bytes_are_refused_by_name(t, &root, &cwd).await;
 }
+
+#[tokio::test]
+async fn local_stop_refuses_process_groups_0_and_1() {
+    let (_d, t, root, cwd) = setup();
+    scenarios::stop_refuses_process_groups_0_and_1(t, &root, &cwd).await;
+}

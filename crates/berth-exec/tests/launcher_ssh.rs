@@ -187,3 +187,10 @@ async fn ssh_nul_bytes_are_refused_by_name() {
     let (t, root, cwd) = setup(&sshd);
     scenarios::nul_bytes_are_refused_by_name(t, &root, &cwd).await;
 }
+
+#[tokio::test]
+async fn ssh_stop_refuses_process_groups_0_and_1() {
+    let Some(sshd) = common::sshd() else { return };
+    let (t, root, cwd) = setup(&sshd);
+    scenarios::stop_refuses_process_groups_0_and_1(t, &root, &cwd).await;
+}

@@ -407,3 +407,39 @@ pub async fn nul_bytes_are_refused_by_name(t: Arc<dyn Transport>, root: &str, cw
         .unwrap_err();
     assert!(matches!(err, berth_exec::ExecError::Nul { .. }), "{err}");
 }
+
+/// A run record whose process group is 0 or 1 (corrupt or forged) would make the stop script
+/// `kill -TERM -1`: every process of the user. It is refused and nothing is signalled.
+pub async fn stop_refuses_process_groups_0_and_1(t: Arc<dyn Transport>, root: &str, cwd: &str) {
+    let l = Launcher::new(t, root);
+    let run = l
+        .launch(LaunchSpec {
+            run_id: run_id(),
+            command: "sleep 1000".into(),
+            cwd: cwd.into(),
+            ..LaunchSpec::default()
+        })
+        .await
+        .unwrap();
+    for pgid in [0, 1] {
+        let forged = RemoteRun {
+            pgid,
+            ..run.clone()
+        };
+        let err = l
+            .stop(
+                &forged,
+                Duration::from_secs(1),
+                berth_exec::StopReason::Cancel,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LauncherError::InvalidPgid { .. }), "{err}");
+    }
+    assert!(
+        !group_members(run.pgid).is_empty(),
+        "the real run was not touched"
+    );
+    l.cancel(&run, Duration::from_secs(1)).await.unwrap();
+    l.cleanup(&run).await.unwrap();
+}
