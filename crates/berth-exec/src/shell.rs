@@ -52,6 +52,18 @@ pub fn quote_os(s: &OsStr) -> OsString {
     OsString::from_vec(quote_bytes(s.as_bytes()))
 }
 
+/// `exec <program> <args>…` with every word quoted: how an argv becomes the command line the
+/// [launcher](crate::launcher) runs. A program starting with `-` is the caller's to refuse
+/// (`exec --` is not portable: dash takes `--` as the program).
+pub fn exec_command<S: AsRef<str>>(program: &str, args: &[S]) -> String {
+    let mut command = format!("exec {}", quote(program));
+    for arg in args {
+        command.push(' ');
+        command.push_str(&quote(arg.as_ref()));
+    }
+    command
+}
+
 /// A value that cannot be passed to a command because it contains a NUL byte.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{what} contains a NUL byte, which no command argument, path or shell word can carry")]

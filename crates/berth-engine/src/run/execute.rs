@@ -1021,11 +1021,7 @@ impl Orchestrator {
                 ));
             }
         }
-        let mut command = format!("exec {}", quote(&invocation.program));
-        for arg in &invocation.args {
-            command.push(' ');
-            command.push_str(&quote(arg));
-        }
+        let command = berth_exec::shell::exec_command(&invocation.program, &invocation.args);
         let run_key = if attempt_no == 1 {
             run.id.to_string()
         } else {
