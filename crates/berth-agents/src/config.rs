@@ -12,6 +12,12 @@ use crate::invocation::{AssetSpec, BuildContext, Invocation};
 
 /// `graceSec` when the config does not set it (SPEC §7).
 pub const DEFAULT_GRACE_SEC: u64 = 20;
+/// Largest `timeoutSec`: 7 days. 0 means no timeout.
+pub const MAX_TIMEOUT_SEC: u64 = 7 * 24 * 3600;
+/// Largest `graceSec` (the launcher caps the wait between TERM and KILL at the same hour).
+pub const MAX_GRACE_SEC: u64 = 3600;
+/// Largest `maxTurnsPerRun`.
+pub const MAX_TURNS_PER_RUN: u64 = 10_000;
 
 /// The asset key under which `instructionsFilePath` travels.
 pub(crate) const INSTRUCTIONS_ASSET: &str = "instructions";
@@ -48,16 +54,20 @@ impl CommonConfig {
                 })?
                 .to_string(),
         };
-        check_word("command", &command)?;
+        check_command(&command)?;
+        let extra_args = string_list(obj, "extraArgs")?.unwrap_or_default();
+        for (i, arg) in extra_args.iter().enumerate() {
+            check_word(&format!("extraArgs.{i}"), arg)?;
+        }
         Ok(Self {
             command,
             model: str_opt(obj, "model")?,
             env: env_map(obj)?,
-            extra_args: string_list(obj, "extraArgs")?.unwrap_or_default(),
-            timeout_sec: u64_opt(obj, "timeoutSec")?.unwrap_or(0),
-            grace_sec: u64_opt(obj, "graceSec")?.unwrap_or(DEFAULT_GRACE_SEC),
+            extra_args,
+            timeout_sec: timeout_sec(obj)?,
+            grace_sec: grace_sec(obj)?,
             instructions_file_path: str_opt(obj, "instructionsFilePath")?,
-            max_turns_per_run: u64_opt(obj, "maxTurnsPerRun")?,
+            max_turns_per_run: int_in(obj, "maxTurnsPerRun", 1, MAX_TURNS_PER_RUN)?,
             assets: asset_dirs(obj)?,
         })
     }
@@ -122,19 +132,44 @@ pub(crate) fn bool_opt(obj: &Map<String, Value>, key: &str) -> Result<Option<boo
     }
 }
 
-pub(crate) fn u64_opt(obj: &Map<String, Value>, key: &str) -> Result<Option<u64>, AdapterError> {
+/// A JSON integer in `min..=max`. Only integers count: `5.0`, `-0.0` and `1e3` are floats in
+/// JSON and are refused, as are strings and numbers outside the range (however large), so no
+/// later arithmetic on the value can overflow.
+pub(crate) fn int_in(
+    obj: &Map<String, Value>,
+    key: &str,
+    min: u64,
+    max: u64,
+) -> Result<Option<u64>, AdapterError> {
     match obj.get(key) {
         None | Some(Value::Null) => Ok(None),
-        Some(v) => v
-            .as_u64()
-            .or_else(|| {
-                v.as_f64()
-                    .filter(|f| f.fract() == 0.0 && *f >= 0.0)
-                    .map(|f| f as u64)
-            })
-            .map(Some)
-            .ok_or_else(|| AdapterError::config(key, "must be a non-negative integer")),
+        Some(Value::Number(n)) if n.as_u64().is_some_and(|v| (min..=max).contains(&v)) => {
+            Ok(n.as_u64())
+        }
+        Some(_) => Err(AdapterError::config(
+            key,
+            format!("must be an integer from {min} to {max}"),
+        )),
     }
+}
+
+/// `timeoutSec`: 0 (the default) means no timeout, else at most [`MAX_TIMEOUT_SEC`].
+pub(crate) fn timeout_sec(obj: &Map<String, Value>) -> Result<u64, AdapterError> {
+    int_in(obj, "timeoutSec", 0, MAX_TIMEOUT_SEC)
+        .map(Option::unwrap_or_default)
+        .map_err(|_| {
+            AdapterError::config(
+                "timeoutSec",
+                format!(
+                    "must be 0 (no timeout) or an integer from 1 to {MAX_TIMEOUT_SEC} (7 days)"
+                ),
+            )
+        })
+}
+
+/// `graceSec`: seconds between TERM and KILL, at most [`MAX_GRACE_SEC`].
+pub(crate) fn grace_sec(obj: &Map<String, Value>) -> Result<u64, AdapterError> {
+    Ok(int_in(obj, "graceSec", 0, MAX_GRACE_SEC)?.unwrap_or(DEFAULT_GRACE_SEC))
 }
 
 /// An array of strings; with `comma_string`, a single `"a,b"` string is accepted too.
@@ -194,11 +229,26 @@ pub(crate) fn choice(
     }
 }
 
-fn check_word(key: &str, value: &str) -> Result<(), AdapterError> {
+/// One argv word that is also shown on one line (a command, an extra flag): no NUL (no argv
+/// can carry it) and no line break.
+pub(crate) fn check_word(key: &str, value: &str) -> Result<(), AdapterError> {
     if value.contains(['\0', '\n', '\r']) {
         return Err(AdapterError::config(
             key,
             "must not contain NUL or line breaks",
+        ));
+    }
+    Ok(())
+}
+
+/// The program: a word (see [`check_word`]) that does not start with `-`, which `exec` would
+/// read as an option rather than a program.
+pub(crate) fn check_command(command: &str) -> Result<(), AdapterError> {
+    check_word("command", command)?;
+    if command.starts_with('-') {
+        return Err(AdapterError::config(
+            "command",
+            "must not start with '-' (give a program name or path)",
         ));
     }
     Ok(())

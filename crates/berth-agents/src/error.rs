@@ -43,6 +43,22 @@ pub enum AdapterError {
 }
 
 impl AdapterError {
+    /// The dotted JSON path of the offending field, e.g. `adapterConfig.timeoutSec` or
+    /// `adapterConfig.extraArgs.2`; `adapterConfig` when no single key is at fault.
+    pub fn field_path(&self) -> String {
+        match self {
+            Self::InvalidConfig { key, .. } if !key.is_empty() => format!("adapterConfig.{key}"),
+            Self::MissingConfig { key, .. } => format!("adapterConfig.{key}"),
+            Self::ForbiddenEnvKey { key } | Self::ReservedEnvKey { key } => {
+                format!("adapterConfig.env.{key}")
+            }
+            Self::UnknownAsset { key, .. } => format!("adapterConfig.assets.{key}"),
+            Self::InvalidConfig { .. } | Self::NoAssetDir { .. } | Self::InvalidRequest(_) => {
+                "adapterConfig".to_string()
+            }
+        }
+    }
+
     pub(crate) fn config(key: impl Into<String>, reason: impl Into<String>) -> Self {
         Self::InvalidConfig {
             key: key.into(),

@@ -51,12 +51,16 @@ pub mod opencode;
 pub mod pi;
 pub mod process;
 mod session;
+mod validate;
 
-pub use config::{CommonConfig, DEFAULT_GRACE_SEC};
+pub use config::{
+    CommonConfig, DEFAULT_GRACE_SEC, MAX_GRACE_SEC, MAX_TIMEOUT_SEC, MAX_TURNS_PER_RUN,
+};
 pub use error::AdapterError;
 pub use event::{Event, Role, RunSummary, Stream};
 pub use invocation::{AssetSpec, BuildContext, Invocation};
 pub use session::{RemoteIdentity, ResumeRefused, SessionParams, should_resume};
+pub use validate::validate_config;
 
 /// One agent CLI: builds its command and creates parsers for its output. Implementations are
 /// stateless unit structs; all per-run state lives in the [`OutputParser`] they create.

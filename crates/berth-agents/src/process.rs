@@ -3,7 +3,7 @@
 //! parser never reports a result, a session or an unknown session. The prompt goes to stdin.
 
 use crate::config::{
-    DEFAULT_GRACE_SEC, base_invocation, env_map, object, str_opt, string_list, u64_opt,
+    base_invocation, check_command, env_map, grace_sec, object, str_opt, string_list, timeout_sec,
 };
 use crate::event::{Event, Stream};
 use crate::{Adapter, AdapterError, BuildContext, CommonConfig, Invocation, OutputParser};
@@ -28,12 +28,7 @@ impl Adapter for ProcessAdapter {
             adapter: ADAPTER_TYPE,
             key: "command",
         })?;
-        if command.contains(['\0', '\n', '\r']) {
-            return Err(AdapterError::config(
-                "command",
-                "must not contain NUL or line breaks",
-            ));
-        }
+        check_command(&command)?;
         if !ctx.local_assets.is_empty() {
             return Err(AdapterError::UnknownAsset {
                 adapter: ADAPTER_TYPE,
@@ -51,20 +46,37 @@ impl Adapter for ProcessAdapter {
             model: None,
             env: env_map(obj)?,
             extra_args: Vec::new(),
-            timeout_sec: u64_opt(obj, "timeoutSec")?.unwrap_or(0),
-            grace_sec: u64_opt(obj, "graceSec")?.unwrap_or(DEFAULT_GRACE_SEC),
+            timeout_sec: timeout_sec(obj)?,
+            grace_sec: grace_sec(obj)?,
             instructions_file_path: None,
             max_turns_per_run: None,
             assets: std::collections::BTreeMap::new(),
         };
         let mut inv = base_invocation(&common, ctx, &[], ctx.prompt.clone())?;
-        inv.args = string_list(obj, "args")?.unwrap_or_default();
+        inv.args = args(obj)?;
         Ok(inv)
     }
 
     fn parser(&self, _invocation: &Invocation) -> Box<dyn OutputParser> {
         Box::new(RawParser)
     }
+}
+
+/// `args`: strings without NUL (no argv can carry one). Unlike an `extraArgs` flag, an
+/// argument may span lines (`sh -c` with a script is the common use).
+pub(crate) fn args(
+    obj: &serde_json::Map<String, serde_json::Value>,
+) -> Result<Vec<String>, AdapterError> {
+    let args = string_list(obj, "args")?.unwrap_or_default();
+    for (i, arg) in args.iter().enumerate() {
+        if arg.contains('\0') {
+            return Err(AdapterError::config(
+                format!("args.{i}"),
+                "must not contain NUL",
+            ));
+        }
+    }
+    Ok(args)
 }
 
 /// Passes every line through as [`Event::Output`].

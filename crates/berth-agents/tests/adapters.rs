@@ -763,7 +763,10 @@ fn mistyped_config_values_name_their_key() {
         .err();
     assert_eq!(
         err.map(|e| e.to_string()),
-        Some("invalid adapterConfig.timeoutSec: must be a non-negative integer".into())
+        Some(
+            "invalid adapterConfig.timeoutSec: must be 0 (no timeout) or an integer from 1 to 604800 (7 days)"
+                .into()
+        )
     );
     let err = get("codex_local")
         .build(&ctx(json!({"extraArgs": "--x"})))

@@ -374,7 +374,9 @@ const TOOLS: &[&str] = &["sh", "tar", "git", "setsid", "sha256sum"];
 /// An agent CLI's `--version` runs with the CLI's own directory first on PATH, so a Node CLI
 /// installed beside its own `node` (nvm, a tarball, `scripts/install-agent-clis`) reports the
 /// version it runs with rather than failing under an older system Node. The CLIs are asked in
-/// parallel (a Node CLI takes a second or more to print its version).
+/// parallel (a Node CLI takes a second or more to print its version). The agent command and
+/// its directory reach the login shells as positional parameters, never as script text: an
+/// agent's `adapterConfig.command` is user input and must not be able to run anything.
 async fn host_checks(
     transport: &dyn Transport,
     workspace: &str,
@@ -393,7 +395,7 @@ printf '@@ws\n'; ( mkdir -p "$P" && cd "$P" && pwd -P && f=".berth-probe-$$" && 
 printf '@@tools\n'; for t in {tools}; do p=$(command -v "$t" 2>/dev/null); if [ -n "$p" ]; then v=$("$t" --version 2>/dev/null | head -n 1); printf '%s\t%s\t%s\n' "$t" "$p" "$v"; else printf '%s\t\t\n' "$t"; fi; done
 printf '@@disk\n'; df -Pk "$P" 2>/dev/null | tail -n 1
 printf '@@agents\n'
-agent() {{ c=$1; p=$(sh -lc "command -v '$c'" 2>/dev/null </dev/null); if [ -n "$p" ]; then d=$(dirname "$p"); v=$(sh -lc "PATH='$d':\$PATH; '$c' --version" 2>/dev/null </dev/null | head -n 1); printf '%s\t%s\t%s\n' "$c" "$p" "$v"; else printf '%s\t\t\n' "$c"; fi; }}
+agent() {{ c=$1; p=$(sh -lc 'command -v -- "$1"' sh "$c" 2>/dev/null </dev/null); if [ -n "$p" ]; then d=$(dirname -- "$p"); v=$(sh -lc 'PATH="$1:$PATH"; "$2" --version' sh "$d" "$c" 2>/dev/null </dev/null | head -n 1); printf '%s\t%s\t%s\n' "$c" "$p" "$v"; else printf '%s\t\t\n' "$c"; fi; }}
 t=$(mktemp -d 2>/dev/null) || t=
 i=0; for c in {agents}; do i=$((i+1)); if [ -n "$t" ]; then agent "$c" > "$t/$i" & else agent "$c"; fi; done; wait
 if [ -n "$t" ]; then i=0; for c in {agents}; do i=$((i+1)); cat "$t/$i" 2>/dev/null; done; rm -rf "$t"; fi

@@ -85,6 +85,13 @@ pub enum ExecError {
     Disconnected { env: String },
     #[error("failed to talk to the control shell on {env}: {detail}")]
     ControlShell { env: String, detail: String },
+    /// The script contains a NUL byte: `sh` cannot be given it faithfully, so it is not run.
+    #[error("failed to run a command on {env}: {source}")]
+    Nul {
+        env: String,
+        #[source]
+        source: crate::shell::NulByte,
+    },
     #[error("failed to run {what} on {env}: {outcome}{}", stderr_suffix(stderr))]
     CommandFailed {
         env: String,
@@ -104,6 +111,14 @@ fn stderr_suffix(stderr: &str) -> String {
 }
 
 impl ExecError {
+    /// `Err(Nul)` when `script` contains a NUL byte; every transport checks before running.
+    pub(crate) fn check_script(env: &str, script: &str) -> Result<(), Self> {
+        crate::shell::check_no_nul("the script", script).map_err(|source| Self::Nul {
+            env: env.to_owned(),
+            source,
+        })
+    }
+
     /// Whether this error means the connection died (a fresh connection may succeed).
     pub fn is_connection_lost(&self) -> bool {
         matches!(self, Self::Disconnected { .. } | Self::Channel { .. })

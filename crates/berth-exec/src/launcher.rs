@@ -19,7 +19,7 @@ use bytes::Bytes;
 use futures::Stream;
 
 use crate::error::ExecError;
-use crate::shell::{is_valid_env_key, quote};
+use crate::shell::{check_no_nul, is_valid_env_key, quote};
 use crate::transport::{ExecRequest, RUN_OUTPUT_CAP, RUN_TIMEOUT, Transport};
 use berth_core::Secret;
 
@@ -38,6 +38,12 @@ pub enum LauncherError {
     InvalidEnvKey { run_id: String, key: String },
     #[error("failed to launch run {run_id}: environment variable {key} contains a NUL byte")]
     InvalidEnvValue { run_id: String, key: String },
+    #[error("failed to launch run {run_id}: {source}")]
+    Nul {
+        run_id: String,
+        #[source]
+        source: crate::shell::NulByte,
+    },
     #[error("failed to launch run {run_id} on {env}: the root {root:?} is not an absolute path")]
     InvalidRoot {
         run_id: String,
@@ -53,6 +59,10 @@ pub enum LauncherError {
         env: String,
         detail: String,
     },
+    /// `kill -TERM -0` is the stopping shell's own group and `kill -TERM -1` every process the
+    /// user may signal: a run record with such a process group is refused, never signalled.
+    #[error("failed to stop run {run_id}: process group {pgid} is not a run's group")]
+    InvalidPgid { run_id: String, pgid: u32 },
     #[error(
         "failed to stop run {run_id} on {env}: processes {pids:?} of its group survived SIGKILL"
     )]
@@ -197,7 +207,7 @@ if [ "$3" = 1 ]; then
 fi
 . "$d/env"
 rm -f "$d/env"
-if ! cd "$2"; then
+if ! cd -- "$2"; then
   printf '%s\n' 126 > "$d/status.tmp"; mv "$d/status.tmp" "$d/status"; echo 0 > "$d/pgid"; exit 1
 fi
 setsid sh -c 'd=$1; if read -r l < /proc/$$/stat 2>/dev/null; then set -- ${l##*) }; printf "%s\n" "${20}" > "$d/pgid.start"; fi; echo $$ > "$d/pgid.tmp" && mv "$d/pgid.tmp" "$d/pgid" && exec sh "$d/cmd"' berth-run "$d" \
@@ -237,6 +247,10 @@ const LAUNCHER_GONE_FN: &str = r#"launcher_gone() {
   fi
   ! kill -0 "$p" 2>/dev/null
 }"#;
+
+/// Longest wait between TERM and KILL that [`Launcher::stop`] honours; a longer grace is cut to
+/// this. An agent's `graceSec` is validated to the same bound.
+pub const MAX_STOP_GRACE: Duration = Duration::from_secs(3600);
 
 /// Launch payloads (env file + command + stdin) up to this size take the control-shell path.
 const CONTROL_PAYLOAD_MAX: usize = 128 * 1024;
@@ -321,6 +335,24 @@ impl Launcher {
                 root: self.root.clone(),
             });
         }
+        for (what, value) in [
+            ("the command", &spec.command),
+            ("the working directory", &spec.cwd),
+        ] {
+            if let Err(source) = check_no_nul(what, value) {
+                return Err(LauncherError::Nul {
+                    run_id: spec.run_id,
+                    source,
+                });
+            }
+        }
+        // `cd -- -` still means "the previous directory": a relative cwd that starts with `-`
+        // is spelled `./-…` so it always names the directory itself.
+        let cwd = if spec.cwd.starts_with('-') {
+            format!("./{}", spec.cwd)
+        } else {
+            spec.cwd.clone()
+        };
         let mut env_file = String::new();
         for (k, v) in &spec.env {
             if !is_valid_env_key(k) {
@@ -358,7 +390,7 @@ head -c "$m" > "$d/cmd"
 cat > "$d/stdin"
 : > "$d/stdout"
 : > "$d/stderr"
-[ -d {cwd} ] || {{ echo "working directory "{cwd}" does not exist" >&2; exit 3; }}
+[ -d {cwd} ] || {{ printf 'working directory %s does not exist\n' {cwd} >&2; exit 3; }}
 setsid sh -c {launcher} berth-launcher "$d" {cwd} {profile} </dev/null >/dev/null 2>&1 &
 i=0
 while [ ! -s "$d/pgid" ]; do
@@ -370,7 +402,7 @@ cat "$d/pgid"
 "#,
             dir = quote(&dir),
             runs = quote(&format!("{}/.berth/runs", self.root.trim_end_matches('/'))),
-            cwd = quote(&spec.cwd),
+            cwd = quote(&cwd),
             launcher = quote(LAUNCHER),
             profile = u8::from(spec.login_profile),
         );
@@ -642,6 +674,13 @@ if [ "$ne" -gt 0 ]; then tail -c +{eo1} "$d/stderr" | head -c "$ne"; fi
         grace: Duration,
         reason: StopReason,
     ) -> Result<RunOutcome, LauncherError> {
+        if run.pgid <= 1 {
+            return Err(LauncherError::InvalidPgid {
+                run_id: run.run_id.clone(),
+                pgid: run.pgid,
+            });
+        }
+        let grace = grace.min(MAX_STOP_GRACE);
         let ticks = grace.as_millis().div_ceil(100).max(1);
         let script = format!(
             r#"d={dir}
@@ -683,7 +722,7 @@ printf 'BERTH %s\n' "$(alive)"
             gone_fn = LAUNCHER_GONE_FN,
             reason = reason.as_str(),
         );
-        let deadline = grace + Duration::from_secs(30);
+        let deadline = grace.saturating_add(Duration::from_secs(30));
         let c = if deadline < RUN_TIMEOUT {
             self.transport.run(&script, Bytes::new()).await?
         } else {

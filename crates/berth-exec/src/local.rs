@@ -123,6 +123,7 @@ impl Transport for LocalTransport {
     }
 
     async fn exec(&self, req: ExecRequest) -> Result<ExecHandle, ExecError> {
+        ExecError::check_script(DESCRIBE, &req.script)?;
         let mut cmd = Command::new("/bin/sh");
         cmd.arg("-c")
             .arg(&req.script)

@@ -70,3 +70,21 @@ async fn local_a_dead_launcher_is_reported_and_its_command_can_be_stopped() {
     let (_d, t, root, cwd) = setup();
     scenarios::a_dead_launcher_is_reported_and_its_command_can_be_stopped(t, &root, &cwd).await;
 }
+
+#[tokio::test]
+async fn local_stop_with_a_huge_grace_still_stops() {
+    let (_d, t, root, cwd) = setup();
+    scenarios::stop_with_a_huge_grace_still_stops(t, &root, &cwd).await;
+}
+
+#[tokio::test]
+async fn local_nul_bytes_are_refused_by_name() {
+    let (_d, t, root, cwd) = setup();
+    scenarios::nul_bytes_are_refused_by_name(t, &root, &cwd).await;
+}
+
+#[tokio::test]
+async fn local_stop_refuses_process_groups_0_and_1() {
+    let (_d, t, root, cwd) = setup();
+    scenarios::stop_refuses_process_groups_0_and_1(t, &root, &cwd).await;
+}

@@ -187,3 +187,24 @@ async fn ssh_a_dead_launcher_is_reported_and_its_command_can_be_stopped() {
     let (t, root, cwd) = setup(&sshd);
     scenarios::a_dead_launcher_is_reported_and_its_command_can_be_stopped(t, &root, &cwd).await;
 }
+
+#[tokio::test]
+async fn ssh_stop_with_a_huge_grace_still_stops() {
+    let Some(sshd) = common::sshd() else { return };
+    let (t, root, cwd) = setup(&sshd);
+    scenarios::stop_with_a_huge_grace_still_stops(t, &root, &cwd).await;
+}
+
+#[tokio::test]
+async fn ssh_nul_bytes_are_refused_by_name() {
+    let Some(sshd) = common::sshd() else { return };
+    let (t, root, cwd) = setup(&sshd);
+    scenarios::nul_bytes_are_refused_by_name(t, &root, &cwd).await;
+}
+
+#[tokio::test]
+async fn ssh_stop_refuses_process_groups_0_and_1() {
+    let Some(sshd) = common::sshd() else { return };
+    let (t, root, cwd) = setup(&sshd);
+    scenarios::stop_refuses_process_groups_0_and_1(t, &root, &cwd).await;
+}

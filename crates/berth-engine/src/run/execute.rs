@@ -29,6 +29,22 @@ use crate::reaper::scope_dir;
 use crate::resolve::transport_for;
 use crate::secrets::SecretBox;
 
+/// Longest run timeout honoured (7 days, as `timeoutSec` is validated): a stored config from
+/// before validation cannot make a sleep overflow.
+const MAX_RUN_TIMEOUT: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// The wait between TERM and KILL for `graceSec`: at least 1 s, at most
+/// [`MAX_STOP_GRACE`](berth_exec::launcher::MAX_STOP_GRACE), so no arithmetic on it can overflow.
+fn stop_grace(grace_sec: u64) -> Duration {
+    let max = berth_exec::launcher::MAX_STOP_GRACE.as_secs();
+    Duration::from_secs(grace_sec.clamp(1, max))
+}
+
+/// The run's time limit for `timeoutSec` (0 = none), capped at [`MAX_RUN_TIMEOUT`].
+fn run_timeout(timeout_sec: u64) -> Option<Duration> {
+    (timeout_sec > 0).then(|| Duration::from_secs(timeout_sec).min(MAX_RUN_TIMEOUT))
+}
+
 /// Sync options from an execution workspace's config (`exclude`, `syncIgnored`), with
 /// transfer progress as run events.
 fn sync_options(config: &Value, log: &EventLog) -> berth_sync::SyncOptions {
@@ -1209,7 +1225,7 @@ impl Orchestrator {
         }
         for dir in &invocation.ensure_dirs {
             let made = transport
-                .run(&format!("mkdir -p {}", quote(dir)), bytes::Bytes::new())
+                .run(&format!("mkdir -p -- {}", quote(dir)), bytes::Bytes::new())
                 .await
                 .map_err(|e| RunError::new("agent_start_failed", e.to_string()))?;
             if !made.outcome.success() {
@@ -1219,11 +1235,7 @@ impl Orchestrator {
                 ));
             }
         }
-        let mut command = format!("exec {}", quote(&invocation.program));
-        for arg in &invocation.args {
-            command.push(' ');
-            command.push_str(&quote(arg));
-        }
+        let command = berth_exec::shell::exec_command(&invocation.program, &invocation.args);
         let run_key = if attempt_no == 1 {
             run.id.to_string()
         } else {
@@ -1320,16 +1332,14 @@ impl Orchestrator {
             tokio::task::JoinHandle<Result<berth_exec::launcher::RunOutcome, LauncherError>>,
         > = None;
         let timeout = async {
-            if invocation.timeout_sec > 0 {
-                let limit = Duration::from_secs(invocation.timeout_sec);
-                tokio::time::sleep(limit.saturating_sub(start.elapsed)).await;
-            } else {
-                std::future::pending::<()>().await;
+            match run_timeout(invocation.timeout_sec) {
+                Some(limit) => tokio::time::sleep(limit.saturating_sub(start.elapsed)).await,
+                None => std::future::pending::<()>().await,
             }
         };
         tokio::pin!(timeout);
         let mut linger: Option<std::pin::Pin<Box<tokio::time::Sleep>>> = None;
-        let grace = Duration::from_secs(invocation.grace_sec.max(1));
+        let grace = stop_grace(invocation.grace_sec);
         let mut reattaches = 0u32;
         let mut lost_stream: Option<String> = None;
         let mut stream = Box::pin(launcher.attach(remote, offsets));
@@ -1600,5 +1610,31 @@ impl Orchestrator {
             }
         }
         finish
+    }
+}
+
+#[cfg(test)]
+mod timing_tests {
+    use super::*;
+
+    #[test]
+    fn stop_grace_is_bounded_and_never_zero() {
+        assert_eq!(stop_grace(0), Duration::from_secs(1));
+        assert_eq!(stop_grace(20), Duration::from_secs(20));
+        assert_eq!(stop_grace(u64::MAX), berth_exec::launcher::MAX_STOP_GRACE);
+        // What the stop path adds to it cannot overflow.
+        let _ = stop_grace(u64::MAX) + Duration::from_secs(30);
+    }
+
+    #[test]
+    fn run_timeout_is_none_for_zero_and_capped() {
+        assert_eq!(run_timeout(0), None);
+        assert_eq!(run_timeout(5), Some(Duration::from_secs(5)));
+        assert_eq!(run_timeout(u64::MAX), Some(MAX_RUN_TIMEOUT));
+        assert!(
+            tokio::time::Instant::now()
+                .checked_add(MAX_RUN_TIMEOUT)
+                .is_some()
+        );
     }
 }

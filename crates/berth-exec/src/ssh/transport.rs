@@ -189,6 +189,7 @@ impl Transport for SshTransport {
 
     async fn exec(&self, req: ExecRequest) -> Result<ExecHandle, ExecError> {
         let env = self.describe();
+        ExecError::check_script(&env, &req.script)?;
         let (channel, guard) = self.open().await?;
         channel
             .exec(true, req.script.as_bytes())
@@ -213,6 +214,7 @@ impl Transport for SshTransport {
     }
 
     async fn run_confidential(&self, script: &str) -> Result<Option<Completed>, ExecError> {
+        ExecError::check_script(&self.describe(), script)?;
         if script.len() > CONTROL_SCRIPT_MAX {
             return Ok(None);
         }
@@ -224,6 +226,7 @@ impl Transport for SshTransport {
     }
 
     async fn run(&self, script: &str, stdin: Bytes) -> Result<Completed, ExecError> {
+        ExecError::check_script(&self.describe(), script)?;
         if stdin.is_empty() && script.len() <= CONTROL_SCRIPT_MAX {
             let conn = self.pool.get(&self.target).await?;
             match conn.run_control(script, RUN_TIMEOUT, RUN_OUTPUT_CAP).await {

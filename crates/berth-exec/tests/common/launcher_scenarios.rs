@@ -1,6 +1,7 @@
 //! Launcher scenarios run unchanged over every transport.
 #![expect(
     clippy::unwrap_used,
+    clippy::expect_used,
     clippy::panic,
     reason = "test helpers fail the test loudly"
 )]
@@ -437,5 +438,106 @@ pub async fn a_dead_launcher_is_reported_and_its_command_can_be_stopped(
     );
     l.cancel(&run, Duration::from_millis(200)).await.unwrap();
     assert!(group_members(run.pgid).is_empty());
+    l.cleanup(&run).await.unwrap();
+}
+
+/// A grace of `u64::MAX` seconds (a stored `graceSec` from before validation) once overflowed
+/// the stop deadline and panicked, so the stop never happened. It is capped: the command still
+/// gets TERM, and the stop returns with the whole group gone.
+pub async fn stop_with_a_huge_grace_still_stops(t: Arc<dyn Transport>, root: &str, cwd: &str) {
+    let l = Launcher::new(t, root);
+    let run = l
+        .launch(LaunchSpec {
+            run_id: run_id(),
+            command: "sleep 1000".into(),
+            cwd: cwd.into(),
+            ..LaunchSpec::default()
+        })
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(
+        Duration::from_secs(60),
+        l.stop(
+            &run,
+            Duration::from_secs(u64::MAX),
+            berth_exec::StopReason::Cancel,
+        ),
+    )
+    .await
+    .expect("the stop finished")
+    .unwrap();
+    assert!(outcome.cancelled);
+    assert_eq!(outcome.signal.as_deref(), Some("TERM"));
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert!(group_members(run.pgid).is_empty());
+    l.cleanup(&run).await.unwrap();
+}
+
+/// A NUL byte in the command or the working directory cannot reach `sh` faithfully: the launch
+/// is refused by name before anything runs, and the transport refuses such a script too.
+pub async fn nul_bytes_are_refused_by_name(t: Arc<dyn Transport>, root: &str, cwd: &str) {
+    let l = Launcher::new(t.clone(), root);
+    for (command, cwd, what) in [
+        ("echo a\0b", cwd.to_owned(), "the command"),
+        ("true", format!("{cwd}\0/x"), "the working directory"),
+    ] {
+        let err = l
+            .launch(LaunchSpec {
+                run_id: run_id(),
+                command: command.into(),
+                cwd,
+                ..LaunchSpec::default()
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LauncherError::Nul { .. }), "{err}");
+        assert!(
+            err.to_string().contains(&format!("{what} contains a NUL")),
+            "{err}"
+        );
+    }
+    let err = t.run("echo a\0b", Bytes::new()).await.unwrap_err();
+    assert!(matches!(err, berth_exec::ExecError::Nul { .. }), "{err}");
+    let err = t
+        .exec(berth_exec::ExecRequest::new("echo a\0b"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, berth_exec::ExecError::Nul { .. }), "{err}");
+}
+
+/// A run record whose process group is 0 or 1 (corrupt or forged) would make the stop script
+/// `kill -TERM -1`: every process of the user. It is refused and nothing is signalled.
+pub async fn stop_refuses_process_groups_0_and_1(t: Arc<dyn Transport>, root: &str, cwd: &str) {
+    let l = Launcher::new(t, root);
+    let run = l
+        .launch(LaunchSpec {
+            run_id: run_id(),
+            command: "sleep 1000".into(),
+            cwd: cwd.into(),
+            ..LaunchSpec::default()
+        })
+        .await
+        .unwrap();
+    for pgid in [0, 1] {
+        let forged = RemoteRun {
+            pgid,
+            ..run.clone()
+        };
+        let err = l
+            .stop(
+                &forged,
+                Duration::from_secs(1),
+                berth_exec::StopReason::Cancel,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(err, LauncherError::InvalidPgid { .. }), "{err}");
+    }
+    assert!(
+        !group_members(run.pgid).is_empty(),
+        "the real run was not touched"
+    );
+    l.cancel(&run, Duration::from_secs(1)).await.unwrap();
     l.cleanup(&run).await.unwrap();
 }

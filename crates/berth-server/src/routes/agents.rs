@@ -157,38 +157,14 @@ fn check_assets(state: &AppState, adapter_type: &str, config: &Value) -> ApiResu
     Ok(())
 }
 
-/// The adapter itself judges its config, exactly as a run would: a dry build with secret
-/// references stood in for. A value a run would refuse (a NUL or newline in a command, an
-/// out-of-range `timeoutSec`, …) is a 422 naming `adapterConfig.<key>` now rather than a
-/// failed run later. A missing required key is not: an agent may be configured later.
+/// The adapter itself judges its config, exactly as a run would
+/// ([`berth_agents::validate_config`]): a value a run would refuse or could not run safely (a
+/// NUL or newline in a command, `extraArgs: true`, a `graceSec` of 2^64-1, …) is a 422 naming
+/// `adapterConfig.<key>` now rather than a failed run later. A missing required key is not: an
+/// agent may be configured later.
 fn check_buildable(adapter_type: &str, config: &Value) -> ApiResult<()> {
-    use berth_agents::AdapterError;
-    let Some(adapter) = berth_agents::adapter(adapter_type) else {
-        return Ok(());
-    };
-    let mut config = config.clone();
-    if let Some(Value::Object(env)) = config.get_mut("env") {
-        for value in env.values_mut() {
-            if value.is_object() {
-                *value = Value::String("secret".into());
-            }
-        }
-    }
-    let mut ctx = berth_agents::BuildContext::new(config, "prompt", "/berth/validate");
-    ctx.assets_dir_on_environment = Some("/berth/validate/.berth/assets".into());
-    let err = match adapter.build(&ctx) {
-        Ok(_) | Err(AdapterError::MissingConfig { .. }) => return Ok(()),
-        Err(e) => e,
-    };
-    let field = match &err {
-        AdapterError::InvalidConfig { key, .. } => format!("adapterConfig.{key}"),
-        AdapterError::ForbiddenEnvKey { key } | AdapterError::ReservedEnvKey { key } => {
-            format!("adapterConfig.env.{key}")
-        }
-        AdapterError::UnknownAsset { key, .. } => format!("adapterConfig.assets.{key}"),
-        _ => "adapterConfig".to_string(),
-    };
-    Err(ApiError::unprocessable_field(&field, err.to_string()))
+    berth_agents::validate_config(adapter_type, config)
+        .map_err(|e| ApiError::unprocessable_field(&e.field_path(), e.to_string()))
 }
 
 fn check_adapter_config_shape(config: &Value) -> ApiResult<()> {
@@ -206,15 +182,20 @@ fn check_adapter_config_shape(config: &Value) -> ApiResult<()> {
             ));
         };
         for key in env.keys() {
+            let field = format!("adapterConfig.env.{key}");
             if !is_valid_env_key(key) {
-                return Err(ApiError::unprocessable(format!(
-                    "Invalid environment variable name \"{key}\" in adapterConfig.env."
-                )));
+                return Err(ApiError::unprocessable_field(
+                    &field,
+                    format!("Invalid environment variable name \"{key}\" in adapterConfig.env."),
+                ));
             }
             if is_forbidden_env_key(key) {
-                return Err(ApiError::unprocessable(format!(
-                    "Environment variable \"{key}\" is not allowed in adapterConfig.env: it changes how the shell or dynamic loader behaves."
-                )));
+                return Err(ApiError::unprocessable_field(
+                    &field,
+                    format!(
+                        "Environment variable \"{key}\" is not allowed in adapterConfig.env: it changes how the shell or dynamic loader behaves."
+                    ),
+                ));
             }
         }
     }

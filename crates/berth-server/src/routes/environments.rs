@@ -233,9 +233,10 @@ fn check_metadata(metadata: &Option<Value>) -> ApiResult<()> {
     }
 }
 
+/// A well-formed number out of range is a 422 naming the field, like every other bound.
 fn check_capacity(capacity: Option<i64>) -> ApiResult<()> {
     match capacity {
-        Some(c) if !(1..=10_000).contains(&c) => Err(ApiError::field(
+        Some(c) if !(1..=10_000).contains(&c) => Err(ApiError::unprocessable_field(
             "capacity",
             "capacity must be an integer between 1 and 10000, or null for unlimited",
         )),
