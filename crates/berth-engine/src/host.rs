@@ -12,9 +12,6 @@ use berth_core::model::Environment;
 use berth_core::{CompanyId, Driver};
 use berth_store::Store;
 
-/// The error code a run refused for host execution ends with.
-pub const HOST_EXECUTION_FORBIDDEN: &str = "host_execution_forbidden";
-
 /// Where local runs keep scratch and assets when the operator does not say:
 /// `<BERTH_HOME>-runs`, beside the home rather than in it.
 pub fn default_local_root(berth_home: &Path) -> PathBuf {

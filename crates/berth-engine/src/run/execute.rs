@@ -21,6 +21,7 @@ use futures::StreamExt as _;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use super::error::{ErrorCode, RunError};
 use super::events::EventLog;
 use super::reattach::RemoteSession;
 use super::select::{RunContext, load_context, select_environment};
@@ -89,46 +90,6 @@ fn sync_options(config: &Value, log: &EventLog) -> berth_sync::SyncOptions {
     }
 }
 
-/// A run failure with its SPEC §7 error code.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{code}: {message}")]
-pub struct RunError {
-    pub code: &'static str,
-    pub message: String,
-}
-
-/// The code of [`RunError::detached`].
-const DETACHED: &str = "detached";
-
-impl RunError {
-    pub fn new(code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            code,
-            message: message.into(),
-        }
-    }
-
-    /// This process let go of the run (graceful shutdown) while its agent keeps running: the
-    /// run stays `running`, its lease active until its TTL, for the next start to re-attach.
-    pub(crate) fn detached() -> Self {
-        Self::new(
-            DETACHED,
-            "the control plane is shutting down; the agent keeps running and is re-attached \
-             at the next start",
-        )
-    }
-
-    pub(crate) fn is_detached(&self) -> bool {
-        self.code == DETACHED
-    }
-}
-
-impl From<StoreError> for RunError {
-    fn from(e: StoreError) -> Self {
-        RunError::new("internal_error", format!("the store failed: {e}"))
-    }
-}
-
 /// How a run ended, before it is written to the run row.
 #[derive(Debug, Clone)]
 pub(crate) struct Finish {
@@ -145,8 +106,8 @@ pub(crate) struct Finish {
 impl Finish {
     pub(crate) fn failed(error: RunError) -> Self {
         let status = match error.code {
-            "cancelled" => RunStatus::Cancelled,
-            "timed_out" => RunStatus::TimedOut,
+            ErrorCode::Cancelled => RunStatus::Cancelled,
+            ErrorCode::TimedOut => RunStatus::TimedOut,
             _ => RunStatus::Failed,
         };
         Self {
@@ -392,7 +353,7 @@ impl Orchestrator {
         .await?
         {
             return Err(RunError::new(
-                crate::host::HOST_EXECUTION_FORBIDDEN,
+                ErrorCode::HostExecutionForbidden,
                 denied.to_string(),
             ));
         }
@@ -426,7 +387,7 @@ impl Orchestrator {
             Some(run.id),
             Some(run.agent_id),
         )
-        .ok_or_else(|| RunError::new("lease_acquire_failed", "no scope for the lease"))?;
+        .ok_or_else(|| RunError::new(ErrorCode::LeaseAcquireFailed, "no scope for the lease"))?;
         let request = AcquireLease {
             company_id: run.company_id,
             environment_id: env.id,
@@ -450,9 +411,9 @@ impl Orchestrator {
         .await;
         let held = tokio::select! {
             held = HeldLease::acquire(self.store.clone(), request) => held.map_err(|e| {
-                RunError::new("lease_acquire_failed", format!("could not lease environment \"{}\": {e}", env.name))
+                RunError::new(ErrorCode::LeaseAcquireFailed, format!("could not lease environment \"{}\": {e}", env.name))
             })?,
-            _ = cancel.cancelled() => return Err(RunError::new("cancelled", "cancelled while waiting for a lease")),
+            _ = cancel.cancelled() => return Err(RunError::new(ErrorCode::Cancelled, "cancelled while waiting for a lease")),
         };
         let lease = held.snapshot().await;
         log.step(
@@ -517,7 +478,7 @@ impl Orchestrator {
                 )
                 .await;
                 if finish.error.is_none() {
-                    Finish::failed(RunError::new("lease_lost", reason))
+                    Finish::failed(RunError::new(ErrorCode::LeaseLost, reason))
                 } else {
                     finish
                 }
@@ -617,11 +578,11 @@ impl Orchestrator {
             env,
         )
         .await
-        .map_err(|e| RunError::new("workspace_realization_failed", e.to_string()))?;
+        .map_err(|e| RunError::new(ErrorCode::WorkspaceRealizationFailed, e.to_string()))?;
         let root = root.trim_end_matches('/').to_string();
         let parsed = env.typed_config().map_err(|_| {
             RunError::new(
-                "workspace_realization_failed",
+                ErrorCode::WorkspaceRealizationFailed,
                 "the environment config is invalid",
             )
         })?;
@@ -638,7 +599,7 @@ impl Orchestrator {
                 for dir in [Path::new(&cwd), Path::new(&root)] {
                     if crate::host::overlaps_home(dir, &self.berth_home) {
                         return Err(RunError::new(
-                            "workspace_realization_failed",
+                            ErrorCode::WorkspaceRealizationFailed,
                             crate::host::home_overlap_message(dir, &self.berth_home),
                         ));
                     }
@@ -656,7 +617,7 @@ impl Orchestrator {
             }
             (other, _) => {
                 return Err(RunError::new(
-                    "workspace_realization_failed",
+                    ErrorCode::WorkspaceRealizationFailed,
                     format!(
                         "{} environments cannot run agents in this build",
                         other.driver()
@@ -671,8 +632,10 @@ impl Orchestrator {
                 if env.driver != Driver::Local
                     && !matches!(&parsed.config, DriverConfig::Ssh(s) if s.workspace_mode == WorkspaceMode::InPlace) =>
             {
-                let spec = berth_sync::RemoteSpec::new(root.clone(), scope_dir(scope))
-                    .map_err(|e| RunError::new("workspace_realization_failed", e.to_string()))?;
+                let spec =
+                    berth_sync::RemoteSpec::new(root.clone(), scope_dir(scope)).map_err(|e| {
+                        RunError::new(ErrorCode::WorkspaceRealizationFailed, e.to_string())
+                    })?;
                 Some((
                     PathBuf::from(&ws.local_path),
                     spec,
@@ -714,7 +677,7 @@ impl Orchestrator {
         } = &plan;
         if sync.is_some() && lost.is_cancelled() {
             return Err(RunError::new(
-                "lease_lost",
+                ErrorCode::LeaseLost,
                 "the lease was lost before the workspace was synced out",
             ));
         }
@@ -727,7 +690,7 @@ impl Orchestrator {
             .await;
             let pushed = berth_sync::push(transport.as_ref(), local, spec, opts)
                 .await
-                .map_err(|e| RunError::new("workspace_realization_failed", e.to_string()))?;
+                .map_err(|e| RunError::new(ErrorCode::WorkspaceRealizationFailed, e.to_string()))?;
             log.step(
                 "workspace_synced_out",
                 format!(
@@ -747,10 +710,10 @@ impl Orchestrator {
                 bytes::Bytes::new(),
             )
             .await
-            .map_err(|e| RunError::new("workspace_realization_failed", e.to_string()))?;
+            .map_err(|e| RunError::new(ErrorCode::WorkspaceRealizationFailed, e.to_string()))?;
         if !prepared.outcome.success() {
             return Err(RunError::new(
-                "workspace_realization_failed",
+                ErrorCode::WorkspaceRealizationFailed,
                 format!(
                     "cannot create {cwd} on {}: {}",
                     transport.describe(),
@@ -816,7 +779,7 @@ impl Orchestrator {
             if finish.error.is_none() {
                 finish.status = RunStatus::Failed;
                 finish.error = Some(RunError::new(
-                    "lease_lost",
+                    ErrorCode::LeaseLost,
                     "the lease was lost before the workspace was restored; the remote copy was left to its newer holder",
                 ));
             }
@@ -856,7 +819,10 @@ impl Orchestrator {
                         json!({}),
                     )
                     .await;
-                    restore_error = Some(RunError::new("workspace_restore_failed", e.to_string()));
+                    restore_error = Some(RunError::new(
+                        ErrorCode::WorkspaceRestoreFailed,
+                        e.to_string(),
+                    ));
                 }
             }
         }
@@ -875,7 +841,7 @@ impl Orchestrator {
         } else if !conflicts.is_empty() && finish.error.is_none() {
             // The run succeeded; some paths changed on both sides (local kept, remote beside it).
             finish.error = Some(RunError::new(
-                "workspace_restore_conflict",
+                ErrorCode::WorkspaceRestoreConflict,
                 format!(
                     "{} path(s) changed on both sides: {}",
                     conflicts.len(),
@@ -941,10 +907,10 @@ impl Orchestrator {
         let agent = ctx
             .agent
             .as_ref()
-            .ok_or_else(|| RunError::new("agent_start_failed", "no agent"))?;
+            .ok_or_else(|| RunError::new(ErrorCode::AgentStartFailed, "no agent"))?;
         let adapter = berth_agents::adapter(&agent.adapter_type).ok_or_else(|| {
             RunError::new(
-                "unsupported_adapter_environment",
+                ErrorCode::UnsupportedAdapterEnvironment,
                 format!("unknown adapter type \"{}\"", agent.adapter_type),
             )
         })?;
@@ -957,7 +923,7 @@ impl Orchestrator {
             &agent.adapter_config,
         )
         .await
-        .map_err(|e| RunError::new("agent_start_failed", e.to_string()))?;
+        .map_err(|e| RunError::new(ErrorCode::AgentStartFailed, e.to_string()))?;
         let api = self.api_for_agent(run, transport.as_ref(), log).await;
         if let Some((_, token)) = &api {
             env_secrets.push(token.clone());
@@ -1018,7 +984,7 @@ impl Orchestrator {
                 Some(format!("{root}/.berth/assets/{}", agent.adapter_type));
             let invocation = adapter
                 .build(&bctx)
-                .map_err(|e| RunError::new("agent_start_failed", e.to_string()))?;
+                .map_err(|e| RunError::new(ErrorCode::AgentStartFailed, e.to_string()))?;
             for note in &invocation.notes {
                 log.step("adapter_note", note.clone(), json!({})).await;
             }
@@ -1188,7 +1154,7 @@ impl Orchestrator {
             // Assets are copied off this host: never anything of BERTH_HOME.
             if crate::host::overlaps_home(&asset.local_dir, &self.berth_home) {
                 return Err(RunError::new(
-                    "asset_sync_failed",
+                    ErrorCode::AssetSyncFailed,
                     format!(
                         "asset {}: {}",
                         asset.key,
@@ -1206,7 +1172,10 @@ impl Orchestrator {
                 berth_sync::sync_asset(transport, &asset.local_dir, &asset.remote_dir, &opts)
                     .await
                     .map_err(|e| {
-                        RunError::new("asset_sync_failed", format!("asset {}: {e}", asset.key))
+                        RunError::new(
+                            ErrorCode::AssetSyncFailed,
+                            format!("asset {}: {e}", asset.key),
+                        )
                     })?;
             log.step(
                 "asset_synced",
@@ -1227,10 +1196,10 @@ impl Orchestrator {
             let made = transport
                 .run(&format!("mkdir -p -- {}", quote(dir)), bytes::Bytes::new())
                 .await
-                .map_err(|e| RunError::new("agent_start_failed", e.to_string()))?;
+                .map_err(|e| RunError::new(ErrorCode::AgentStartFailed, e.to_string()))?;
             if !made.outcome.success() {
                 return Err(RunError::new(
-                    "agent_start_failed",
+                    ErrorCode::AgentStartFailed,
                     format!("cannot create {dir}"),
                 ));
             }
@@ -1256,7 +1225,7 @@ impl Orchestrator {
         let remote = launcher
             .launch(spec)
             .await
-            .map_err(|e| RunError::new("agent_start_failed", e.to_string()))?;
+            .map_err(|e| RunError::new(ErrorCode::AgentStartFailed, e.to_string()))?;
         log.step(
             "agent_started",
             format!("Started `{}` (attempt {attempt_no}).", invocation.program),
@@ -1409,7 +1378,7 @@ impl Orchestrator {
                         tokio::time::sleep(Duration::from_millis(250 * u64::from(reattaches.min(8)))).await;
                         stream = Box::pin(launcher.attach(remote, offsets));
                     }
-                    None => return Err(RunError::new("agent_failed", "the agent's output stream ended without an exit status")),
+                    None => return Err(RunError::new(ErrorCode::AgentFailed, "the agent's output stream ended without an exit status")),
                 },
                 _ = self.detach.cancelled(), if stopped.is_none() => return Err(RunError::detached()),
                 _ = cancel.cancelled(), if stopped.is_none() => trigger = Some(Stopped::Cancelled),
@@ -1537,19 +1506,19 @@ impl Orchestrator {
             result: Some(result),
             cleanup_pending: attempt.survivors.is_some(),
         };
-        let fail = |code: &'static str, message: String| Some(RunError::new(code, message));
+        let fail = |code: ErrorCode, message: String| Some(RunError::new(code, message));
         let (status, error) = match attempt.stopped {
             Some(Stopped::Cancelled) => (
                 RunStatus::Cancelled,
-                fail("cancelled", "the run was cancelled".into()),
+                fail(ErrorCode::Cancelled, "the run was cancelled".into()),
             ),
             Some(Stopped::TimedOut) => (
                 RunStatus::TimedOut,
-                fail("timed_out", "the run exceeded its timeout".into()),
+                fail(ErrorCode::TimedOut, "the run exceeded its timeout".into()),
             ),
             Some(Stopped::LeaseLost) => (
                 RunStatus::Failed,
-                fail("lease_lost", "the lease was lost mid-run".into()),
+                fail(ErrorCode::LeaseLost, "the lease was lost mid-run".into()),
             ),
             Some(Stopped::Lingering) | None => {
                 let lingering = attempt.stopped == Some(Stopped::Lingering);
@@ -1560,7 +1529,7 @@ impl Orchestrator {
                     (Some(false), _) => (
                         RunStatus::Failed,
                         fail(
-                            "agent_failed",
+                            ErrorCode::AgentFailed,
                             s.summary
                                 .clone()
                                 .or_else(|| s.errors.first().cloned())
@@ -1583,7 +1552,7 @@ impl Orchestrator {
                         (
                             RunStatus::Failed,
                             fail(
-                                "agent_failed",
+                                ErrorCode::AgentFailed,
                                 if last.is_empty() {
                                     format!("the agent {how}")
                                 } else {
@@ -1606,7 +1575,7 @@ impl Orchestrator {
             .await;
             if finish.error.is_none() {
                 finish.status = RunStatus::Failed;
-                finish.error = Some(RunError::new("agent_failed", survivors));
+                finish.error = Some(RunError::new(ErrorCode::AgentFailed, survivors));
             }
         }
         finish

@@ -3,11 +3,13 @@
 //! events, enforce timeouts and cancellation, restore the workspace and release the lease —
 //! the last two on every path.
 
+pub mod error;
 pub mod events;
 pub mod execute;
 mod reattach;
 pub mod select;
 pub mod worker;
 
-pub use execute::{Orchestrator, RunError};
+pub use error::{ErrorCode, RunError};
+pub use execute::Orchestrator;
 pub use worker::Worker;

@@ -16,8 +16,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use super::error::{ErrorCode, RunError};
 use super::events::EventLog;
-use super::execute::{Finish, Orchestrator, Plan, RunError, StreamStart};
+use super::execute::{Finish, Orchestrator, Plan, StreamStart};
 use super::select::load_context;
 use crate::holder::HeldLease;
 
@@ -125,7 +126,7 @@ impl Orchestrator {
     ) -> Result<Finish, RunError> {
         let gone = |why: &str| {
             RunError::new(
-                "lease_lost",
+                ErrorCode::LeaseLost,
                 format!(
                     "the control plane stopped while this run was executing and {why}; its \
                      lease expires at its TTL and the reaper then stops what is left of the \
@@ -213,10 +214,10 @@ impl Orchestrator {
         let agent = ctx
             .agent
             .as_ref()
-            .ok_or_else(|| RunError::new("agent_failed", "the run's agent was deleted"))?;
+            .ok_or_else(|| RunError::new(ErrorCode::AgentFailed, "the run's agent was deleted"))?;
         let adapter = berth_agents::adapter(&agent.adapter_type).ok_or_else(|| {
             RunError::new(
-                "unsupported_adapter_environment",
+                ErrorCode::UnsupportedAdapterEnvironment,
                 format!("unknown adapter type \"{}\"", agent.adapter_type),
             )
         })?;
@@ -227,7 +228,7 @@ impl Orchestrator {
             &agent.adapter_config,
         )
         .await
-        .map_err(|e| RunError::new("agent_failed", e.to_string()))?;
+        .map_err(|e| RunError::new(ErrorCode::AgentFailed, e.to_string()))?;
         if let Ok(token) = self.secrets.run_token(run.id) {
             secrets.push(token);
         }
@@ -242,7 +243,7 @@ impl Orchestrator {
         ));
         let invocation = adapter
             .build(&bctx)
-            .map_err(|e| RunError::new("agent_failed", e.to_string()))?;
+            .map_err(|e| RunError::new(ErrorCode::AgentFailed, e.to_string()))?;
         let mut events = Vec::new();
         let mut after = 0;
         loop {

@@ -8,7 +8,7 @@ use berth_core::{
 };
 use berth_store::Store;
 
-use super::execute::RunError;
+use super::error::{ErrorCode, RunError};
 
 /// Everything the precedence looks at for one run.
 #[derive(Debug, Default)]
@@ -32,7 +32,12 @@ pub async fn load_context(
         .get_agent(agent_id)
         .await?
         .filter(|a| a.company_id == company_id)
-        .ok_or_else(|| RunError::new("agent_start_failed", "the run's agent no longer exists"))?;
+        .ok_or_else(|| {
+            RunError::new(
+                ErrorCode::AgentStartFailed,
+                "the run's agent no longer exists",
+            )
+        })?;
     let issue = match issue_id {
         Some(id) => store
             .get_issue(id)
@@ -77,7 +82,7 @@ pub async fn select_environment(
 ) -> Result<(Environment, EnvironmentSource), RunError> {
     let company = store.get_company(company_id).await?.ok_or_else(|| {
         RunError::new(
-            "environment_not_found",
+            ErrorCode::EnvironmentNotFound,
             "the run's company no longer exists",
         )
     })?;
@@ -100,7 +105,7 @@ pub async fn select_environment(
             Some(env) if env.company_id == company_id => env,
             _ => {
                 return Err(RunError::new(
-                    "environment_not_found",
+                    ErrorCode::EnvironmentNotFound,
                     format!("Environment \"{id}\" not found (selected by the {source} rule)."),
                 ));
             }
@@ -108,7 +113,7 @@ pub async fn select_environment(
     };
     if env.status != EnvironmentStatus::Active {
         return Err(RunError::new(
-            "environment_inactive",
+            ErrorCode::EnvironmentInactive,
             format!("Environment \"{}\" is not active.", env.name),
         ));
     }
@@ -116,7 +121,7 @@ pub async fn select_environment(
         let allowed = supported_drivers(&agent.adapter_type).unwrap_or(&[]);
         if !allowed.contains(&env.driver) {
             return Err(RunError::new(
-                "unsupported_adapter_environment",
+                ErrorCode::UnsupportedAdapterEnvironment,
                 format!(
                     "Adapter \"{}\" does not support \"{}\" environments.",
                     agent.adapter_type, env.driver
