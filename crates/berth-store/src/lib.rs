@@ -229,6 +229,15 @@ pub trait Store: Send + Sync + 'static {
         status: Option<RunStatus>,
         page: &Page,
     ) -> Result<PageOf<Run>>;
+    /// The session parameters of the newest run of `agent_id` on `workspace_id` (or on no
+    /// workspace) that saved any, other than `except`: what a new run may resume.
+    async fn latest_session_params(
+        &self,
+        company_id: CompanyId,
+        agent_id: AgentId,
+        workspace_id: Option<ExecutionWorkspaceId>,
+        except: RunId,
+    ) -> Result<Option<serde_json::Value>>;
     /// Apply `patch`; a run already in a terminal status cannot change status again
     /// (`IllegalRunTransition`).
     async fn update_run(&self, id: RunId, patch: RunPatch) -> Result<Run>;

@@ -87,6 +87,7 @@ conformance!(
     host_execution_is_granted_to_the_first_company_only,
     remote_sessions_are_saved_replaced_and_runs_reclaimed_after_a_restart,
     one_instance_at_a_time_holds_the_reaper_lock,
+    the_latest_saved_session_is_the_agents_newest_on_the_same_workspace,
     second_local_environment_is_a_conflict,
     environment_names_are_unique_on_create_and_rename,
     failed_create_environment_writes_nothing,
@@ -2440,4 +2441,55 @@ async fn one_instance_at_a_time_holds_the_reaper_lock(fx: &Fx) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(!fx.store.hold_reaper_lock().await.unwrap());
+}
+
+async fn the_latest_saved_session_is_the_agents_newest_on_the_same_workspace(fx: &Fx) {
+    let c = company(&*fx.store).await;
+    let a = agent(&*fx.store, c.id).await;
+    let other_agent = agent(&*fx.store, c.id).await;
+    let save = |run: RunId, id: &str| {
+        let store = fx.store.clone();
+        let params = json!({"sessionId": id});
+        async move {
+            store
+                .update_run(
+                    run,
+                    RunPatch {
+                        session_params: Some(Some(params)),
+                        ..RunPatch::default()
+                    },
+                )
+                .await
+                .unwrap();
+        }
+    };
+    let old = new_run(&*fx.store, c.id, a.id).await;
+    save(old.id, "old").await;
+    let newer = new_run(&*fx.store, c.id, a.id).await;
+    save(newer.id, "newer").await;
+    let _unsaved = new_run(&*fx.store, c.id, a.id).await;
+    let foreign = new_run(&*fx.store, c.id, other_agent.id).await;
+    save(foreign.id, "other agent").await;
+    let current = new_run(&*fx.store, c.id, a.id).await;
+    let got = fx
+        .store
+        .latest_session_params(c.id, a.id, None, current.id)
+        .await
+        .unwrap();
+    assert_eq!(got, Some(json!({"sessionId": "newer"})));
+    // The run itself never counts; another workspace has nothing saved.
+    let got = fx
+        .store
+        .latest_session_params(c.id, a.id, None, newer.id)
+        .await
+        .unwrap();
+    assert_eq!(got, Some(json!({"sessionId": "old"})));
+    let ws = ExecutionWorkspaceId::new();
+    assert_eq!(
+        fx.store
+            .latest_session_params(c.id, a.id, Some(ws), current.id)
+            .await
+            .unwrap(),
+        None
+    );
 }

@@ -15,7 +15,7 @@ use berth_exec::launcher::{
 };
 use berth_exec::shell::quote;
 use berth_exec::{SshPool, Transport};
-use berth_store::{AcquireLease, ExecutionWorkspacePatch, Page, RunPatch, Store, StoreError};
+use berth_store::{AcquireLease, ExecutionWorkspacePatch, RunPatch, Store, StoreError};
 use chrono::Utc;
 use futures::StreamExt as _;
 use serde_json::{Value, json};
@@ -539,25 +539,16 @@ impl Orchestrator {
         run: &Run,
         ctx: &RunContext,
     ) -> Result<Option<SessionParams>, RunError> {
-        let runs = self
+        let saved = self
             .store
-            .list_runs(run.company_id, None, &Page::all())
+            .latest_session_params(
+                run.company_id,
+                run.agent_id,
+                ctx.workspace.as_ref().map(|w| w.id),
+                run.id,
+            )
             .await?;
-        let workspace = ctx.workspace.as_ref().map(|w| w.id);
-        Ok(runs
-            .items
-            .iter()
-            .rev()
-            .filter(|r| {
-                r.id != run.id
-                    && r.agent_id == run.agent_id
-                    && r.execution_workspace_id == workspace
-            })
-            .find_map(|r| {
-                r.session_params
-                    .as_ref()
-                    .and_then(|p| serde_json::from_value::<SessionParams>(p.clone()).ok())
-            }))
+        Ok(saved.and_then(|p| serde_json::from_value::<SessionParams>(p).ok()))
     }
 
     /// Where and how the agent works on `env`: transport, root, working directory, session

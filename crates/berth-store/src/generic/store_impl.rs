@@ -2101,6 +2101,30 @@ impl Store for This {
         Ok(codec::finish_page(rows(r, run)?, &q, |r| r.id.to_string()))
     }
 
+    async fn latest_session_params(
+        &self,
+        company_id: CompanyId,
+        agent_id: AgentId,
+        workspace_id: Option<ExecutionWorkspaceId>,
+        except: RunId,
+    ) -> Result<Option<Value>> {
+        let row = sqlx::query(
+            "SELECT session_params FROM runs WHERE company_id = $1 AND agent_id = $2 \
+             AND (($3 IS NULL AND execution_workspace_id IS NULL) OR execution_workspace_id = $3) \
+             AND id <> $4 AND session_params IS NOT NULL ORDER BY id DESC LIMIT 1",
+        )
+        .bind(b::id(company_id.0))
+        .bind(b::id(agent_id.0))
+        .bind(oid(workspace_id.map(|w| w.0)))
+        .bind(b::id(except.0))
+        .fetch_optional(self.reader())
+        .await?;
+        match row {
+            Some(r) => get_ojson(&r, "session_params"),
+            None => Ok(None),
+        }
+    }
+
     async fn update_run(&self, id: RunId, patch: RunPatch) -> Result<Run> {
         let mut tx = self.write_tx().await?;
         let mut r = This::fetch_run(&mut tx, id, b::LOCK_UPDATE).await?;
