@@ -77,6 +77,19 @@ pub trait Adapter: Send + Sync {
 
     /// A fresh parser for the output of `invocation` (built by this adapter).
     fn parser(&self, invocation: &Invocation) -> Box<dyn OutputParser>;
+
+    /// A CLI whose session is a file on the environment names it here: the engine reads its
+    /// first line there and asks [`Adapter::check_session_file_header`] before resuming.
+    /// `None` (the default): the session lives inside the CLI and needs no check.
+    fn session_file(&self, _saved: &SessionParams) -> Option<String> {
+        None
+    }
+
+    /// Whether the first line of the session file (empty when missing or unreadable) allows
+    /// resuming in `cwd`.
+    fn check_session_file_header(&self, _header: &str, _cwd: &str) -> Result<(), ResumeRefused> {
+        Ok(())
+    }
 }
 
 /// Reads one attempt's output, line by line, in the order the lines were produced per stream.

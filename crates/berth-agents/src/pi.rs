@@ -44,6 +44,19 @@ impl Adapter for PiAdapter {
         ADAPTER_TYPE
     }
 
+    /// Pi's session id is the path of its session file on the environment.
+    fn session_file(&self, saved: &crate::SessionParams) -> Option<String> {
+        Some(saved.session_id.clone())
+    }
+
+    fn check_session_file_header(
+        &self,
+        header: &str,
+        cwd: &str,
+    ) -> Result<(), crate::ResumeRefused> {
+        check_session_header(header, cwd)
+    }
+
     fn asset_keys(&self) -> &'static [&'static str] {
         &["skills", "agentConfig"]
     }

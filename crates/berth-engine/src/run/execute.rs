@@ -1054,8 +1054,9 @@ impl Orchestrator {
         Ok(self.finish_from(attempt, cwd, identity.clone(), log).await)
     }
 
-    /// Pi's session is a file on the environment: resume it only when its header is readable
-    /// and names this working directory (a missing or foreign file starts fresh).
+    /// A CLI whose session is a file on the environment (Pi) resumes only when the file's
+    /// header is readable and names this working directory (a missing or foreign file starts
+    /// fresh).
     async fn check_session_file(
         &self,
         adapter: &dyn berth_agents::Adapter,
@@ -1063,12 +1064,12 @@ impl Orchestrator {
         saved: &SessionParams,
         cwd: &str,
     ) -> Result<(), berth_agents::ResumeRefused> {
-        if adapter.adapter_type() != berth_agents::pi::ADAPTER_TYPE {
+        let Some(file) = adapter.session_file(saved) else {
             return Ok(());
-        }
+        };
         let header = match transport
             .run(
-                &format!("head -n 1 -- {} 2>/dev/null", quote(&saved.session_id)),
+                &format!("head -n 1 -- {} 2>/dev/null", quote(&file)),
                 bytes::Bytes::new(),
             )
             .await
@@ -1077,11 +1078,11 @@ impl Orchestrator {
             Ok(_) => String::new(),
             Err(e) => {
                 return Err(berth_agents::ResumeRefused {
-                    reason: format!("the Pi session file could not be read ({e})"),
+                    reason: format!("the session file could not be read ({e})"),
                 });
             }
         };
-        berth_agents::pi::check_session_header(&header, cwd)
+        adapter.check_session_file_header(&header, cwd)
     }
 
     /// The run directory's output is in the event log now; remove it (SPEC §5: per-run files
