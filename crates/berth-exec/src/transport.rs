@@ -291,6 +291,17 @@ pub trait Transport: Send + Sync {
         Ok(None)
     }
 
+    /// Like [`Transport::expose_local_port`], at the address commands were given before
+    /// (`remote_port` of an earlier answer), so a command started by a previous control-plane
+    /// process reaches `local` through the URL it already holds. Default: a fresh exposure.
+    async fn expose_local_port_at(
+        &self,
+        local: std::net::SocketAddr,
+        _remote_port: u16,
+    ) -> Result<Option<std::net::SocketAddr>, ExecError> {
+        self.expose_local_port(local).await
+    }
+
     async fn run(&self, script: &str, stdin: Bytes) -> Result<Completed, ExecError> {
         let req = ExecRequest::new(script)
             .stdin_bytes(stdin)

@@ -479,3 +479,68 @@ async fn strict_without_pinned_keys_uses_the_users_known_hosts_and_refuses_unkno
     );
     assert!(err.to_string().contains(sshd.known_hosts.trim()), "{err}");
 }
+
+/// What a command on the environment reads from the forwarded port (through the remote
+/// host's loopback, which here is ours too).
+async fn read_through(port: u16) -> String {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut got = String::new();
+    s.read_to_string(&mut got).await.unwrap();
+    got
+}
+
+/// An agent holds `BERTH_API_URL` with the forwarded port: after the pooled connection dies
+/// and reconnects, the same port still leads to the control plane, and after a control-plane
+/// restart the port can be pointed at the new process.
+#[tokio::test]
+async fn a_remote_forward_keeps_its_port_across_reconnects_and_can_be_repointed() {
+    let Some(sshd) = common::sshd() else { return };
+    let serve = |greeting: &'static str| async move {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                use tokio::io::AsyncWriteExt;
+                let _ = s.write_all(greeting.as_bytes()).await;
+            }
+        });
+        addr
+    };
+    let first = serve("first").await;
+    let pool = SshPool::new();
+    let t = SshTransport::new(pool.clone(), common::target(&sshd));
+    let exposed = t.expose_local_port(first).await.unwrap().unwrap();
+    assert_eq!(read_through(exposed.port()).await, "first");
+
+    assert!(sshd.kill_connections() >= 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Any use of the environment reconnects, and the forward comes back on its port.
+    assert!(t.run("true", Bytes::new()).await.unwrap().outcome.success());
+    assert_eq!(read_through(exposed.port()).await, "first");
+
+    // A new control-plane process listens elsewhere: the agent's port now leads there.
+    let second = serve("second").await;
+    let again = t
+        .expose_local_port_at(second, exposed.port())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.port(), exposed.port());
+    assert_eq!(read_through(exposed.port()).await, "second");
+    // A fresh pool (a restarted process) gets the same port from the server too.
+    let restarted = SshTransport::new(SshPool::new(), common::target(&sshd));
+    drop(t);
+    drop(pool);
+    assert!(sshd.kill_connections() >= 1);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let third = serve("third").await;
+    let at = restarted
+        .expose_local_port_at(third, exposed.port())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(at.port(), exposed.port());
+    assert_eq!(read_through(exposed.port()).await, "third");
+}

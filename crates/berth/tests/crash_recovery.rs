@@ -100,11 +100,23 @@ impl Api {
     }
 }
 
+/// After its lines, an SSH agent calls the API with its run token through `BERTH_API_URL`
+/// (which must lead to the restarted server).
+const CALL_API: &str = "import json, os, urllib.request\n\
+req = urllib.request.Request(os.environ['BERTH_API_URL'] + '/api/runs/' + os.environ['BERTH_RUN_ID'],\n\
+    headers={'Authorization': 'Bearer ' + os.environ['BERTH_API_TOKEN']})\n\
+print('api', json.load(urllib.request.urlopen(req, timeout=10))['status'])\n";
+
 /// An agent printing `LINES` numbered lines and marking its progress in `progress/<run>`.
 async fn printing_agent(api: &Api, c: &str, env: Option<&str>, progress: &Path) -> String {
+    let call = if env.is_some() {
+        "; python3 -c \"$CALL_API\""
+    } else {
+        ""
+    };
     let script = format!(
         "for i in $(seq 1 {LINES}); do echo \"line $i of $BERTH_RUN_ID\"; echo \"$i\" > \"$PROGRESS/$BERTH_RUN_ID\"; \
-         sleep 0.2; done; echo written-remotely > made-by-agent.txt"
+         sleep 0.2; done; echo written-remotely > made-by-agent.txt{call}"
     );
     let agent = api
         .post(
@@ -112,7 +124,7 @@ async fn printing_agent(api: &Api, c: &str, env: Option<&str>, progress: &Path) 
             json!({"name": format!("printer-{}", uuid::Uuid::now_v7()), "adapterType": "process",
                 "defaultEnvironmentId": env,
                 "adapterConfig": {"command": "sh", "args": ["-c", script],
-                    "env": {"PROGRESS": progress}}}),
+                    "env": {"PROGRESS": progress, "CALL_API": CALL_API}}}),
         )
         .await;
     agent["id"].as_str().unwrap().to_string()
@@ -137,17 +149,18 @@ async fn wait_terminal(api: &Api, run: &str) -> Value {
     }
 }
 
-/// Every line exactly once, in order, nothing else on stdout.
-async fn assert_byte_exact(api: &Api, run: &str) {
+/// Every line exactly once, in order, then `tail`; nothing else on stdout.
+async fn assert_byte_exact(api: &Api, run: &str, tail: &str) {
     let events = api.events(run).await;
     let stdout: String = events
         .iter()
         .filter(|(k, _)| k == "stdout")
         .map(|(_, p)| p["payload"]["text"].as_str().unwrap_or_default())
         .collect();
-    let expected: String = (1..=LINES)
+    let mut expected: String = (1..=LINES)
         .map(|i| format!("line {i} of {run}\n"))
         .collect();
+    expected.push_str(tail);
     assert_eq!(stdout, expected, "run {run}'s output after the restart");
     assert!(
         events
@@ -244,7 +257,8 @@ async fn ssh_runs_survive_a_sigkilled_server_and_finish_byte_exact_with_their_wo
     for run in &runs {
         let r = wait_terminal(&api, run).await;
         assert_eq!(r["status"], "succeeded", "{r}");
-        assert_byte_exact(&api, run).await;
+        // The agent's BERTH_API_URL leads to the restarted server, its token still valid.
+        assert_byte_exact(&api, run, "api running\n").await;
     }
     assert_eq!(
         std::fs::read_to_string(repo.join("made-by-agent.txt")).unwrap(),
@@ -307,7 +321,7 @@ async fn sigterm_detaches_local_runs_and_the_next_start_finishes_them() {
     for run in &runs {
         let r = wait_terminal(&api, run).await;
         assert_eq!(r["status"], "succeeded", "{r}");
-        assert_byte_exact(&api, run).await;
+        assert_byte_exact(&api, run, "").await;
         let events = api.events(run).await;
         assert!(
             events

@@ -987,7 +987,8 @@ impl Orchestrator {
                     cwd,
                     adapter,
                     &invocation,
-                    RemoteSession::draft(attempt_no, cwd, resume.clone()),
+                    RemoteSession::draft(attempt_no, cwd, resume.clone())
+                        .with_api_url(api.as_ref().map(|(url, _)| url.as_str())),
                     &env_secrets,
                     log,
                     cancel,

@@ -35,6 +35,10 @@ pub(crate) struct RemoteSession {
     pub(crate) dir: String,
     pub(crate) pgid: u32,
     pub(crate) launched_at: DateTime<Utc>,
+    /// The port in the agent's `BERTH_API_URL` on its environment (a remote forward over SSH),
+    /// forwarded again to this process's API after a restart.
+    #[serde(default)]
+    pub(crate) api_port: Option<u16>,
 }
 
 impl RemoteSession {
@@ -48,7 +52,16 @@ impl RemoteSession {
             dir: String::new(),
             pgid: 0,
             launched_at: Utc::now(),
+            api_port: None,
         }
+    }
+
+    /// The agent reaches the API at `url` (its port is kept for a restart).
+    pub(crate) fn with_api_url(mut self, url: Option<&str>) -> Self {
+        self.api_port = url
+            .and_then(|u| u.rsplit_once(':'))
+            .and_then(|(_, port)| port.trim_end_matches('/').parse().ok());
+        self
     }
 
     /// The launcher started it.
@@ -260,6 +273,21 @@ impl Orchestrator {
                 .to_std()
                 .unwrap_or(Duration::ZERO),
         };
+        // The agent's BERTH_API_URL pointed at the previous process: point its port at this
+        // one (the run token is derived from the run id, so the agent's token stays valid).
+        if let (Some(port), Some(api)) = (session.api_port, self.api_addr) {
+            match plan.transport.expose_local_port_at(api, port).await {
+                Ok(_) => {}
+                Err(e) => {
+                    log.step(
+                        "api_unreachable",
+                        format!("The agent's BERTH_API_URL could not be restored after the restart: {e}."),
+                        json!({}),
+                    )
+                    .await;
+                }
+            }
+        }
         let launcher = Launcher::new(plan.transport.clone(), plan.root.clone());
         let remote = session.remote_run();
         let run_work = format!("{}/.berth/scratch/{}", plan.root, run.id);

@@ -81,6 +81,49 @@ impl SshConnection {
     /// Make `local` reachable from the remote host: the server listens on a free port of its
     /// loopback interface and relays each connection over this SSH connection (`ssh -R`).
     /// One port per local address per connection; returns the remote port.
+    /// Have the server forward its loopback port `remote_port` to `local` (re-pointing it
+    /// when this connection already forwards that port): an agent keeps the URL it was given
+    /// across reconnects and control-plane restarts.
+    pub async fn forward_to_local_at(
+        &self,
+        local: SocketAddr,
+        remote_port: u16,
+    ) -> Result<u16, ExecError> {
+        let port = u32::from(remote_port);
+        if let Ok(mut f) = self.forwards.lock()
+            && let Some(at) = f.get_mut(&port)
+        {
+            *at = local;
+            return Ok(remote_port);
+        }
+        let got = tokio::time::timeout(
+            self.timeouts.channel_open,
+            self.handle.tcpip_forward("127.0.0.1", port),
+        )
+        .await
+        .map_err(|_| self.forward_error("no answer to the forwarding request"))?
+        .map_err(|e| {
+            self.forward_error(&format!(
+                "the server refused to forward port {remote_port} again ({e}); another process \
+                 may have taken it"
+            ))
+        })?;
+        // Servers answer 0 (or nothing) when the requested port was granted as asked.
+        let granted = if got == 0 { port } else { got };
+        if let Ok(mut f) = self.forwards.lock() {
+            f.insert(granted, local);
+        }
+        u16::try_from(granted).map_err(|_| self.forward_error("bad port"))
+    }
+
+    /// The ports this connection forwards (remote port → local address).
+    fn forwarded(&self) -> Vec<(u32, SocketAddr)> {
+        self.forwards
+            .lock()
+            .map(|f| f.iter().map(|(p, a)| (*p, *a)).collect())
+            .unwrap_or_default()
+    }
+
     pub async fn forward_to_local(&self, local: SocketAddr) -> Result<u16, ExecError> {
         let known = self.forwards.lock().ok().and_then(|f| {
             f.iter()
@@ -256,6 +299,9 @@ impl SshConnection {
 struct Slot {
     conn: Option<Arc<SshConnection>>,
     had_connection: bool,
+    /// Forwards of the connection that died, asked for again on the next one (agents hold
+    /// URLs with these ports).
+    carried: Vec<(u32, SocketAddr)>,
 }
 
 #[derive(Default)]
@@ -320,7 +366,9 @@ impl SshPool {
             }
             tracing::info!(env = %target.describe(), "pooled SSH connection is closed; reconnecting");
         }
-        slot.conn = None;
+        if let Some(old) = slot.conn.take() {
+            slot.carried = old.forwarded();
+        }
         let attempts: &[Duration] = if slot.had_connection {
             &RECONNECT_BACKOFF
         } else {
@@ -346,6 +394,19 @@ impl SshPool {
                         last_used: std::sync::Mutex::new(Instant::now()),
                         control: Mutex::new(None),
                     });
+                    for (port, local) in std::mem::take(&mut slot.carried) {
+                        let Ok(port) = u16::try_from(port) else {
+                            continue;
+                        };
+                        match conn.forward_to_local_at(local, port).await {
+                            Ok(_) => {
+                                tracing::info!(env = %target.describe(), port, "remote forward re-established")
+                            }
+                            Err(e) => {
+                                tracing::warn!(env = %target.describe(), port, error = %e, "remote forward lost with the old connection")
+                            }
+                        }
+                    }
                     slot.conn = Some(conn.clone());
                     slot.had_connection = true;
                     spawn_idle_watch(
@@ -369,6 +430,7 @@ impl SshPool {
         let cell = self.cell(&target.pool_key());
         let mut slot = cell.lock().await;
         if slot.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn)) {
+            slot.carried = conn.forwarded();
             slot.conn = None;
         }
     }

@@ -213,6 +213,16 @@ impl Transport for SshTransport {
         Ok(Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))))
     }
 
+    async fn expose_local_port_at(
+        &self,
+        local: std::net::SocketAddr,
+        remote_port: u16,
+    ) -> Result<Option<std::net::SocketAddr>, ExecError> {
+        let conn = self.pool.get(&self.target).await?;
+        let port = conn.forward_to_local_at(local, remote_port).await?;
+        Ok(Some(std::net::SocketAddr::from(([127, 0, 0, 1], port))))
+    }
+
     async fn run_confidential(&self, script: &str) -> Result<Option<Completed>, ExecError> {
         ExecError::check_script(&self.describe(), script)?;
         if script.len() > CONTROL_SCRIPT_MAX {
