@@ -482,6 +482,7 @@ async fn strict_without_pinned_keys_uses_the_users_known_hosts_and_refuses_unkno
 
 /// What a command on the environment reads from the forwarded port (through the remote
 /// host's loopback, which here is ours too).
+#[expect(clippy::unwrap_used, reason = "test helper fails the test loudly")]
 async fn read_through(port: u16) -> String {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
