@@ -436,3 +436,57 @@ async fn deleting_an_environment_cleans_its_host_first_or_says_what_is_left() {
     );
     assert_eq!(s.get(&format!("/api/environments/{eid}")).await.status, 404);
 }
+
+/// The environment's sshd goes away for 10 s mid-run (the agent keeps running: it is detached
+/// from any connection); the run re-attaches when sshd is back and ends byte-exact.
+#[tokio::test]
+async fn a_run_survives_its_sshd_being_down_for_ten_seconds() {
+    let Some(mut sshd) = Sshd::start_unless_unavailable().unwrap() else {
+        return;
+    };
+    let (s, c, eid) = setup(&sshd).await;
+    let progress = tempfile::tempdir().unwrap();
+    let marker = progress.path().join("n");
+    let lines = 40;
+    let agent = s
+        .post(
+            &format!("/api/companies/{c}/agents"),
+            json!({"name": "steady", "adapterType": "process", "defaultEnvironmentId": eid,
+                "adapterConfig": {"command": "sh", "args": ["-c",
+                    format!("for i in $(seq 1 {lines}); do echo \"line $i\"; echo $i > {}; sleep 0.5; done", marker.display())]}}),
+        )
+        .await;
+    let run = s
+        .post(
+            &format!("/api/companies/{c}/runs"),
+            json!({"agentId": agent.body["id"], "prompt": "p"}),
+        )
+        .await;
+    let id = run.body["id"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while std::fs::read_to_string(&marker)
+        .ok()
+        .and_then(|t| t.trim().parse::<u32>().ok())
+        .unwrap_or(0)
+        < 3
+    {
+        assert!(Instant::now() < deadline, "the agent never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sshd.stop();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    sshd.restart().unwrap();
+    let done = wait_run(&s, &id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    let events = s.get(&format!("/api/runs/{id}/events")).await;
+    let out: String = events
+        .text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter(|e| e["stream"] == "stdout")
+        .filter_map(|e| e["payload"]["text"].as_str().map(str::to_string))
+        .collect();
+    let expected: String = (1..=lines).map(|i| format!("line {i}\n")).collect();
+    assert_eq!(out, expected);
+}
