@@ -518,12 +518,12 @@ impl EnvironmentCleaner {
         )
         .await
         .map_err(|e| e.to_string())?;
-        let base = format!("{}/.berth/ws", root.trim_end_matches('/'));
+        let layout = berth_exec::RemoteLayout::new(&root);
         let scopes: Vec<&String> = scopes.iter().collect();
         for chunk in scopes.chunks(200) {
             let paths: Vec<String> = chunk
                 .iter()
-                .map(|s| quote(&format!("{base}/{s}")))
+                .map(|s| quote(&layout.workspace_copy(s)))
                 .collect();
             let done = transport
                 .run(
@@ -613,7 +613,7 @@ impl LeaseCleaner for EnvironmentCleaner {
         if let Some(run_id) = lease.run_id {
             // The run's directory and those of its retry attempts (`<runId>-<n>`), each with
             // the process group it recorded.
-            let runs = format!("{}/.berth/runs", root.trim_end_matches('/'));
+            let runs = berth_exec::RemoteLayout::new(&root).runs_dir();
             let listing = transport
                 .run(
                     &format!(
@@ -647,11 +647,8 @@ impl LeaseCleaner for EnvironmentCleaner {
         let keep_copy = matches!(lease.status, LeaseStatus::Retained)
             || self.newer_holder(lease).await.map_err(|e| e.to_string())?;
         if !keep_copy {
-            let ws = format!(
-                "{}/.berth/ws/{}",
-                root.trim_end_matches('/'),
-                scope_dir(&lease.scope_key)
-            );
+            let ws =
+                berth_exec::RemoteLayout::new(&root).workspace_copy(&scope_dir(&lease.scope_key));
             let done = transport
                 .run(&format!("rm -rf -- {}", quote(&ws)), bytes::Bytes::new())
                 .await

@@ -309,7 +309,7 @@ impl Launcher {
     }
 
     fn run_dir(&self, run_id: &str) -> String {
-        format!("{}/.berth/runs/{run_id}", self.root.trim_end_matches('/'))
+        crate::RemoteLayout::new(&self.root).run_dir(run_id)
     }
 
     fn remote_err(&self, action: &'static str, run_id: &str, detail: String) -> LauncherError {
@@ -401,7 +401,7 @@ done
 cat "$d/pgid"
 "#,
             dir = quote(&dir),
-            runs = quote(&format!("{}/.berth/runs", self.root.trim_end_matches('/'))),
+            runs = quote(&crate::RemoteLayout::new(&self.root).runs_dir()),
             cwd = quote(&cwd),
             launcher = quote(LAUNCHER),
             profile = u8::from(spec.login_profile),

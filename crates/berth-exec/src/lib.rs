@@ -10,6 +10,7 @@
 pub mod error;
 pub mod known_hosts;
 pub mod launcher;
+pub mod layout;
 pub mod local;
 pub mod shell;
 pub mod ssh;
@@ -22,6 +23,7 @@ pub use launcher::{
     AttachEvent, Chunk, LaunchSpec, Launcher, LauncherError, Offsets, RemoteRun, RunOutcome,
     StopReason, StreamKind,
 };
+pub use layout::RemoteLayout;
 pub use local::LocalTransport;
 pub use ssh::{SshPool, SshTarget, SshTransport};
 

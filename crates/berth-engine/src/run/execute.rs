@@ -14,7 +14,7 @@ use berth_exec::launcher::{
     AttachEvent, LaunchSpec, Launcher, LauncherError, Offsets, RemoteRun, StopReason, StreamKind,
 };
 use berth_exec::shell::quote;
-use berth_exec::{SshPool, Transport};
+use berth_exec::{RemoteLayout, SshPool, Transport};
 use berth_store::{AcquireLease, ExecutionWorkspacePatch, RunPatch, Store, StoreError};
 use chrono::Utc;
 use futures::StreamExt as _;
@@ -580,7 +580,8 @@ impl Orchestrator {
 
         // Step 3: where the agent works, and what identity its session carries.
         // Scratch for a run without a workspace; the launcher owns `.berth/runs/<runId>/`.
-        let run_work = format!("{root}/.berth/scratch/{}", run.id);
+        let layout = RemoteLayout::new(&root);
+        let run_work = layout.scratch_dir(&run.id.to_string());
         let (cwd, identity) = match (&parsed.config, &ctx.workspace) {
             (DriverConfig::Local(_), ws) => {
                 let cwd = ws
@@ -600,7 +601,7 @@ impl Orchestrator {
             (DriverConfig::Ssh(ssh), ws) => {
                 let cwd = match (ssh.workspace_mode, &ssh.in_place_path, ws) {
                     (WorkspaceMode::InPlace, Some(p), _) => p.clone(),
-                    (_, _, Some(_)) => format!("{root}/.berth/ws/{}", scope_dir(scope)),
+                    (_, _, Some(_)) => layout.workspace_copy(&scope_dir(scope)),
                     (_, _, None) => run_work.clone(),
                 };
                 let identity = RemoteIdentity::ssh(&ssh.host, ssh.port, &ssh.username, &cwd);
@@ -894,7 +895,8 @@ impl Orchestrator {
         cancel: &CancellationToken,
         lost: &CancellationToken,
     ) -> Result<Finish, RunError> {
-        let run_work = format!("{root}/.berth/scratch/{}", run.id);
+        let layout = RemoteLayout::new(root);
+        let run_work = layout.scratch_dir(&run.id.to_string());
         let agent = ctx
             .agent
             .as_ref()
@@ -971,8 +973,7 @@ impl Orchestrator {
             bctx.resume = resume.clone();
             bctx.is_root = is_root;
             // Adapters keep per-adapter files there (Pi's session files, synced assets).
-            bctx.assets_dir_on_environment =
-                Some(format!("{root}/.berth/assets/{}", agent.adapter_type));
+            bctx.assets_dir_on_environment = Some(layout.assets_dir(&agent.adapter_type));
             let invocation = adapter
                 .build(&bctx)
                 .map_err(|e| RunError::new(ErrorCode::AgentStartFailed, e.to_string()))?;
@@ -1099,10 +1100,11 @@ impl Orchestrator {
         attempts: u32,
         log: &EventLog,
     ) {
-        let mut leftovers = vec![quote(&format!("{root}/.berth/runs/{}", run.id))];
-        for n in 2..=attempts {
-            leftovers.push(quote(&format!("{root}/.berth/runs/{}-{n}", run.id)));
-        }
+        let layout = RemoteLayout::new(root);
+        let id = run.id.to_string();
+        let mut leftovers: Vec<String> = (1..=attempts.max(1))
+            .map(|n| quote(&layout.run_dir(&RemoteLayout::attempt_key(&id, n))))
+            .collect();
         if cwd == run_work {
             leftovers.push(quote(run_work));
         }
@@ -1198,11 +1200,7 @@ impl Orchestrator {
             }
         }
         let command = berth_exec::shell::exec_command(&invocation.program, &invocation.args);
-        let run_key = if attempt_no == 1 {
-            run.id.to_string()
-        } else {
-            format!("{}-{attempt_no}", run.id)
-        };
+        let run_key = RemoteLayout::attempt_key(&run.id.to_string(), attempt_no);
         let spec = LaunchSpec {
             run_id: run_key,
             command,

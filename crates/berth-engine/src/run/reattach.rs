@@ -10,6 +10,7 @@ use std::time::Duration;
 use berth_agents::SessionParams;
 use berth_core::LeaseStatus;
 use berth_core::model::Run;
+use berth_exec::RemoteLayout;
 use berth_exec::launcher::{Launcher, Offsets, RemoteRun};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -250,10 +251,8 @@ impl Orchestrator {
         let mut bctx = berth_agents::BuildContext::new(adapter_config, &run.prompt, &plan.cwd);
         bctx.run_id = run.id;
         bctx.resume = session.resume.clone();
-        bctx.assets_dir_on_environment = Some(format!(
-            "{}/.berth/assets/{}",
-            plan.root, agent.adapter_type
-        ));
+        bctx.assets_dir_on_environment =
+            Some(RemoteLayout::new(&plan.root).assets_dir(&agent.adapter_type));
         let invocation = adapter
             .build(&bctx)
             .map_err(|e| RunError::new(ErrorCode::AgentFailed, e.to_string()))?;
@@ -290,7 +289,7 @@ impl Orchestrator {
         }
         let launcher = Launcher::new(plan.transport.clone(), plan.root.clone());
         let remote = session.remote_run();
-        let run_work = format!("{}/.berth/scratch/{}", plan.root, run.id);
+        let run_work = RemoteLayout::new(&plan.root).scratch_dir(&run.id.to_string());
         let attempt = self
             .stream(
                 &launcher,
