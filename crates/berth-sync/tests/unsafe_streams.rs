@@ -197,7 +197,10 @@ impl berth_exec::Transport for Hostile {
         &self,
         mut req: berth_exec::ExecRequest,
     ) -> Result<berth_exec::ExecHandle, berth_exec::ExecError> {
-        if req.script.contains("tar -c") {
+        // The script travels on stdin, ahead of the step's own input.
+        let script_in =
+            matches!(&req.stdin, berth_exec::Stdin::Bytes(b) if contains(b, b"tar -c"));
+        if req.script.contains("tar -c") || script_in {
             req.script = format!("cat >/dev/null; gzip -c < '{}'", self.evil_tar.display());
         }
         self.inner.exec(req).await
@@ -277,5 +280,118 @@ async fn a_hostile_stream_during_restore_changes_nothing_locally() {
             .unwrap();
         assert_eq!(rep.applied.len(), 1, "{name}");
         assert_eq!(fs::read(l.local.join("a.txt")).unwrap(), b"remote change");
+    }
+}
+
+/// A transport whose "remote" reports `head` as its git HEAD (in the restore's listing and the
+/// push's probe), whatever git says.
+struct LyingHead {
+    inner: LocalTransport,
+    head: String,
+}
+
+#[async_trait::async_trait]
+impl berth_exec::Transport for LyingHead {
+    fn describe(&self) -> String {
+        "lying environment".to_owned()
+    }
+
+    fn identity(&self) -> berth_exec::RemoteIdentity {
+        self.inner.identity()
+    }
+
+    async fn exec(
+        &self,
+        mut req: berth_exec::ExecRequest,
+    ) -> Result<berth_exec::ExecHandle, berth_exec::ExecError> {
+        // Same-length replacements (padded with spaces), so the script's framing holds.
+        let fakes = [
+            (
+                &b"\"$(git rev-parse -q --verify HEAD 2>/dev/null)\""[..],
+                format!("'{}'", self.head),
+            ),
+            (
+                b"git rev-parse -q --verify 'HEAD^{commit}' 2>/dev/null",
+                format!("echo '{}'", self.head),
+            ),
+        ];
+        if let berth_exec::Stdin::Bytes(b) = &req.stdin {
+            let mut v = b.to_vec();
+            for (real, fake) in &fakes {
+                let mut fake = fake.clone().into_bytes();
+                assert!(fake.len() <= real.len(), "test value too long");
+                fake.resize(real.len(), b' ');
+                while let Some(i) = v.windows(real.len()).position(|w| w == *real) {
+                    v[i..i + real.len()].copy_from_slice(&fake);
+                }
+            }
+            req.stdin = berth_exec::Stdin::Bytes(v.into());
+        }
+        self.inner.exec(req).await
+    }
+}
+
+const BAD_HEADS: &[&str] = &[
+    "--upload-pack=touch x",
+    "HEAD~1",
+    "abc1234",
+    "0123456789ABCDEF0123456789ABCDEF01234567",
+    "0123456789abcdef0123456789abcdef012345678",
+];
+
+fn assert_bad_head(err: &SyncError, head: &str) {
+    match err {
+        SyncError::Invalid { what, value, .. } => {
+            assert!(what.contains("lying environment"), "{err}");
+            assert_eq!(value, head);
+        }
+        other => panic!("{head}: expected an invalid remote HEAD, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn restore_refuses_a_remote_head_that_is_not_an_object_id() {
+    for head in BAD_HEADS {
+        let l = Layout::new("head");
+        common::git(&l.local, &["init", "-q"]);
+        write(&l.local, b"f.txt", b"1\n");
+        common::git(&l.local, &["add", "."]);
+        common::git(&l.local, &["commit", "-q", "-m", "c1"]);
+        let o = SyncOptions::default();
+        push(&LocalTransport::new(), &l.local, &l.spec, &o)
+            .await
+            .unwrap();
+        write(&l.remote_ws(), b"f.txt", b"remote\n");
+        let before = common::snapshot(&l.local);
+        let refs_before = common::git(&l.local, &["for-each-ref"]);
+        let t = LyingHead {
+            inner: LocalTransport::new(),
+            head: (*head).to_owned(),
+        };
+        let err = restore(&t, &l.local, &l.spec, "run", &o)
+            .await
+            .unwrap_err();
+        assert_bad_head(&err, head);
+        assert_eq!(common::snapshot(&l.local), before, "{head}");
+        assert_eq!(common::git(&l.local, &["for-each-ref"]), refs_before);
+    }
+}
+
+#[tokio::test]
+async fn push_refuses_a_remote_head_that_is_not_an_object_id() {
+    for head in BAD_HEADS {
+        let l = Layout::new("pushhead");
+        common::git(&l.local, &["init", "-q"]);
+        write(&l.local, b"f.txt", b"1\n");
+        common::git(&l.local, &["add", "."]);
+        common::git(&l.local, &["commit", "-q", "-m", "c1"]);
+        let t = LyingHead {
+            inner: LocalTransport::new(),
+            head: (*head).to_owned(),
+        };
+        let err = push(&t, &l.local, &l.spec, &SyncOptions::default())
+            .await
+            .unwrap_err();
+        assert_bad_head(&err, head);
     }
 }

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
+use berth_exec::transport::RUN_TIMEOUT;
 use berth_exec::{ExecRequest, Transport};
-use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use tokio_util::io::SyncIoBridge;
@@ -18,7 +18,7 @@ use crate::error::{SyncError, blocking};
 use crate::manifest::{Entry, EntryKind};
 use crate::path::RelPath;
 use crate::remote::{
-    EMBED_SCRIPT_MAX, Listing, RemoteSpec, cd_ws, embedded, exec_into, link_is_local,
+    EMBED_SCRIPT_MAX, Listing, RemoteSpec, cd_ws, embedded, exec_collect, exec_into, link_is_local,
     listing_into_spool, listing_script, nul_list, run_collect, run_ok, spool_listing,
 };
 use crate::spool::{Scratch, Sorted, SortedFile, SortedWriter};
@@ -99,16 +99,16 @@ pub(super) async fn send_round(
                 run_ok(
                     cx.t,
                     &format!("{}{data} | {cmd}", cd_ws(cx.spec)),
-                    Bytes::new(),
                     "delete paths in the remote workspace",
                 )
                 .await?;
             }
             None => {
-                run_ok(
+                exec_collect(
                     cx.t,
-                    &format!("{}{cmd}", cd_ws(cx.spec)),
-                    list,
+                    ExecRequest::new(format!("{}{cmd}", cd_ws(cx.spec)))
+                        .stdin_bytes(list)
+                        .timeout(RUN_TIMEOUT),
                     "delete paths in the remote workspace",
                 )
                 .await?;
