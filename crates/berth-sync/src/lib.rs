@@ -47,5 +47,7 @@ pub use path::RelPath;
 pub use progress::{Phase, Progress, ProgressFn};
 pub use push::{PushReport, push};
 pub use remote::RemoteSpec;
-pub use restore::{Decision, GitRestore, REMOTE_SUFFIX, Rejected, RestoreReport, decide, restore};
+pub use restore::{
+    Decision, GitRestore, REMOTE_SUFFIX, Rejected, RemoteCopy, RestoreReport, decide, restore,
+};
 pub use state::{GitPoint, SyncOptions};
