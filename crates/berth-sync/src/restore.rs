@@ -514,10 +514,6 @@ pub async fn restore(
             let mut out = SortedWriter::create(&dir)?;
             for e in with_hashes(remote.iter(), hashed.as_ref()) {
                 let e = e?;
-                // A refused symlink is judged again next time, never taken as known.
-                if refused_links.contains(&e.path) {
-                    continue;
-                }
                 match remote_changed.get(&e.path) {
                     Some(received) => out.push(received)?,
                     None => out.push(&e)?,
@@ -731,7 +727,10 @@ fn remote_manifest(
                     path: e.path.clone(),
                     reason: "symlink pointing outside the workspace".to_owned(),
                 });
-                return Ok(());
+                // Still recorded as what the remote holds: the next push then removes it
+                // there, and every restore judges it again (a remote symlink is always
+                // judged in the future tree before it is written).
+                return out.push(&e);
             }
         }
         if e.kind == EntryKind::File {

@@ -231,8 +231,10 @@ async fn restore_rejects_symlinks_that_escape_through_other_links() {
 fn assert_no_link_escapes(root: &std::path::Path) {
     let root = fs::canonicalize(root).unwrap();
     for (rel, node) in common::snapshot(&root) {
-        if let common::Node::Symlink { .. } = node {
-            if let Ok(real) = fs::canonicalize(common::p(&root, &rel)) {
+        if let common::Node::Symlink { .. } = node
+            && let Ok(real) = fs::canonicalize(common::p(&root, &rel))
+        {
+            {
                 assert!(
                     real.starts_with(&root),
                     "{} resolves to {}",
@@ -449,12 +451,13 @@ const BAD_HEADS: &[&str] = &[
 ];
 
 fn assert_bad_head(err: &SyncError, head: &str) {
-    match err {
-        SyncError::Invalid { what, value, .. } => {
-            assert!(what.contains("lying environment"), "{err}");
-            assert_eq!(value, head);
-        }
-        other => panic!("{head}: expected an invalid remote HEAD, got {other}"),
+    assert!(
+        matches!(err, SyncError::Invalid { .. }),
+        "{head}: expected an invalid remote HEAD, got {err}"
+    );
+    if let SyncError::Invalid { what, value, .. } = err {
+        assert!(what.contains("lying environment"), "{err}");
+        assert_eq!(value, head);
     }
 }
 
