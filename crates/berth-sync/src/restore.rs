@@ -493,7 +493,7 @@ pub async fn restore(
             },
             _ => None,
         };
-        if let Some(copy) = place_copy(&ws, p, r, staged.get(p), only)? {
+        if let Some(copy) = place_copy(&ws, p, r, staged.get(p), only, &local)? {
             report.remote_copies.push(RemoteCopy {
                 path: p.clone(),
                 copy,
@@ -950,13 +950,16 @@ const COPY_NAMES_MAX: u32 = 1000;
 /// `<p>.berth-remote`, `<p>.berth-remote.1`, … that does not exist. Every attempt is a
 /// create-or-fail (a no-replace rename, a hard link, a symlink), so a file appearing under a
 /// name between two checks is never replaced either.
-/// With `only`, that name or none (`Ok(None)` when it is taken).
+/// With `only`, that name or none (`Ok(None)` when it is taken). A name that held a local
+/// entry this restore changed (a remote deletion, say) is not free either: the copy never
+/// lands where something of the user's was.
 fn place_copy(
     ws: &Path,
     p: &RelPath,
     r: &Entry,
     staged: Option<&Staged>,
     only: Option<&RelPath>,
+    local: &Manifest,
 ) -> Result<Option<RelPath>, SyncError> {
     for n in 0..COPY_NAMES_MAX {
         let copy = match only {
@@ -964,6 +967,12 @@ fn place_copy(
             Some(_) => return Ok(None),
             None => copy_name(p, n),
         };
+        if local.get(&copy).is_some() {
+            if only.is_some() {
+                return Ok(None);
+            }
+            continue;
+        }
         let abs = copy.under(ws);
         let res = match r.kind {
             EntryKind::Symlink => {
@@ -1109,9 +1118,11 @@ fn judge_links(
         let Some(r) = remote.get(p).filter(|r| r.kind == EntryKind::Symlink) else {
             continue;
         };
-        let free = (0..COPY_NAMES_MAX)
-            .map(|n| copy_name(p, n))
-            .find(|c| !fut.writes.contains_key(c) && fs::symlink_metadata(c.under(ws)).is_err());
+        let free = (0..COPY_NAMES_MAX).map(|n| copy_name(p, n)).find(|c| {
+            !fut.writes.contains_key(c)
+                && local.get(c).is_none()
+                && fs::symlink_metadata(c.under(ws)).is_err()
+        });
         if let Some(name) = free {
             fut.writes.insert(name.clone(), Some(target(r)));
             placed.insert(name.clone(), p.clone());
