@@ -601,7 +601,8 @@ fn with_hashes(
 /// Hash the `need` files remotely (`sha256sum`), in path order, into a sorted file of their
 /// entries with the hashes. A short list travels embedded in one control-shell step; a long
 /// one streams through an exec channel, names in and sums out in the same order (xargs and
-/// sha256sum keep it), so neither side holds the whole list.
+/// sha256sum keep it), so neither side holds the whole list. `sha256sum` gets the names as
+/// arguments (never the contents): coreutils has no `--files0-from` for it.
 async fn hash_remote(
     t: &dyn Transport,
     spec: &RemoteSpec,

@@ -167,13 +167,15 @@ pub async fn push(
     };
 
     if !incremental {
-        let keep_git = if point.is_some() { "! -name .git " } else { "" };
+        // `-delete`, not `-exec rm`: no name of the old copy reaches a command line.
+        let keep_git = if point.is_some() {
+            "! -path ./.git ! -path './.git/*' "
+        } else {
+            ""
+        };
         run_ok(
             t,
-            &format!(
-                "{}find . -mindepth 1 -maxdepth 1 {keep_git}-exec rm -rf -- {{}} +\n",
-                cd_ws(spec)
-            ),
+            &format!("{}find . -mindepth 1 {keep_git}-delete\n", cd_ws(spec)),
             "clear the remote workspace",
         )
         .await?;
