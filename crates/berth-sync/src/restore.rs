@@ -386,14 +386,22 @@ pub async fn restore(
         })
         .await?
     };
-    let links = judge_links(
-        &ws,
-        &local_links,
-        &apply,
-        &conflicts,
-        &local,
-        &remote_changed,
-    );
+    // Reads the local file system (links outside the scan count too): a blocking thread.
+    let links = {
+        let (ws, apply, conflicts) = (ws.clone(), apply.clone(), conflicts.clone());
+        let (local, remote) = (local.clone(), remote_changed.clone());
+        blocking("judge the symlinks", move || {
+            Ok(judge_links(
+                &ws,
+                &local_links,
+                &apply,
+                &conflicts,
+                &local,
+                &remote,
+            ))
+        })
+        .await?
+    };
     let refused_links: BTreeSet<RelPath> = links.refused.iter().map(|r| r.path.clone()).collect();
     apply.retain(|p| !refused_links.contains(p));
     for r in &links.refused {
