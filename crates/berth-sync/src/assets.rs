@@ -23,7 +23,6 @@ use std::path::{Path, PathBuf};
 
 use berth_exec::shell::quote;
 use berth_exec::{ExecRequest, Transport};
-use bytes::Bytes;
 use flate2::Compression;
 use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
@@ -384,7 +383,7 @@ pub async fn sync_asset(
          if [ -L {qd} ]; then echo L; elif [ -d {qd} ]; then echo D; elif [ -e {qd} ]; then echo F; else echo N; fi\n\
          if [ -d {qd} ] && [ ! -L {qd} ]; then cd {qd} || exit 3; {LISTING_DIGEST}; find . -mindepth 1 -maxdepth 1 | head -n 1 | wc -l; fi\n"
     );
-    let out = run_ok(t, &probe, Bytes::new(), "probe the remote asset directory").await?;
+    let out = run_ok(t, &probe, "probe the remote asset directory").await?;
     let out = out.stdout_text();
     let mut lines = out.lines();
     let marker_line = lines.next().unwrap_or("").trim().to_owned();
@@ -584,7 +583,7 @@ pub async fn copy_back(
             "r=; {checks}if [ -z \"$r\" ]; then if [ -L {q} ]; then r=L; elif [ -f {q} ]; then r=F; elif [ -e {q} ]; then r=O; else r=N; fi; fi; echo \"$r\"\n"
         ));
     }
-    let out = run_ok(t, &probe, Bytes::new(), "probe the remote asset files").await?;
+    let out = run_ok(t, &probe, "probe the remote asset files").await?;
     let out = out.stdout_text();
     let kinds: Vec<&str> = out.lines().map(str::trim).collect();
     if kinds.len() != rels.len() {

@@ -2,7 +2,6 @@
 
 use berth_exec::Transport;
 use berth_exec::shell::quote;
-use bytes::Bytes;
 
 use crate::error::SyncError;
 use crate::remote::{run_ok, validate_id};
@@ -41,7 +40,6 @@ pub async fn gc_idle_remote_scopes(
                 String::new()
             }
         ),
-        Bytes::new(),
         "list remote workspace copies",
     )
     .await?;
@@ -68,7 +66,6 @@ pub async fn gc_idle_remote_scopes(
         run_ok(
             t,
             &format!("rm -rf -- {}\n", args.join(" ")),
-            Bytes::new(),
             "remove stale remote workspace copies",
         )
         .await?;

@@ -11,6 +11,10 @@
 //! connection's control shell costs about a millisecond. Small steps therefore go through
 //! [`berth_exec::Transport::run`], with their data embedded in the script (base64, at most
 //! 64 KiB) since the control shell has no stdin; only bulk streams open an exec channel.
+//! When there is no control shell (busy, or one session per connection), a step's script
+//! goes on an exec channel's stdin, like every bulk stream's: a remote command line is only
+//! `eval "$(head -c <n>)"`, so no file content reaches a remote process's argv (world-readable
+//! in `ps`).
 //! Bulk streams are gzip-compressed (fast level) unless the link is local (the local
 //! transport, or SSH to a loopback address), where compression only costs CPU.
 //!
@@ -47,5 +51,7 @@ pub use path::RelPath;
 pub use progress::{Phase, Progress, ProgressFn};
 pub use push::{PushReport, push};
 pub use remote::RemoteSpec;
-pub use restore::{Decision, GitRestore, REMOTE_SUFFIX, Rejected, RestoreReport, decide, restore};
+pub use restore::{
+    Decision, GitRestore, REMOTE_SUFFIX, Rejected, RemoteCopy, RestoreReport, decide, restore,
+};
 pub use state::{GitPoint, SyncOptions};

@@ -1,5 +1,6 @@
 //! Relative workspace paths as raw bytes, so non-UTF-8 names survive every round trip.
 
+use std::collections::VecDeque;
 use std::ffi::OsStr;
 use std::fmt;
 use std::os::unix::ffi::OsStrExt as _;
@@ -200,8 +201,83 @@ pub fn symlink_stays_inside(link: &RelPath, target: &[u8]) -> bool {
     true
 }
 
+/// Most symlinks followed while resolving one link (Linux's own limit, `MAXSYMLINKS`, is 40).
+pub const SYMLINK_HOPS_MAX: usize = 40;
+
+/// How a symlink resolves within a tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    /// The resolution never leaves the root (nor runs into an absolute target or a loop).
+    pub inside: bool,
+    /// The other symlinks followed on the way, in order.
+    pub via: Vec<RelPath>,
+}
+
+/// Resolve a symlink at `link` with `target` in a tree where `target_of(p)` is the target of
+/// the symlink at `p` (`None`: `p` is no symlink), following every link met on the way (at
+/// most [`SYMLINK_HOPS_MAX`] hops). A name that is not a link counts as a directory, whether
+/// or not it exists: a path missing today may be created tomorrow, and then its `..` steps are
+/// taken literally. So `inside` holds for every later shape of the non-link entries; an
+/// absolute or empty target, or too many hops, is never inside. Judging a target lexically
+/// instead lets `s -> .` plus `x -> s/s/s/../../..` climb three levels above the root.
+pub fn resolve_symlink(
+    link: &RelPath,
+    target: &[u8],
+    mut target_of: impl FnMut(&RelPath) -> Option<Vec<u8>>,
+) -> Resolution {
+    let mut via = Vec::new();
+    let escape = |via| Resolution { inside: false, via };
+    // The directory the resolution is in, as components below the root.
+    let mut cur: Vec<Vec<u8>> = match link.parent() {
+        Some(p) => p.components().map(<[u8]>::to_vec).collect(),
+        None => Vec::new(),
+    };
+    let mut pending: VecDeque<Vec<u8>> = VecDeque::new();
+    if !push_target(&mut pending, target) {
+        return escape(via);
+    }
+    while let Some(comp) = pending.pop_front() {
+        match comp.as_slice() {
+            b"" | b"." => {}
+            b".." => {
+                if cur.pop().is_none() {
+                    return escape(via);
+                }
+            }
+            _ => {
+                cur.push(comp);
+                let Ok(here) = RelPath::new(cur.join(&b'/')) else {
+                    return escape(via);
+                };
+                if let Some(t) = target_of(&here) {
+                    cur.pop();
+                    via.push(here);
+                    if via.len() >= SYMLINK_HOPS_MAX || !push_target(&mut pending, &t) {
+                        return escape(via);
+                    }
+                }
+            }
+        }
+    }
+    Resolution { inside: true, via }
+}
+
+/// Queue `target`'s components ahead of the rest; `false` for a target that is absolute or
+/// empty (never inside).
+fn push_target(pending: &mut VecDeque<Vec<u8>>, target: &[u8]) -> bool {
+    if target.is_empty() || target[0] == b'/' {
+        return false;
+    }
+    for comp in target.rsplit(|b| *b == b'/') {
+        pending.push_front(comp.to_vec());
+    }
+    true
+}
+
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
 
     #[test]
@@ -251,5 +327,40 @@ mod tests {
         assert!(symlink_stays_inside(&l, b"./c/../d"));
         let top = RelPath::new(b"link".to_vec()).unwrap();
         assert!(!symlink_stays_inside(&top, b".."));
+    }
+
+    fn links(pairs: &[(&str, &str)]) -> BTreeMap<RelPath, Vec<u8>> {
+        pairs
+            .iter()
+            .map(|(l, t)| {
+                (
+                    RelPath::new(l.as_bytes().to_vec()).unwrap(),
+                    t.as_bytes().to_vec(),
+                )
+            })
+            .collect()
+    }
+
+    fn resolve(t: &BTreeMap<RelPath, Vec<u8>>, link: &RelPath) -> Resolution {
+        resolve_symlink(link, &t[link], |p| t.get(p).cloned())
+    }
+
+    #[test]
+    fn resolution_follows_other_links() {
+        let rp = |s: &str| RelPath::new(s.as_bytes().to_vec()).unwrap();
+        let t = links(&[("s", "."), ("x", "s/s/s/../../..")]);
+        assert!(resolve(&t, &rp("s")).inside);
+        let x = resolve(&t, &rp("x"));
+        assert!(!x.inside);
+        assert_eq!(x.via, vec![rp("s"), rp("s"), rp("s")]);
+        // Without `s` the same target stays inside (taken literally).
+        assert!(resolve(&links(&[("x", "s/s/s/../../..")]), &rp("x")).inside);
+        let t = links(&[("d/up", ".."), ("d/y", "up/d/up/../..")]);
+        assert!(!resolve(&t, &rp("d/y")).inside);
+        let t = links(&[("a", "b"), ("b", "a")]);
+        assert!(!resolve(&t, &rp("a")).inside, "a loop is refused");
+        let t = links(&[("a", "/etc"), ("b", "a/..")]);
+        assert!(!resolve(&t, &rp("b")).inside);
+        assert!(resolve(&links(&[("d/e/l", "../../f")]), &rp("d/e/l")).inside);
     }
 }

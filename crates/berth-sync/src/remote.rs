@@ -5,7 +5,8 @@
 use std::io::{self, BufRead, Read};
 
 use berth_exec::shell::quote;
-use berth_exec::{Completed, ExecRequest, Output, Transport};
+use berth_exec::transport::{RUN_OUTPUT_CAP, RUN_TIMEOUT};
+use berth_exec::{Completed, ExecRequest, Output, Stdin, Transport};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 
@@ -103,6 +104,24 @@ pub(crate) fn listing_script(git: bool, git_ignored: bool) -> String {
         s.push_str("printf 'I\\0'\ngit ls-files -z -o -i --exclude-standard --directory\n");
     }
     s
+}
+
+/// A git object id as reported by the remote (`HEAD`): exactly 40 (SHA-1) or 64 (SHA-256)
+/// lowercase hex digits. Anything else (an abbreviation git would expand, a revision
+/// expression, an option such as `--upload-pack=…`) is refused before it reaches `git`.
+pub(crate) fn validate_object_id(env: &str, id: &str) -> Result<String, SyncError> {
+    let ok =
+        matches!(id.len(), 40 | 64) && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
+    if ok {
+        Ok(id.to_owned())
+    } else {
+        let shown: String = id.chars().take(100).collect();
+        Err(SyncError::Invalid {
+            what: format!("remote HEAD reported by {env}"),
+            value: shown,
+            reason: "not a git object id (40 or 64 lowercase hex digits)".to_owned(),
+        })
+    }
 }
 
 /// A parsed remote listing.
@@ -212,7 +231,11 @@ pub(crate) fn read_listing<R: BufRead>(
             b"H" => {
                 field(env, r, &mut f)?;
                 let h = text(&f);
-                l.head = (!h.is_empty()).then_some(h);
+                l.head = if h.is_empty() {
+                    None
+                } else {
+                    Some(validate_object_id(env, &h)?)
+                };
             }
             b"I" => {
                 r.read_to_end(&mut l.git_ignored)
@@ -303,13 +326,13 @@ pub(crate) fn marker_script(spec: &RemoteSpec) -> String {
     )
 }
 
-/// Largest data embedded in a control-shell script (before base64). Scripts stay well below
-/// both the SSH control shell's script limit and the 128 KiB argv limit of `sh -c` on the
-/// exec-channel fallback.
+/// Largest data embedded in a step's script (before base64). Scripts stay well below the SSH
+/// control shell's script limit.
 pub(crate) const EMBED_MAX: usize = 64 * 1024;
 
 /// Most embedded text (base64 included) one script carries when it embeds two pieces of data,
-/// so that it stays below the 128 KiB argv limit with room for the commands around it.
+/// so that it stays below the control shell's script limit with room for the commands around
+/// it.
 pub(crate) const EMBED_SCRIPT_MAX: usize = 112 * 1024;
 
 /// Standard base64 (with padding) of `data`.
@@ -374,15 +397,52 @@ pub(crate) fn maybe_gunzip<'a, R: Read + 'a>(r: R) -> io::Result<Box<dyn Read + 
     }
 }
 
-/// Run a step through [`Transport::run`] (the SSH control shell when available), require
-/// success and complete output.
+/// Run a short step (bounded by [`RUN_TIMEOUT`]) and collect its output. The script never
+/// appears in a process's argv: it goes through the SSH control shell as channel data when
+/// there is one, else on an exec channel's stdin ([`framed`]).
+pub(crate) async fn step(t: &dyn Transport, script: &str) -> Result<Completed, SyncError> {
+    if let Some(c) = t.run_confidential(script).await? {
+        return Ok(c);
+    }
+    let req = framed(ExecRequest::new(script).timeout(RUN_TIMEOUT));
+    Ok(t.exec(req).await?.collect(RUN_OUTPUT_CAP).await?)
+}
+
+/// `req` with its script moved onto stdin, ahead of the request's own input: the command line
+/// is only `eval "$(head -c <length>)"`. Scripts embed file names and contents (base64), and a
+/// remote process's argv is readable by every user of the host (`ps`, `/proc/*/cmdline`);
+/// stdin is not. GNU `head -c` reads exactly that many bytes, so the rest of stdin is left
+/// to the script.
+pub(crate) fn framed(req: ExecRequest) -> ExecRequest {
+    let script = req.script.into_bytes();
+    let cmd = format!("eval \"$(head -c {})\"\n", script.len());
+    let stdin = match req.stdin {
+        Stdin::Null => Stdin::Bytes(Bytes::from(script)),
+        Stdin::Bytes(b) => {
+            let mut v = script;
+            v.extend_from_slice(&b);
+            Stdin::Bytes(Bytes::from(v))
+        }
+        Stdin::Reader(r) => Stdin::Reader(Box::new(tokio::io::AsyncReadExt::chain(
+            io::Cursor::new(script),
+            r,
+        ))),
+    };
+    ExecRequest {
+        script: cmd,
+        stdin,
+        timeout: req.timeout,
+    }
+}
+
+/// Run a step ([`step`]), require success and complete output.
 pub(crate) async fn run_collect(
     t: &dyn Transport,
     script: &str,
     what: &str,
 ) -> Result<Completed, SyncError> {
     let env = t.describe();
-    let c = t.run(script, Bytes::new()).await?;
+    let c = step(t, script).await?;
     if c.stdout_truncated {
         return Err(SyncError::Remote {
             env,
@@ -398,25 +458,25 @@ pub(crate) fn cd_ws(spec: &RemoteSpec) -> String {
     format!("cd {} || exit 3\n", quote(&spec.ws()))
 }
 
-/// Run a short step and require success.
+/// Run a short step ([`step`]) and require success.
 pub(crate) async fn run_ok(
     t: &dyn Transport,
     script: &str,
-    stdin: Bytes,
     what: &str,
 ) -> Result<Completed, SyncError> {
     let env = t.describe();
-    Ok(t.run(script, stdin).await?.check(&env, what)?)
+    Ok(step(t, script).await?.check(&env, what)?)
 }
 
-/// Run a command (own channel, no deadline beyond `req`'s) and collect its output.
+/// Run a command (own channel, no deadline beyond `req`'s; script on stdin, [`framed`]) and
+/// collect its output.
 pub(crate) async fn exec_collect(
     t: &dyn Transport,
     req: ExecRequest,
     what: &str,
 ) -> Result<Completed, SyncError> {
     let env = t.describe();
-    let c = t.exec(req).await?.collect(LISTING_CAP).await?;
+    let c = t.exec(framed(req)).await?.collect(LISTING_CAP).await?;
     if c.stdout_truncated {
         return Err(SyncError::Remote {
             env,
@@ -458,7 +518,7 @@ impl ChanReader {
     }
 }
 
-/// Run `req`, feeding its stdout to `consume` on a blocking thread. The command's failure is
+/// Run `req` (script on stdin, [`framed`]), feeding its stdout to `consume` on a blocking thread. The command's failure is
 /// reported first (its stderr explains a truncated stream); then the consumer's result.
 pub(crate) async fn exec_into<T: Send + 'static>(
     t: &dyn Transport,
@@ -467,7 +527,7 @@ pub(crate) async fn exec_into<T: Send + 'static>(
     consume: impl FnOnce(&mut ChanReader) -> Result<T, SyncError> + Send + 'static,
 ) -> Result<T, SyncError> {
     let env = t.describe();
-    let mut h = t.exec(req).await?;
+    let mut h = t.exec(framed(req)).await?;
     let (tx, rx) = mpsc::channel::<Bytes>(16);
     let consumer = tokio::task::spawn_blocking(move || {
         let mut r = ChanReader {
@@ -529,9 +589,12 @@ mod tests {
 
     #[test]
     fn listing_parses_entries_head_and_ignored() {
-        let out = b"T\x001700000000\x00H\x00abc\x00E\x00f\x00644\x003\x001700000000.5000000000\x00./a b\x00\x00E\x00l\x00777\x001\x001.0\x00./-l\x00t\nx\x00E\x00p\x00644\x000\x001.0\x00./fifo\x00\x00I\x00node_modules/\x00x.log\x00";
+        let out = b"T\x001700000000\x00H\x000123456789abcdef0123456789abcdef01234567\x00E\x00f\x00644\x003\x001700000000.5000000000\x00./a b\x00\x00E\x00l\x00777\x001\x001.0\x00./-l\x00t\nx\x00E\x00p\x00644\x000\x001.0\x00./fifo\x00\x00I\x00node_modules/\x00x.log\x00";
         let (l, m) = parse_listing("e", out).unwrap();
-        assert_eq!(l.head.as_deref(), Some("abc"));
+        assert_eq!(
+            l.head.as_deref(),
+            Some("0123456789abcdef0123456789abcdef01234567")
+        );
         assert_eq!(l.taken_at_ns, 1_700_000_000_000_000_000);
         let a = m.get(&RelPath::new(b"a b".to_vec()).unwrap()).unwrap();
         assert_eq!(a.mtime_ns, 1_700_000_000_500_000_000);

@@ -7,20 +7,22 @@
 //! into a staging directory next to the workspace. These steps run on the control shell
 //! (no exec channel) unless the data is large: then the file list and the stream use a channel. Then, per path, a three-way decision against the baseline recorded at push:
 //! remote-only changes are applied (renames), local-only changes kept, changes on both sides
-//! to different content are conflicts (local kept, remote beside it as `<path>.berth-remote`).
+//! to different content are conflicts (local kept, remote beside it as `<path>.berth-remote`,
+//! or `<path>.berth-remote.<n>` when that name is taken: a copy never replaces a file).
+//! Symlinks are judged against the tree as it will be after the restore, following the other
+//! links in it ([`crate::path::resolve_symlink`]): none may resolve outside the workspace.
 //! Remote commits arrive as `refs/berth/runs/<run>`; the local branch is fast-forwarded with a
 //! compare-and-swap only when local HEAD has not moved.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
 use std::io::Write as _;
-use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::ffi::{OsStrExt as _, OsStringExt as _};
 use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
 use std::path::{Path, PathBuf};
 
 use berth_exec::shell::quote;
 use berth_exec::{ExecRequest, Transport};
-use bytes::Bytes;
 
 use crate::archive::{Staged, extract_to_staging};
 use crate::error::{SyncError, blocking};
@@ -28,12 +30,12 @@ use crate::git;
 use crate::manifest::{
     ContentHash, Entry, EntryKind, Filter, Manifest, mtime_ns, same, scan_sorted,
 };
-use crate::path::{RelPath, symlink_stays_inside};
+use crate::path::{RelPath, resolve_symlink, symlink_stays_inside};
 use crate::progress::{Phase, reporter};
 use crate::push::{canonical, filter_for_listing};
 use crate::remote::{
     RemoteSpec, cd_ws, embedded, exec_into, link_is_local, listing_into_spool, listing_script,
-    marker_script, maybe_gunzip, nul_list, run_collect, spool_listing, validate_id,
+    marker_script, maybe_gunzip, nul_list, run_collect, spool_listing, step, validate_id,
 };
 use crate::spool::{Cursor, Scratch, SortedFile, SortedWriter, next_path, zip_sorted};
 use crate::state::{StateDir, SyncOptions};
@@ -56,6 +58,15 @@ pub enum GitRestore {
     RefKept { ref_name: String, head: String },
 }
 
+/// Where the remote version of a conflicting path was written.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RemoteCopy {
+    /// The conflicting path (the local version is kept there).
+    pub path: RelPath,
+    /// The new file or symlink holding the remote version.
+    pub copy: RelPath,
+}
+
 /// A remote entry that was refused.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Rejected {
@@ -72,8 +83,9 @@ pub struct RestoreReport {
     /// Paths changed on both sides to different content (or whose remote change could not be
     /// applied without touching a local change). The local version is kept.
     pub conflicts: Vec<RelPath>,
-    /// `<path>.berth-remote` files written for conflicts.
-    pub remote_copies: Vec<RelPath>,
+    /// The remote versions written beside conflicting paths, each under a name that was free
+    /// (`<path>.berth-remote`, else `<path>.berth-remote.1`, …): never over an existing file.
+    pub remote_copies: Vec<RemoteCopy>,
     /// Paths changed only locally during the run, kept.
     pub kept_local: Vec<RelPath>,
     /// Remote entries refused (devices, fifos, symlinks escaping the workspace).
@@ -149,7 +161,7 @@ pub async fn restore(
         // a listing too large for a step's output, streams through its own channel into a
         // spool.
         if st.remote.count <= scratch.spool_entries as u64 {
-            let listed = t.run(&script, Bytes::new()).await?;
+            let listed = step(t, &script).await?;
             if !listed.stdout_truncated {
                 let listed = listed.check(&env, what)?;
                 let env = env.clone();
@@ -245,8 +257,9 @@ pub async fn restore(
     //    remote hash is still unknown are always among them (an unknown hash is never
     //    "unchanged") and are always wanted: their fetch starts now, alongside the merge.
     let staging = sd.staging(run_id)?;
+    let local_scan = local.clone();
     let compare = {
-        let (base, local, remote) = (st.local.clone(), local, remote.clone());
+        let (base, local, remote) = (st.local.clone(), local.clone(), remote.clone());
         let (hashed, rejected_set) = (hashed.clone(), rejected_set.clone());
         blocking("compare the workspace with the remote", move || {
             changed_entries(
@@ -358,6 +371,43 @@ pub async fn restore(
             Decision::ApplyRemote => apply.push(p.clone()),
         }
     }
+    // Every symlink judged against the tree as it will be, before anything is written.
+    let local_links: Vec<RelPath> = {
+        let scan = local_scan.clone();
+        blocking("list the workspace's symlinks", move || {
+            let mut out = Vec::new();
+            for e in scan.iter() {
+                let e = e?;
+                if e.kind == EntryKind::Symlink {
+                    out.push(e.path);
+                }
+            }
+            Ok(out)
+        })
+        .await?
+    };
+    // Reads the local file system (links outside the scan count too): a blocking thread.
+    let links = {
+        let (ws, apply, conflicts) = (ws.clone(), apply.clone(), conflicts.clone());
+        let (local, remote) = (local.clone(), remote_changed.clone());
+        blocking("judge the symlinks", move || {
+            Ok(judge_links(
+                &ws,
+                &local_links,
+                &apply,
+                &conflicts,
+                &local,
+                &remote,
+            ))
+        })
+        .await?
+    };
+    let refused_links: BTreeSet<RelPath> = links.refused.iter().map(|r| r.path.clone()).collect();
+    apply.retain(|p| !refused_links.contains(p));
+    for r in &links.refused {
+        conflicts.remove(&r.path);
+    }
+    report.rejected.extend(links.refused);
     let mut blocked = BTreeSet::new();
     let mut dir_modes = Vec::new();
     // Removals deepest first, so a directory is empty when its turn comes.
@@ -434,7 +484,8 @@ pub async fn restore(
         }
         report.applied.push(p.clone());
     }
-    // The remote side of each conflict, beside the local one.
+    // The remote side of each conflict, beside the local one, under a name nothing holds:
+    // an existing `<path>.berth-remote` may be a file the user is editing.
     for p in &conflicts {
         let Some(r) = remote_changed.get(p) else {
             continue;
@@ -442,13 +493,20 @@ pub async fn restore(
         if r.kind == EntryKind::Dir || !parent_is_dir(&ws, p) {
             continue;
         }
-        let copy = p.with_suffix(REMOTE_SUFFIX);
-        let abs = copy.under(&ws);
-        if fs::symlink_metadata(&abs).is_ok_and(|m| m.is_dir()) {
-            continue;
+        // A symlink only under the name it was judged with (files may take any free name).
+        let only = match r.kind {
+            EntryKind::Symlink => match links.copy_names.get(p) {
+                Some(name) => Some(name),
+                None => continue,
+            },
+            _ => None,
+        };
+        if let Some(copy) = place_copy(&ws, p, r, staged.get(p), only, &local)? {
+            report.remote_copies.push(RemoteCopy {
+                path: p.clone(),
+                copy,
+            });
         }
-        place(&ws, &copy, &abs, r, staged.get(p))?;
-        report.remote_copies.push(copy);
     }
     for (abs, mode) in dir_modes.iter().rev() {
         fs::set_permissions(abs, fs::Permissions::from_mode(*mode))
@@ -551,7 +609,8 @@ fn with_hashes(
 /// Hash the `need` files remotely (`sha256sum`), in path order, into a sorted file of their
 /// entries with the hashes. A short list travels embedded in one control-shell step; a long
 /// one streams through an exec channel, names in and sums out in the same order (xargs and
-/// sha256sum keep it), so neither side holds the whole list.
+/// sha256sum keep it), so neither side holds the whole list. `sha256sum` gets the names as
+/// arguments (never the contents): coreutils has no `--files0-from` for it.
 async fn hash_remote(
     t: &dyn Transport,
     spec: &RemoteSpec,
@@ -677,7 +736,10 @@ fn remote_manifest(
                     path: e.path.clone(),
                     reason: "symlink pointing outside the workspace".to_owned(),
                 });
-                return Ok(());
+                // Still recorded as what the remote holds: the next push then removes it
+                // there, and every restore judges it again (a remote symlink is always
+                // judged in the future tree before it is written).
+                return out.push(&e);
             }
         }
         if e.kind == EntryKind::File {
@@ -887,6 +949,274 @@ fn place(
             }
         }
         EntryKind::Dir => Ok(()),
+    }
+}
+
+/// Most names tried for one conflict copy before giving up.
+const COPY_NAMES_MAX: u32 = 1000;
+
+/// Write the remote version `r` of the conflicting path `p` beside it, under the first name of
+/// `<p>.berth-remote`, `<p>.berth-remote.1`, … that does not exist. Every attempt is a
+/// create-or-fail (a no-replace rename, a hard link, a symlink), so a file appearing under a
+/// name between two checks is never replaced either.
+/// With `only`, that name or none (`Ok(None)` when it is taken). A name that held a local
+/// entry this restore changed (a remote deletion, say) is not free either: the copy never
+/// lands where something of the user's was.
+fn place_copy(
+    ws: &Path,
+    p: &RelPath,
+    r: &Entry,
+    staged: Option<&Staged>,
+    only: Option<&RelPath>,
+    local: &Manifest,
+) -> Result<Option<RelPath>, SyncError> {
+    for n in 0..COPY_NAMES_MAX {
+        let copy = match only {
+            Some(name) if n == 0 => name.clone(),
+            Some(_) => return Ok(None),
+            None => copy_name(p, n),
+        };
+        if local.get(&copy).is_some() {
+            if only.is_some() {
+                return Ok(None);
+            }
+            continue;
+        }
+        let abs = copy.under(ws);
+        let res = match r.kind {
+            EntryKind::Symlink => {
+                let target = r
+                    .target
+                    .as_ref()
+                    .map(|t| t.0.as_slice())
+                    .unwrap_or_default();
+                std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(target), &abs)
+            }
+            EntryKind::File => {
+                let s = staged.ok_or_else(|| SyncError::Remote {
+                    env: String::new(),
+                    what: "write the remote side of a conflict".to_owned(),
+                    detail: format!("{p} was not staged"),
+                })?;
+                rename_noreplace(&s.file, &abs)
+            }
+            EntryKind::Dir => return Ok(None),
+        };
+        match res {
+            Ok(()) => return Ok(Some(copy)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(SyncError::io("write the remote side of a conflict", abs, e)),
+        }
+    }
+    Err(SyncError::io(
+        "write the remote side of a conflict",
+        p.with_suffix(REMOTE_SUFFIX).under(ws),
+        std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{COPY_NAMES_MAX} names beside it are taken"),
+        ),
+    ))
+}
+
+/// The `n`th name for the remote side of conflicting `p`: `<p>.berth-remote`, then
+/// `<p>.berth-remote.<n>`.
+fn copy_name(p: &RelPath, n: u32) -> RelPath {
+    if n == 0 {
+        p.with_suffix(REMOTE_SUFFIX)
+    } else {
+        p.with_suffix(&format!("{REMOTE_SUFFIX}.{n}"))
+    }
+}
+
+/// The symlinks of a restore, judged.
+struct LinkPlan {
+    /// Remote changes refused because of where a symlink would resolve.
+    refused: Vec<Rejected>,
+    /// Conflicting paths whose remote side is a symlink, with the name its copy was judged
+    /// under.
+    copy_names: BTreeMap<RelPath, RelPath>,
+}
+
+/// The tree as it will be after the restore: the paths it writes (`Some(target)`: a symlink)
+/// over the local file system as it is.
+struct Future<'a> {
+    ws: &'a Path,
+    writes: BTreeMap<RelPath, Option<Vec<u8>>>,
+    now: BTreeMap<RelPath, Option<Vec<u8>>>,
+}
+
+impl Future<'_> {
+    /// The target of the symlink at `p` now (`None`: no symlink), read once.
+    fn now(&mut self, p: &RelPath) -> Option<Vec<u8>> {
+        let ws = self.ws;
+        self.now
+            .entry(p.clone())
+            .or_insert_with(|| {
+                let abs = p.under(ws);
+                match fs::symlink_metadata(&abs) {
+                    Ok(m) if m.file_type().is_symlink() => fs::read_link(&abs)
+                        .ok()
+                        .map(|t| t.into_os_string().into_vec()),
+                    _ => None,
+                }
+            })
+            .clone()
+    }
+
+    /// The target of the symlink at `p` after the restore. Below a path the restore writes
+    /// as a non-link, only what it writes there exists.
+    fn after(&mut self, p: &RelPath) -> Option<Vec<u8>> {
+        if let Some(w) = self.writes.get(p) {
+            return w.clone();
+        }
+        if p.ancestors().any(|a| self.writes.contains_key(&a)) {
+            return None;
+        }
+        self.now(p)
+    }
+}
+
+/// Judge every symlink the restore would write, and every local one, against the tree as it
+/// will be after the restore, following links in that tree (the local file system where the
+/// restore writes nothing, so links outside the scan count too). Refused: a remote symlink
+/// (applied or as a conflict copy) whose resolution leaves the root; and a remote change that
+/// would make a local symlink that resolves inside today resolve outside (a link the remote
+/// writes on its path, or a local link on its path that the remote removes) — which also
+/// stops a link planted in one restore from being armed by another. Local links that already
+/// resolve outside are the user's own. Refusing one change can settle others: repeated until
+/// nothing more is refused.
+fn judge_links(
+    ws: &Path,
+    local_links: &[RelPath],
+    apply: &[RelPath],
+    conflicts: &BTreeSet<RelPath>,
+    local: &Manifest,
+    remote: &Manifest,
+) -> LinkPlan {
+    let target = |r: &Entry| r.target.as_ref().map(|t| t.0.clone()).unwrap_or_default();
+    let mut fut = Future {
+        ws,
+        writes: BTreeMap::new(),
+        now: BTreeMap::new(),
+    };
+    // Symlinks the restore writes → the path whose change writes it.
+    let mut placed: BTreeMap<RelPath, RelPath> = BTreeMap::new();
+    // Local symlinks the restore removes or replaces.
+    let mut removed: BTreeSet<RelPath> = BTreeSet::new();
+    for p in apply {
+        match remote.get(p) {
+            Some(r) if r.kind == EntryKind::Symlink => {
+                fut.writes.insert(p.clone(), Some(target(r)));
+                placed.insert(p.clone(), p.clone());
+            }
+            // A directory staying a directory keeps what is below it.
+            Some(r)
+                if r.kind == EntryKind::Dir
+                    && local.get(p).is_some_and(|l| l.kind == EntryKind::Dir) => {}
+            r => {
+                fut.writes.insert(p.clone(), None);
+                let was_link = local.get(p).is_some_and(|l| l.kind == EntryKind::Symlink);
+                if was_link && r.is_none_or(|r| r.kind != EntryKind::Symlink) {
+                    removed.insert(p.clone());
+                }
+            }
+        }
+    }
+    let mut copy_names = BTreeMap::new();
+    for p in conflicts {
+        let Some(r) = remote.get(p).filter(|r| r.kind == EntryKind::Symlink) else {
+            continue;
+        };
+        let free = (0..COPY_NAMES_MAX).map(|n| copy_name(p, n)).find(|c| {
+            !fut.writes.contains_key(c)
+                && local.get(c).is_none()
+                && fs::symlink_metadata(c.under(ws)).is_err()
+        });
+        if let Some(name) = free {
+            fut.writes.insert(name.clone(), Some(target(r)));
+            placed.insert(name.clone(), p.clone());
+            copy_names.insert(p.clone(), name);
+        }
+    }
+    let mut refused: BTreeMap<RelPath, &str> = BTreeMap::new();
+    loop {
+        let mut culprits = BTreeSet::new();
+        let candidates: Vec<RelPath> = placed.keys().chain(local_links.iter()).cloned().collect();
+        for link in &candidates {
+            let Some(t) = fut.after(link) else { continue };
+            let after = resolve_symlink(link, &t, |p| fut.after(p));
+            if after.inside {
+                continue;
+            }
+            if placed.contains_key(link) {
+                culprits.insert(link.clone());
+                continue;
+            }
+            let Some(t0) = fut.now(link) else { continue };
+            let before = resolve_symlink(link, &t0, |p| fut.now(p));
+            if !before.inside {
+                continue;
+            }
+            culprits.extend(after.via.into_iter().filter(|v| placed.contains_key(v)));
+            culprits.extend(before.via.into_iter().filter(|v| removed.contains(v)));
+        }
+        if culprits.is_empty() {
+            break;
+        }
+        for c in culprits {
+            fut.writes.remove(&c);
+            if let Some(p) = placed.remove(&c) {
+                if copy_names.get(&p) == Some(&c) {
+                    copy_names.remove(&p);
+                }
+                refused.insert(p, "symlink resolving outside the workspace");
+            } else if removed.remove(&c) {
+                refused.insert(
+                    c,
+                    "removing this symlink would make another resolve outside the workspace",
+                );
+            }
+        }
+    }
+    LinkPlan {
+        refused: refused
+            .into_iter()
+            .map(|(path, reason)| Rejected {
+                path,
+                reason: reason.to_owned(),
+            })
+            .collect(),
+        copy_names,
+    }
+}
+
+/// Move `from` to `to` unless `to` exists (then `AlreadyExists`, nothing moved).
+/// `renameat2(RENAME_NOREPLACE)` where the kernel and filesystem have it; otherwise a hard link
+/// (which never replaces) then an unlink; across filesystems a copy beside `to` first.
+fn rename_noreplace(from: &Path, to: &Path) -> std::io::Result<()> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        use nix::errno::Errno;
+        use nix::fcntl::{AT_FDCWD, RenameFlags, renameat2};
+        match renameat2(AT_FDCWD, from, AT_FDCWD, to, RenameFlags::RENAME_NOREPLACE) {
+            Ok(()) => return Ok(()),
+            // Not supported here (old kernel, some filesystems) or across filesystems: the
+            // portable way below.
+            Err(Errno::EINVAL | Errno::ENOSYS | Errno::ENOTSUP | Errno::EXDEV) => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    match fs::hard_link(from, to) {
+        Ok(()) => fs::remove_file(from),
+        Err(e) if e.kind() == std::io::ErrorKind::CrossesDevices => {
+            let tmp = tmp_beside(to);
+            fs::copy(from, &tmp)?;
+            let linked = fs::hard_link(&tmp, to);
+            let _ = fs::remove_file(&tmp);
+            linked?;
+            fs::remove_file(from)
+        }
+        Err(e) => Err(e),
     }
 }
 

@@ -2,7 +2,10 @@
 //! (create, modify, delete, rename, chmod, file↔directory swaps, symlinks; names with spaces,
 //! newlines, quotes, leading dashes, non-UTF-8 bytes) restore so that every local edit
 //! survives, every remote-only change arrives, and the conflicts are exactly the paths changed
-//! on both sides. `BERTH_SYNC_PROPTEST_CASES` raises the case count (default 500).
+//! on both sides; no symlink resolves outside the root unless the user made it so (remote
+//! links that escape only through other links, like `a -> .` with `x -> a/a/a/../../..`, are
+//! generated); no conflict copy replaces an existing file (`a.berth-remote` is one of the
+//! names). `BERTH_SYNC_PROPTEST_CASES` raises the case count (default 500).
 
 mod common;
 
@@ -33,17 +36,29 @@ fn restore_keeps_every_local_edit_and_applies_every_remote_only_change() {
     });
     // How often each outcome occurred, so a generator that stopped producing conflicts or
     // remote changes cannot go unnoticed.
-    let seen = std::cell::RefCell::new([0u32; 4]);
+    let seen = std::cell::RefCell::new([0u32; 6]);
     runner
         .run(&(init_s(), edits_s(), edits_s()), |(init, lops, rops)| {
             let lay = Layout::new("prop");
             let rep = rt.block_on(run_case(&t, &lay, &init, &lops, &rops));
+            // Symlinks refused only when followed through other links (a lexical check
+            // passes them), and conflict copies that had to take another name.
+            let through_links = rep
+                .rejected
+                .iter()
+                .any(|r| r.reason == "symlink resolving outside the workspace");
+            let renamed_copy = rep
+                .remote_copies
+                .iter()
+                .any(|c| c.copy != c.path.with_suffix(berth_sync::REMOTE_SUFFIX));
             let mut s = seen.borrow_mut();
             for (i, n) in [
                 rep.conflicts.len(),
                 rep.applied.len(),
                 rep.deleted.len(),
                 rep.kept_local.len(),
+                usize::from(through_links),
+                usize::from(renamed_copy),
             ]
             .into_iter()
             .enumerate()
@@ -53,16 +68,35 @@ fn restore_keeps_every_local_edit_and_applies_every_remote_only_change() {
             Ok(())
         })
         .unwrap();
-    let [conflicts, applied, deleted, kept] = *seen.borrow();
+    let [
+        conflicts,
+        applied,
+        deleted,
+        kept,
+        through_links,
+        renamed_copy,
+    ] = *seen.borrow();
     eprintln!(
         "cases with conflicts {conflicts}, remote applied {applied}, remote deletions {deleted}, \
-         local kept {kept}"
+         local kept {kept}, symlinks refused through other links {through_links}, conflict \
+         copies under a second name {renamed_copy}"
     );
     if cases() >= 100 {
         let floor = cases() / 20;
         assert!(
             conflicts > floor && applied > floor && deleted > floor && kept > floor,
             "the generator no longer covers every outcome"
+        );
+        assert!(
+            through_links > floor / 2,
+            "the generator no longer plants escaping symlink chains"
+        );
+    }
+    // About one case in a hundred: only a long run is sure to meet it.
+    if cases() >= 2000 {
+        assert!(
+            renamed_copy > 0,
+            "the generator no longer makes conflict copies meet taken names"
         );
     }
 }

@@ -25,7 +25,6 @@ use std::path::Path;
 
 use berth_exec::shell::quote;
 use berth_exec::{ExecRequest, Transport};
-use bytes::Bytes;
 use tokio::io::AsyncReadExt as _;
 
 use crate::archive::StreamStats;
@@ -36,7 +35,7 @@ use crate::path::RelPath;
 use crate::progress::{Phase, reporter};
 use crate::remote::{
     RemoteSpec, cd_ws, exec_collect, exec_into, link_is_local, listing_script, run_ok,
-    spool_listing,
+    spool_listing, validate_object_id,
 };
 use crate::spool::{SortedFile, SortedWriter, Spool};
 use crate::state::{GitPoint, StateDir, StoredState, SyncOptions, new_state_id};
@@ -126,7 +125,7 @@ pub async fn push(
         Ok::<_, SyncError>((prev, point, filter, local, scan_report))
     };
     let (out, local_side) = tokio::join!(
-        run_ok(t, &probe, Bytes::new(), "prepare the remote workspace"),
+        run_ok(t, &probe, "prepare the remote workspace"),
         local_side
     );
     let (prev, point, filter, local, scan_report) = local_side?;
@@ -137,7 +136,7 @@ pub async fn push(
             "command -v git >/dev/null 2>&1 || {{ echo 'git is not installed' >&2; exit 4; }}\n\
              cd {rws} && git rev-parse -q --verify 'HEAD^{{commit}}' 2>/dev/null\nexit 0\n"
         );
-        let g = run_ok(t, &git_probe, Bytes::new(), "prepare the remote workspace").await?;
+        let g = run_ok(t, &git_probe, "prepare the remote workspace").await?;
         out.push_str(&g.stdout_text());
     }
     let mut lines = out.lines();
@@ -145,8 +144,10 @@ pub async fn push(
     let inode = lines.next().unwrap_or("").trim().to_owned();
     let probe_head = lines
         .next()
-        .map(|l| l.trim().to_owned())
-        .filter(|l| !l.is_empty());
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|h| validate_object_id(&t.describe(), h))
+        .transpose()?;
     let incremental = !inode.is_empty()
         && prev
             .as_ref()
@@ -166,14 +167,15 @@ pub async fn push(
     };
 
     if !incremental {
-        let keep_git = if point.is_some() { "! -name .git " } else { "" };
+        // `-delete`, not `-exec rm`: no name of the old copy reaches a command line.
+        let keep_git = if point.is_some() {
+            "! -path ./.git ! -path './.git/*' "
+        } else {
+            ""
+        };
         run_ok(
             t,
-            &format!(
-                "{}find . -mindepth 1 -maxdepth 1 {keep_git}-exec rm -rf -- {{}} +\n",
-                cd_ws(spec)
-            ),
-            Bytes::new(),
+            &format!("{}find . -mindepth 1 {keep_git}-delete\n", cd_ws(spec)),
             "clear the remote workspace",
         )
         .await?;
@@ -213,7 +215,6 @@ pub async fn push(
                 cd_ws(spec),
                 quote(&p.head)
             ),
-            Bytes::new(),
             "set the remote HEAD",
         )
         .await?;
@@ -394,7 +395,6 @@ async fn push_first(
     run_ok(
         t,
         &format!("rm -f {meta}/state-id\n"),
-        Bytes::new(),
         "prepare the remote workspace",
     )
     .await?;
@@ -511,7 +511,6 @@ async fn record_state_id(
             quote(&spec.ws()),
             quote(&spec.meta())
         ),
-        Bytes::new(),
         "record the remote workspace state",
     )
     .await?;

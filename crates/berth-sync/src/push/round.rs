@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
 
+use berth_exec::transport::RUN_TIMEOUT;
 use berth_exec::{ExecRequest, Transport};
-use bytes::Bytes;
 use flate2::Compression;
 use flate2::write::GzEncoder;
 use tokio_util::io::SyncIoBridge;
@@ -18,7 +18,7 @@ use crate::error::{SyncError, blocking};
 use crate::manifest::{Entry, EntryKind};
 use crate::path::RelPath;
 use crate::remote::{
-    EMBED_SCRIPT_MAX, Listing, RemoteSpec, cd_ws, embedded, exec_into, link_is_local,
+    EMBED_SCRIPT_MAX, Listing, RemoteSpec, cd_ws, embedded, exec_collect, exec_into, link_is_local,
     listing_into_spool, listing_script, nul_list, run_collect, run_ok, spool_listing,
 };
 use crate::spool::{Scratch, Sorted, SortedFile, SortedWriter};
@@ -61,7 +61,8 @@ enum Sent {
 
 /// Prints (NUL-terminated) each `./`-prefixed argument none of whose ancestors (below `.`) is
 /// a symbolic link, for `xargs -0 rm -rf --`. Parameter expansion, not `dirname`: no process
-/// per path.
+/// per path. The names being deleted do reach these processes' argv (`sh`, `rm`): no POSIX
+/// tool deletes by names read from stdin with this guard.
 const UNLESS_BELOW_LINK: &str = r#"'for p do
   d=${p%/*}; below_link=
   while [ "$d" != . ] && [ -n "$d" ]; do
@@ -99,16 +100,16 @@ pub(super) async fn send_round(
                 run_ok(
                     cx.t,
                     &format!("{}{data} | {cmd}", cd_ws(cx.spec)),
-                    Bytes::new(),
                     "delete paths in the remote workspace",
                 )
                 .await?;
             }
             None => {
-                run_ok(
+                exec_collect(
                     cx.t,
-                    &format!("{}{cmd}", cd_ws(cx.spec)),
-                    list,
+                    ExecRequest::new(format!("{}{cmd}", cd_ws(cx.spec)))
+                        .stdin_bytes(list)
+                        .timeout(RUN_TIMEOUT),
                     "delete paths in the remote workspace",
                 )
                 .await?;
@@ -377,8 +378,13 @@ impl<W: std::io::Write> Packer<W> {
 }
 
 /// Script fragment listing only `paths` (as `listing_script` does for the whole tree), from a
-/// NUL list on stdin.
+/// NUL list on stdin. The names go to `find -files0-from -` (findutils 4.9), never onto a
+/// command line; an older `find` lists the whole tree instead (the merge takes only the
+/// sent paths from a listing, so more entries change nothing).
 fn targeted_listing_cmd() -> &'static str {
     // Missing paths are simply not listed: the reconcile step resends them.
-    "xargs -0 -r sh -c 'exec find \"$@\" -maxdepth 0 -printf \"E\\\\0%y\\\\0%m\\\\0%s\\\\0%T@\\\\0%p\\\\0%l\\\\0\"' berth-list || true\n"
+    "if find -files0-from /dev/null -maxdepth 0 </dev/null >/dev/null 2>&1; then \
+     find -files0-from - -maxdepth 0 -printf 'E\\0%y\\0%m\\0%s\\0%T@\\0%p\\0%l\\0' || true; \
+     else cat >/dev/null; \
+     find . -mindepth 1 \\( -name .git -prune \\) -o -printf 'E\\0%y\\0%m\\0%s\\0%T@\\0%p\\0%l\\0'; fi\n"
 }

@@ -17,9 +17,20 @@ use proptest::prelude::*;
 
 use super::{Layout, Node, Tree, p, snapshot};
 
-/// Names with spaces, newlines, quotes, leading dashes and non-UTF-8 bytes.
-pub const NAMES: &[&[u8]] = &[b"a", b"b c", b"-d", b"n\nl", b"q'x", b"\xff\xfe"];
-const TARGETS: &[&[u8]] = &[b"a", b"b c/a"];
+/// Names with spaces, newlines, quotes, leading dashes and non-UTF-8 bytes, and the name a
+/// conflict copy of `a` takes first (so that name is often taken already, on either side).
+pub const NAMES: &[&[u8]] = &[
+    b"a",
+    b"b c",
+    b"-d",
+    b"n\nl",
+    b"q'x",
+    b"\xff\xfe",
+    b"a.berth-remote",
+];
+/// Link targets: plain ones, and ones that leave the root only through other links (`a -> .`
+/// makes `a/a/a/../../..` climb three levels) or on their own (`..` at the top).
+const TARGETS: &[&[u8]] = &[b"a", b"b c/a", b".", b"..", b"a/a/a/../../.."];
 
 #[derive(Debug, Clone)]
 pub enum Op {
@@ -30,6 +41,11 @@ pub enum Op {
     /// File (or symlink) ↔ directory.
     Swap(Vec<usize>, u8),
     Link(Vec<usize>, usize),
+    /// A file at `<path>.berth-remote`: the name a conflict copy of `<path>` would take.
+    Squat(Vec<usize>, u8),
+    /// `a -> .` beside `<path>`, and `<path> -> a/a/a/../../..`: inside when read lexically,
+    /// above the root when followed.
+    Chain(Vec<usize>),
 }
 
 fn path_s() -> impl Strategy<Value = Vec<usize>> {
@@ -44,7 +60,14 @@ pub fn op_s() -> impl Strategy<Value = Op> {
         1 => (path_s(), any::<bool>()).prop_map(|(p, x)| Op::Chmod(p, x)),
         1 => (path_s(), any::<u8>()).prop_map(|(p, c)| Op::Swap(p, c)),
         1 => (path_s(), 0..TARGETS.len()).prop_map(|(p, t)| Op::Link(p, t)),
+        1 => squat_s(),
+        1 => path_s().prop_map(Op::Chain),
     ]
+}
+
+/// Squats at the top level, where conflicts are most frequent.
+fn squat_s() -> impl Strategy<Value = Op> {
+    (0..NAMES.len(), any::<u8>()).prop_map(|(i, c)| Op::Squat(vec![i], c))
 }
 
 pub fn init_s() -> impl Strategy<Value = Vec<Op>> {
@@ -52,6 +75,7 @@ pub fn init_s() -> impl Strategy<Value = Vec<Op>> {
         prop_oneof![
             4 => (path_s(), any::<u8>()).prop_map(|(p, c)| Op::Write(p, c)),
             1 => (path_s(), 0..TARGETS.len()).prop_map(|(p, t)| Op::Link(p, t)),
+            1 => squat_s(),
         ],
         1..12,
     )
@@ -104,7 +128,12 @@ pub fn apply(root: &Path, op: &Op) {
             fs::write(&path, content(*c)).unwrap();
         }
         Op::Delete(ix) => {
-            let path = p(root, &rel(ix));
+            let r = rel(ix);
+            // Never through a symlink: some point above the root.
+            if !ancestors_ok(root, &r, false) {
+                return;
+            }
+            let path = p(root, &r);
             match fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => fs::remove_dir_all(&path).unwrap(),
                 Ok(_) => fs::remove_file(&path).unwrap(),
@@ -117,6 +146,7 @@ pub fn apply(root: &Path, op: &Op) {
             let under = rb.len() > ra.len() && rb.starts_with(&ra) && rb[ra.len()] == b'/';
             if ra == rb
                 || under
+                || !ancestors_ok(root, &ra, false)
                 || fs::symlink_metadata(&pa).is_err()
                 || fs::symlink_metadata(&pb).is_ok()
                 || !ancestors_ok(root, &rb, false)
@@ -126,7 +156,11 @@ pub fn apply(root: &Path, op: &Op) {
             fs::rename(pa, pb).unwrap();
         }
         Op::Chmod(ix, x) => {
-            let path = p(root, &rel(ix));
+            let r = rel(ix);
+            if !ancestors_ok(root, &r, false) {
+                return;
+            }
+            let path = p(root, &r);
             match fs::symlink_metadata(&path) {
                 Ok(m) if m.is_file() => {
                     let mode = if *x { 0o755 } else { 0o644 };
@@ -141,6 +175,9 @@ pub fn apply(root: &Path, op: &Op) {
         }
         Op::Swap(ix, c) => {
             let r = rel(ix);
+            if !ancestors_ok(root, &r, false) {
+                return;
+            }
             let path = p(root, &r);
             match fs::symlink_metadata(&path) {
                 Ok(m) if m.is_dir() => {
@@ -155,16 +192,36 @@ pub fn apply(root: &Path, op: &Op) {
                 Err(_) => {}
             }
         }
-        Op::Link(ix, t) => {
-            let r = rel(ix);
+        Op::Link(ix, t) => link(root, &rel(ix), TARGETS[*t]),
+        Op::Squat(ix, c) => {
+            let r = [rel(ix).as_slice(), b".berth-remote"].concat();
             let path = p(root, &r);
             if !ancestors_ok(root, &r, true) || fs::symlink_metadata(&path).is_ok() {
                 return;
             }
             fs::create_dir_all(path.parent().unwrap()).unwrap();
-            std::os::unix::fs::symlink(super::p(Path::new(""), TARGETS[*t]), &path).unwrap();
+            fs::write(&path, content(*c)).unwrap();
+        }
+        Op::Chain(ix) => {
+            let r = rel(ix);
+            let a = match r.iter().rposition(|b| *b == b'/') {
+                Some(i) => [&r[..=i], b"a"].concat(),
+                None => b"a".to_vec(),
+            };
+            link(root, &a, b".");
+            link(root, &r, b"a/a/a/../../..");
         }
     }
+}
+
+/// A symlink `r -> target`, unless something is at `r` or an ancestor is no directory.
+fn link(root: &Path, r: &[u8], target: &[u8]) {
+    let path = p(root, r);
+    if !ancestors_ok(root, r, true) || fs::symlink_metadata(&path).is_ok() {
+        return;
+    }
+    fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::os::unix::fs::symlink(p(Path::new(""), target), &path).unwrap();
 }
 
 fn is_under(d: &[u8], dir: &[u8]) -> bool {
@@ -182,7 +239,22 @@ fn ancestors(x: &[u8]) -> Vec<Vec<u8>> {
 }
 
 /// The oracle: which paths must be conflicts and what the local tree must be afterwards.
-pub fn expected(b: &Tree, l: &Tree, r: &Tree) -> (BTreeSet<Vec<u8>>, Tree) {
+/// `rejected`: remote changes the restore refused (they count as not made; a remote change
+/// below a refused path that is no local directory cannot be applied).
+pub fn expected(
+    b: &Tree,
+    l: &Tree,
+    r: &Tree,
+    rejected: &BTreeSet<Vec<u8>>,
+) -> (BTreeSet<Vec<u8>>, Tree) {
+    let mut r = r.clone();
+    for x in rejected {
+        match b.get(x) {
+            Some(n) => r.insert(x.clone(), n.clone()),
+            None => r.remove(x),
+        };
+    }
+    let r = &r;
     let all: BTreeSet<Vec<u8>> = b.keys().chain(l.keys()).chain(r.keys()).cloned().collect();
     let lc = |x: &[u8]| l.get(x) != b.get(x);
     let rc = |x: &[u8]| r.get(x) != b.get(x);
@@ -194,7 +266,7 @@ pub fn expected(b: &Tree, l: &Tree, r: &Tree) -> (BTreeSet<Vec<u8>>, Tree) {
         let both = lc(x) && l.get(x) != r.get(x);
         let blocked_by_ancestor = ancestors(x)
             .iter()
-            .any(|q| lc(q) && !l.get(q).is_some_and(Node::is_dir));
+            .any(|q| (lc(q) || rejected.contains(q)) && !l.get(q).is_some_and(Node::is_dir));
         let blocked_by_child = b.get(x).is_some_and(Node::is_dir)
             && !r.get(x).is_some_and(Node::is_dir)
             && all
@@ -215,13 +287,19 @@ pub fn expected(b: &Tree, l: &Tree, r: &Tree) -> (BTreeSet<Vec<u8>>, Tree) {
     (conflicts, fin)
 }
 
-fn strip_remote_copies(t: Tree) -> (Tree, BTreeMap<Vec<u8>, Node>) {
+/// The tree without the conflict copies the restore reports (copy name → conflicting path).
+fn strip_remote_copies(t: Tree, rep: &RestoreReport) -> (Tree, BTreeMap<Vec<u8>, Node>) {
+    let names: BTreeMap<Vec<u8>, Vec<u8>> = rep
+        .remote_copies
+        .iter()
+        .map(|c| (c.copy.as_bytes().to_vec(), c.path.as_bytes().to_vec()))
+        .collect();
     let mut copies = BTreeMap::new();
     let mut rest = Tree::new();
     for (k, v) in t {
-        match k.strip_suffix(b".berth-remote") {
+        match names.get(&k) {
             Some(orig) => {
-                copies.insert(orig.to_vec(), v);
+                copies.insert(orig.clone(), v);
             }
             None => {
                 rest.insert(k, v);
@@ -229,6 +307,50 @@ fn strip_remote_copies(t: Tree) -> (Tree, BTreeMap<Vec<u8>, Node>) {
         }
     }
     (rest, copies)
+}
+
+/// Whether the symlink at `link` in `t` resolves outside the root: following the links of
+/// `t`, any other name taken as a directory (so a path missing now cannot hide an escape).
+pub fn escapes(t: &Tree, link: &[u8]) -> bool {
+    let Some(Node::Symlink { target }) = t.get(link) else {
+        return false;
+    };
+    let mut dir: Vec<Vec<u8>> = ancestors(link)
+        .into_iter()
+        .rev()
+        .map(|a| a.rsplit(|b| *b == b'/').next().unwrap().to_vec())
+        .collect();
+    let mut todo: Vec<Vec<u8>> = target
+        .split(|b| *b == b'/')
+        .rev()
+        .map(<[u8]>::to_vec)
+        .collect();
+    if target.first() == Some(&b'/') {
+        return true;
+    }
+    let mut hops = 0;
+    while let Some(c) = todo.pop() {
+        match c.as_slice() {
+            b"" | b"." => {}
+            b".." => {
+                if dir.pop().is_none() {
+                    return true;
+                }
+            }
+            _ => {
+                dir.push(c);
+                if let Some(Node::Symlink { target }) = t.get(&dir.join(&b'/')) {
+                    dir.pop();
+                    hops += 1;
+                    if hops > 40 || target.first() == Some(&b'/') {
+                        return true;
+                    }
+                    todo.extend(target.split(|b| *b == b'/').rev().map(<[u8]>::to_vec));
+                }
+            }
+        }
+    }
+    false
 }
 
 fn show(t: &Tree) -> Vec<(String, String)> {
@@ -291,14 +413,28 @@ pub async fn run_case_with(
     let l0 = snapshot(&lay.local);
     let r0 = snapshot(&lay.remote_ws());
     let rep = restore(t, &lay.local, &lay.spec, "run", &o).await.unwrap();
-    let (fin, copies) = strip_remote_copies(snapshot(&lay.local));
-    let (want_conflicts, want) = expected(&base, &l0, &r0);
+    let after = snapshot(&lay.local);
+    let (fin, copies) = strip_remote_copies(after.clone(), &rep);
+    let rejected: BTreeSet<Vec<u8>> = rep
+        .rejected
+        .iter()
+        .map(|x| x.path.as_bytes().to_vec())
+        .collect();
+    // Only symlinks are refused here: remote ones, or local ones the remote removed.
+    for x in &rejected {
+        let link = |t: &Tree| matches!(t.get(x), Some(Node::Symlink { .. }));
+        assert!(
+            link(&r0) || link(&base),
+            "refused a non-link {x:?}: {rep:?}"
+        );
+    }
+    let (want_conflicts, want) = expected(&base, &l0, &r0, &rejected);
     let got_conflicts: BTreeSet<Vec<u8>> = rep
         .conflicts
         .iter()
         .map(|p| p.as_bytes().to_vec())
         .collect();
-    if fin != want || got_conflicts != want_conflicts || !rep.rejected.is_empty() {
+    if fin != want || got_conflicts != want_conflicts {
         panic!(
             "restore broke the oracle\nbase {:?}\nlocal {:?}\nremote {:?}\nfinal {:?}\nwant {:?}\n\
              conflicts got {:?} want {:?}\nreport {rep:?}",
@@ -317,15 +453,45 @@ pub async fn run_case_with(
                 .collect::<Vec<_>>(),
         );
     }
+    // A conflict copy never takes the name of anything that was there.
+    for c in &rep.remote_copies {
+        let name = c.copy.as_bytes();
+        assert!(!l0.contains_key(name), "a copy replaced {c:?}: {rep:?}");
+        assert!(!want.contains_key(name), "a copy took the place of {c:?}");
+    }
     // Every conflict whose remote side is a file carries it beside the local one.
     for c in &want_conflicts {
         if let Some(n @ Node::File { .. }) = r0.get(c) {
             let parent_ok = ancestors(c)
                 .first()
                 .is_none_or(|par| fin.get(par).is_some_and(Node::is_dir));
-            if parent_ok && !fin.contains_key(&[c.as_slice(), b".berth-remote"].concat()) {
+            if parent_ok {
                 assert_eq!(copies.get(c), Some(n), "remote copy of a conflict");
             }
+        }
+    }
+    // No symlink resolves outside the root after the restore unless it did before (a local
+    // link the user made), in the model and on the real file system.
+    let root = fs::canonicalize(&lay.local).unwrap();
+    for (k, v) in &after {
+        if !matches!(v, Node::Symlink { .. }) || (l0.get(k) == Some(v) && escapes(&l0, k)) {
+            continue;
+        }
+        assert!(
+            !escapes(&after, k),
+            "{:?} resolves outside the root\nlocal {:?}\nremote {:?}\nafter {:?}\nreport {rep:?}",
+            String::from_utf8_lossy(k),
+            show(&l0),
+            show(&r0),
+            show(&after)
+        );
+        if let Ok(real) = fs::canonicalize(p(&lay.local, k)) {
+            assert!(
+                real.starts_with(&root),
+                "{:?} -> {}",
+                String::from_utf8_lossy(k),
+                real.display()
+            );
         }
     }
     // The next push makes the remote equal to local again, incrementally.
