@@ -28,7 +28,7 @@ pub async fn gc_idle_remote_scopes(
     for k in keep {
         validate_id("scope", k)?;
     }
-    let parent = format!("{}/.berth/ws", root.trim_end_matches('/'));
+    let parent = berth_exec::RemoteLayout::new(root).workspaces_dir();
     let c = run_ok(
         t,
         &format!(

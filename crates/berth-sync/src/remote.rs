@@ -63,14 +63,14 @@ impl RemoteSpec {
         Ok(s)
     }
 
-    /// `<root>/.berth/ws`.
+    /// `<root>/.berth/ws` ([`berth_exec::RemoteLayout`]).
     pub fn ws_parent(&self) -> String {
-        format!("{}/.berth/ws", self.root.trim_end_matches('/'))
+        berth_exec::RemoteLayout::new(&self.root).workspaces_dir()
     }
 
     /// The remote work tree.
     pub fn ws(&self) -> String {
-        format!("{}/{}", self.ws_parent(), self.scope)
+        berth_exec::RemoteLayout::new(&self.root).workspace_copy(&self.scope)
     }
 
     /// Berth's own files for this scope (never inside the work tree).
