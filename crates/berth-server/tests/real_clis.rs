@@ -310,7 +310,7 @@ async fn subject(lab: &Lab, cli: Cli, ssh: bool) -> Subject {
         assets: if ssh {
             lab._sshd.workspace.join(".berth/assets")
         } else {
-            lab.s.home.path().join(".berth/assets")
+            lab.s.runs.path().join(".berth/assets")
         },
         api,
     }
