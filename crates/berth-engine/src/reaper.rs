@@ -141,6 +141,13 @@ impl Reaper {
             if !self.due(lease.id, now) {
                 continue;
             }
+            // A lease that expired under a run still running: its executor died or detached,
+            // and its agent may be running on. Another instance may adopt the run and
+            // re-attach (PostgreSQL), so the agent is left alone for the orphan grace; after
+            // it the run is failed below and the next sweep cleans.
+            if self.awaits_adoption(&lease, now).await? {
+                continue;
+            }
             match self.cleaner.cleanup(&lease).await {
                 Ok(()) => {
                     let done = self
@@ -198,6 +205,31 @@ impl Reaper {
             report.orphaned_runs.push(id);
         }
         Ok(report)
+    }
+
+    async fn awaits_adoption(
+        &self,
+        lease: &Lease,
+        now: chrono::DateTime<Utc>,
+    ) -> Result<bool, berth_store::StoreError> {
+        if lease.status != LeaseStatus::Expired
+            || lease.failure_reason.as_deref() != Some("expired")
+        {
+            return Ok(false);
+        }
+        let grace = chrono::Duration::from_std(self.orphan_grace)
+            .unwrap_or_else(|_| chrono::Duration::seconds(300));
+        if lease.updated_at <= now - grace {
+            return Ok(false);
+        }
+        let Some(run_id) = lease.run_id else {
+            return Ok(false);
+        };
+        Ok(self
+            .store
+            .get_run(run_id)
+            .await?
+            .is_some_and(|r| r.status == berth_core::RunStatus::Running))
     }
 
     fn due(&self, id: LeaseId, now: chrono::DateTime<Utc>) -> bool {

@@ -56,6 +56,9 @@ pub struct ServerConfig {
     /// Where local runs keep scratch and asset directories (`runsRoot`); `None` =
     /// `<BERTH_HOME>-runs`. Never inside or above `BERTH_HOME`.
     pub runs_root: Option<PathBuf>,
+    /// How long a run's lease lives without a renewal; `None` = the default (10 min). Also
+    /// how soon another PostgreSQL instance adopts the runs of one that died.
+    pub lease_ttl_secs: Option<i64>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -275,6 +278,9 @@ pub async fn build_state(
     // Agents reach the API through its agent listener (locally, or through an SSH remote
     // forward), where only tokens count.
     orchestrator.api_addr = Some(agent_api);
+    if let Some(ttl) = config.lease_ttl_secs {
+        orchestrator.lease_ttl_secs = ttl.max(3);
+    }
     let worker = berth_engine::run::Worker::new(orchestrator, 32);
     Ok(Arc::new(AppState {
         store,

@@ -269,6 +269,18 @@ pub trait Store: Send + Sync + 'static {
     /// return them: for a single-process store (SQLite) after a restart, whose previous
     /// process is gone, so its runs' agents can be re-attached.
     async fn reclaim_runs_not_claimed_by(&self, claimer: &str) -> Result<Vec<Run>>;
+    /// Take over runs whose executor stopped renewing their lease (another instance died or
+    /// detached): the run is `running` with a launched agent (a remote session), its lease
+    /// was expired by the reaper and its cleanup has not run, and no newer lease holds the
+    /// scope. The lease becomes `active` again under a new fence (the old holder, should it
+    /// come back, is fenced out) for `ttl_secs`, and the run is claimed by `claimer`.
+    /// At most `limit` runs.
+    async fn adopt_orphaned_runs(
+        &self,
+        claimer: &str,
+        ttl_secs: i64,
+        limit: u32,
+    ) -> Result<Vec<(Run, Lease)>>;
     /// Record where a run's agent runs on its environment (opaque JSON written by the engine
     /// at launch; never a secret), replacing what was recorded before.
     async fn save_remote_session(

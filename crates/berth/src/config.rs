@@ -252,6 +252,7 @@ impl Settings {
             allowed_hosts: self.allowed_hosts.clone(),
             allowed_origins: self.allowed_origins.clone(),
             runs_root: self.runs_root.clone(),
+            ..ServerConfig::default()
         }
     }
 }

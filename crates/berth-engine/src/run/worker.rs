@@ -81,21 +81,53 @@ impl Worker {
         };
         for run in runs {
             tracing::info!(run_id = %run.id, "re-attaching a run left running by a previous process");
-            let Ok(permit) = self.slots.clone().acquire_owned().await else {
-                return;
-            };
-            let token = CancellationToken::new();
-            if let Ok(mut map) = self.running.lock() {
-                map.insert(run.id, token.clone());
-            }
-            let me = self.clone();
-            tokio::spawn(async move {
-                let id = run.id;
-                me.orchestrator.reattach(run, token).await;
-                me.finished(id);
-                drop(permit);
-            });
+            self.spawn_reattach(run).await;
         }
+    }
+
+    /// PostgreSQL: take over runs another instance stopped executing (it died, or detached
+    /// at shutdown) once the reaper expired their lease, and re-attach to their agents.
+    async fn adopt_orphaned_runs(self: &Arc<Self>) {
+        let store = &self.orchestrator.store;
+        if store.backend() == berth_store::Backend::Sqlite || self.stopping.is_cancelled() {
+            return;
+        }
+        let free = self.slots.available_permits().min(8) as u32;
+        if free == 0 {
+            return;
+        }
+        let adopted = match store
+            .adopt_orphaned_runs(&self.claimer, self.orchestrator.lease_ttl_secs, free)
+            .await
+        {
+            Ok(adopted) => adopted,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot look for runs orphaned by another instance");
+                return;
+            }
+        };
+        for (run, lease) in adopted {
+            tracing::info!(run_id = %run.id, lease_id = %lease.id, fence = lease.fence,
+                "adopting a run another instance stopped executing");
+            self.spawn_reattach(run).await;
+        }
+    }
+
+    async fn spawn_reattach(self: &Arc<Self>, run: berth_core::model::Run) {
+        let Ok(permit) = self.slots.clone().acquire_owned().await else {
+            return;
+        };
+        let token = CancellationToken::new();
+        if let Ok(mut map) = self.running.lock() {
+            map.insert(run.id, token.clone());
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let id = run.id;
+            me.orchestrator.reattach(run, token).await;
+            me.finished(id);
+            drop(permit);
+        });
     }
 
     fn finished(&self, id: RunId) {
@@ -191,6 +223,7 @@ impl Worker {
                     _ = tokio::time::sleep(Duration::from_secs(1)) => {}
                 }
                 self.cancel_requested_elsewhere().await;
+                self.adopt_orphaned_runs().await;
             }
         })
     }

@@ -2256,6 +2256,74 @@ impl Store for This {
         rows(r, run)
     }
 
+    async fn adopt_orphaned_runs(
+        &self,
+        claimer: &str,
+        ttl_secs: i64,
+        limit: u32,
+    ) -> Result<Vec<(Run, Lease)>> {
+        let candidates = sqlx::query(
+            "SELECT r.id AS run_id, l.id AS lease_id FROM runs r \
+             JOIN environment_leases l ON l.id = r.lease_id \
+             JOIN remote_sessions s ON s.run_id = r.id \
+             WHERE r.status = 'running' AND (r.claimed_by IS NULL OR r.claimed_by <> $1) \
+             AND r.cancel_requested_at IS NULL AND s.session IS NOT NULL \
+             AND l.status = 'expired' AND l.failure_reason = 'expired' \
+             AND l.cleanup_status = 'pending' ORDER BY r.id LIMIT $2",
+        )
+        .bind(claimer)
+        .bind(i64::from(limit))
+        .fetch_all(self.reader())
+        .await?;
+        let mut adopted = Vec::new();
+        for c in &candidates {
+            let run_id = b::get_id(c, "run_id")?;
+            let lease_id = b::get_id(c, "lease_id")?;
+            let now = now();
+            let mut tx = self.write_tx().await?;
+            let lease_row = sqlx::query(sql(format!(
+                "UPDATE environment_leases SET status = 'active', fence = {fence}, \
+                 expires_at = $2, heartbeat_at = $3, last_used_at = $3, updated_at = $3, \
+                 failure_reason = NULL, cleanup_status = NULL, released_at = NULL \
+                 WHERE id = $1 AND status = 'expired' AND cleanup_status = 'pending' \
+                 AND NOT EXISTS (SELECT 1 FROM environment_leases o \
+                 WHERE o.environment_id = environment_leases.environment_id \
+                 AND o.scope_key = environment_leases.scope_key AND o.status = 'active') \
+                 RETURNING *",
+                fence = b::FENCE_EXPR
+            )))
+            .bind(b::id(lease_id))
+            .bind(b::ts(now + TimeDelta::seconds(ttl_secs.max(3))))
+            .bind(b::ts(now))
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(lease_row) = lease_row else {
+                continue;
+            };
+            let taken = lease(&lease_row)?;
+            // SQLite advances its fence counter on insert only.
+            sqlx::query(b::FENCE_FLOOR)
+                .bind(taken.fence)
+                .execute(&mut *tx)
+                .await?;
+            let run_row = sqlx::query(
+                "UPDATE runs SET claimed_by = $2 WHERE id = $1 AND status = 'running' \
+                 RETURNING *",
+            )
+            .bind(b::id(run_id))
+            .bind(claimer)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some(run_row) = run_row else {
+                continue;
+            };
+            let taken_run = run(&run_row)?;
+            tx.commit().await?;
+            adopted.push((taken_run, taken));
+        }
+        Ok(adopted)
+    }
+
     async fn save_remote_session(
         &self,
         run_id: RunId,
