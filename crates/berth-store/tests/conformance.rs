@@ -88,6 +88,7 @@ conformance!(
     remote_sessions_are_saved_replaced_and_runs_reclaimed_after_a_restart,
     one_instance_at_a_time_holds_the_reaper_lock,
     the_latest_saved_session_is_the_agents_newest_on_the_same_workspace,
+    two_instances_of_32_acquirers_never_double_grant_or_exceed_capacity,
     second_local_environment_is_a_conflict,
     environment_names_are_unique_on_create_and_rename,
     failed_create_environment_writes_nothing,
@@ -2492,4 +2493,89 @@ async fn the_latest_saved_session_is_the_agents_newest_on_the_same_workspace(fx:
             .unwrap(),
         None
     );
+}
+
+/// Two instances (two stores on one database; one store twice on SQLite) × 32 acquirers race
+/// for 5 scopes of an environment with capacity 3, acquiring and releasing
+/// `BERTH_LEASE_STRESS_OPS` times in all (default 10,000): never two holders of a scope,
+/// never more than 3 holders, fences strictly increasing per scope.
+async fn two_instances_of_32_acquirers_never_double_grant_or_exceed_capacity(fx: &Fx) {
+    let ops: usize = std::env::var("BERTH_LEASE_STRESS_OPS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let c = company(&*fx.store).await;
+    let e = env(&*fx.store, c.id, Some(3)).await;
+    let second: Arc<dyn Store> = if fx.url.starts_with("postgres") {
+        Arc::new(PgStore::connect(&fx.url).await.unwrap())
+    } else {
+        fx.store.clone()
+    };
+    let stores = [fx.store.clone(), second];
+    let done = Arc::new(AtomicUsize::new(0));
+    let granted = Arc::new(AtomicUsize::new(0));
+    let holders: Arc<Vec<AtomicUsize>> = Arc::new((0..5).map(|_| AtomicUsize::new(0)).collect());
+    let on_env = Arc::new(AtomicUsize::new(0));
+    let last_fence: Arc<std::sync::Mutex<std::collections::HashMap<usize, i64>>> = Arc::default();
+    let mut tasks = Vec::new();
+    for i in 0..64usize {
+        let s = stores[i % 2].clone();
+        let (done, granted, holders, on_env, last_fence) = (
+            done.clone(),
+            granted.clone(),
+            holders.clone(),
+            on_env.clone(),
+            last_fence.clone(),
+        );
+        let e = e.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut n = i;
+            while done.fetch_add(1, Ordering::SeqCst) < ops {
+                n = n.wrapping_mul(31).wrapping_add(7);
+                let scope = n % 5;
+                let r = req(&e, &format!("run:{scope}"), LeasePolicy::Ephemeral, None);
+                let lease = match s.acquire_lease(r).await {
+                    Ok(l) => l,
+                    Err(err) => {
+                        assert!(conflict_code(&err).is_some(), "{err:?}");
+                        continue;
+                    }
+                };
+                granted.fetch_add(1, Ordering::SeqCst);
+                assert_eq!(
+                    holders[scope].fetch_add(1, Ordering::SeqCst),
+                    0,
+                    "two holders of scope {scope} at once"
+                );
+                assert!(
+                    on_env.fetch_add(1, Ordering::SeqCst) < 3,
+                    "capacity 3 exceeded"
+                );
+                {
+                    let mut f = last_fence.lock().unwrap();
+                    let prev = f.insert(scope, lease.fence).unwrap_or(0);
+                    assert!(lease.fence > prev, "fence went back on scope {scope}");
+                }
+                tokio::task::yield_now().await;
+                on_env.fetch_sub(1, Ordering::SeqCst);
+                holders[scope].fetch_sub(1, Ordering::SeqCst);
+                s.release_lease(lease.id, lease.fence, RunOutcome::Succeeded, None)
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert!(
+        granted.load(Ordering::SeqCst) > ops / 20,
+        "hardly anything was granted"
+    );
+    let active = fx
+        .store
+        .list_leases(e.id, Some(LeaseStatus::Active), &Page::all())
+        .await
+        .unwrap();
+    assert!(active.items.is_empty());
 }
