@@ -27,8 +27,10 @@ use berth_core::Secret;
 const POLL_CAP: u64 = 4 * 1024 * 1024;
 /// Pause between polls that found nothing new (keeps latency ≤ 250 ms).
 const POLL_IDLE: Duration = Duration::from_millis(100);
-/// Consecutive failed polls tolerated (with backoff) before attach gives up.
-const POLL_RETRIES: u32 = 8;
+/// Consecutive failed polls tolerated (with backoff) before attach gives up. Few: a caller
+/// that streams for long (the engine) re-attaches on its own schedule and knows how long the
+/// environment may stay silent; this only bridges a dropped connection.
+const POLL_RETRIES: u32 = 3;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LauncherError {

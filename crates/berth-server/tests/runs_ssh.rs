@@ -490,3 +490,83 @@ async fn a_run_survives_its_sshd_being_down_for_ten_seconds() {
     let expected: String = (1..=lines).map(|i| format!("line {i}\n")).collect();
     assert_eq!(out, expected);
 }
+
+/// The environment stays unreachable for longer than the lease TTL: the run fails with
+/// `lease_lost` and its lease keeps cleanup pending (the agent could not be stopped); once the
+/// host answers again the reaper stops the agent and the cleanup succeeds.
+#[tokio::test]
+async fn an_environment_unreachable_past_the_ttl_fails_the_run_and_is_cleaned_when_it_returns() {
+    let Some(mut sshd) = Sshd::start_unless_unavailable().unwrap() else {
+        return;
+    };
+    let s = TestServer::start_full(
+        |c| c.lease_ttl_secs = Some(3),
+        berth_server::LaunchOptions {
+            reaper_interval: Some(Duration::from_millis(500)),
+            ..berth_server::LaunchOptions::default()
+        },
+    )
+    .await;
+    let c = s.default_company().await;
+    let eid = s.lab_environment(&c, "flaky", &sshd).await;
+    let marker = format!("berth-unreachable-{}", std::process::id());
+    let agent = s
+        .post(
+            &format!("/api/companies/{c}/agents"),
+            json!({"name": "sleeper", "adapterType": "process", "defaultEnvironmentId": eid,
+                "adapterConfig": {"command": "sh", "args": ["-c", format!("echo started; sleep 1000 # {marker}")]}}),
+        )
+        .await;
+    let run = s
+        .post(
+            &format!("/api/companies/{c}/runs"),
+            json!({"agentId": agent.body["id"], "prompt": "p"}),
+        )
+        .await;
+    let id = run.body["id"].as_str().unwrap().to_string();
+    let alive = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok())
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
+            })
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while alive() == 0 {
+        assert!(Instant::now() < deadline, "the agent never started");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sshd.stop();
+    let done = wait_run(&s, &id).await;
+    assert_eq!(done["status"], "failed", "{done}");
+    assert_eq!(done["errorCode"], "lease_lost", "{done}");
+    assert!(
+        alive() > 0,
+        "nobody could have stopped the agent while its host was away"
+    );
+    let lease_url = format!(
+        "/api/environment-leases/{}",
+        done["leaseId"].as_str().unwrap()
+    );
+    let lease = s.get(&lease_url).await;
+    assert_ne!(lease.body["cleanupStatus"], "success", "{}", lease.text);
+
+    sshd.restart().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let lease = s.get(&lease_url).await;
+        if lease.body["cleanupStatus"] == "success" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the cleanup never succeeded after the host came back: {}",
+            lease.text
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(alive(), 0, "the lease's cleanup stopped the agent");
+}

@@ -1302,12 +1302,18 @@ impl Orchestrator {
         let grace = stop_grace(invocation.grace_sec);
         let mut reattaches = 0u32;
         let mut lost_stream: Option<String> = None;
+        // Since when the environment has not answered; an environment unreachable for longer
+        // than the lease TTL ends the run (`lease_lost`), its agent left to the lease cleanup.
+        let mut unreachable_since: Option<std::time::Instant> = None;
+        let reach_budget = Duration::from_secs(self.lease_ttl_secs.max(3) as u64);
         let mut stream = Box::pin(launcher.attach(remote, offsets));
         let outcome = loop {
             let mut trigger: Option<Stopped> = None;
             tokio::select! {
                 ev = stream.next() => match ev {
                     Some(Ok(AttachEvent::Output(chunk))) => {
+                        unreachable_since = None;
+                        reattaches = 0;
                         let (idx, name, kind) = match chunk.stream {
                             StreamKind::Stdout => (0, "stdout", Stream::Stdout),
                             StreamKind::Stderr => (1, "stderr", Stream::Stderr),
@@ -1351,10 +1357,11 @@ impl Orchestrator {
                         // A dropped connection: re-attach from the offsets already recorded, so
                         // no byte is lost or duplicated.
                         reattaches += 1;
-                        if reattaches > 20 {
+                        let since = *unreachable_since.get_or_insert_with(std::time::Instant::now);
+                        if since.elapsed() >= reach_budget {
                             // Never leave the agent running unowned: stop its group (retried),
                             // and if that cannot be confirmed either, the lease's cleanup will.
-                            log.step("stream_lost", format!("Lost the agent's output stream for good ({e}); stopping its process group."), json!({})).await;
+                            log.step("stream_lost", format!("The environment did not answer for {} s, longer than the lease TTL ({e}); stopping the agent's process group.", since.elapsed().as_secs()), json!({})).await;
                             lost_stream = Some(e.to_string());
                             if stop_task.is_none() {
                                 let launcher = launcher.clone();
@@ -1495,7 +1502,7 @@ impl Orchestrator {
             exit_code,
             session_params,
             result: Some(result),
-            cleanup_pending: attempt.survivors.is_some(),
+            cleanup_pending: attempt.survivors.is_some() || attempt.lost_stream.is_some(),
         };
         let fail = |code: ErrorCode, message: String| Some(RunError::new(code, message));
         let (status, error) = match attempt.stopped {
@@ -1510,6 +1517,16 @@ impl Orchestrator {
             Some(Stopped::LeaseLost) => (
                 RunStatus::Failed,
                 fail(ErrorCode::LeaseLost, "the lease was lost mid-run".into()),
+            ),
+            None if attempt.lost_stream.is_some() => (
+                RunStatus::Failed,
+                fail(
+                    ErrorCode::LeaseLost,
+                    format!(
+                        "the environment was unreachable for longer than the lease TTL ({}); the agent's processes are stopped by the lease's cleanup once it answers",
+                        attempt.lost_stream.as_deref().unwrap_or_default()
+                    ),
+                ),
             ),
             Some(Stopped::Lingering) | None => {
                 let lingering = attempt.stopped == Some(Stopped::Lingering);
@@ -1530,10 +1547,6 @@ impl Orchestrator {
                     (_, false) => {
                         let tail = attempt.stderr_tail.trim();
                         let how = match (&attempt.outcome.exit_code, &attempt.outcome.signal) {
-                            _ if attempt.lost_stream.is_some() => format!(
-                                "could not be reached any more ({}); its process group was stopped or is left to the lease's cleanup",
-                                attempt.lost_stream.as_deref().unwrap_or_default()
-                            ),
                             _ if attempt.outcome.launcher_lost => "lost its launcher: the launcher shell on the environment died before recording the exit status (killed from outside, or the disk is full), and the agent's process group was stopped".into(),
                             (_, Some(sig)) => format!("was killed by signal {sig}"),
                             (Some(code), None) => format!("exited with code {code}"),
