@@ -19,8 +19,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::{ErrorCode, RunError};
 use super::events::EventLog;
-use super::execute::{Finish, Orchestrator, Plan, StreamStart};
+use super::execute::Orchestrator;
+use super::finish::Finish;
+use super::realize::Plan;
 use super::select::load_context;
+use super::stream::StreamStart;
 use crate::holder::HeldLease;
 
 /// Where a launched agent runs, recorded with its run at launch. Holds no secret.
