@@ -212,7 +212,8 @@ impl Reaper {
         lease: &Lease,
         now: chrono::DateTime<Utc>,
     ) -> Result<bool, berth_store::StoreError> {
-        if lease.status != LeaseStatus::Expired
+        if self.orphan_grace.is_zero()
+            || lease.status != LeaseStatus::Expired
             || lease.failure_reason.as_deref() != Some("expired")
         {
             return Ok(false);
