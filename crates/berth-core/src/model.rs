@@ -222,6 +222,11 @@ pub struct Run {
     pub started_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub claimed_by: Option<String>,
+    /// Where a running run is in its pipeline (`select`, `lease`, `realize`, `launch`,
+    /// `stream`, `restore`, `finish`), kept as it advances so a restarted or another instance
+    /// knows how to pick it up; null before the run is claimed.
+    #[serde(default)]
+    pub phase: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

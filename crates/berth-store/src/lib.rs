@@ -281,6 +281,11 @@ pub trait Store: Send + Sync + 'static {
         ttl_secs: i64,
         limit: u32,
     ) -> Result<Vec<(Run, Lease)>>;
+    /// Record the phase a `running` run has reached (see `Run::phase`).
+    async fn set_run_phase(&self, id: RunId, phase: &str) -> Result<()>;
+    /// Put a `running` run claimed by `claimer` back in the queue (it never launched its
+    /// agent: running it again from the start loses nothing); `false` if it is not so.
+    async fn requeue_run(&self, id: RunId, claimer: &str) -> Result<bool>;
     /// Record where a run's agent runs on its environment (opaque JSON written by the engine
     /// at launch; never a secret), replacing what was recorded before.
     async fn save_remote_session(

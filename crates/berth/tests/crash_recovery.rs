@@ -333,3 +333,92 @@ async fn sigterm_detaches_local_runs_and_the_next_start_finishes_them() {
     let _ = second.kill();
     let _ = second.wait();
 }
+
+/// A run the killed server had not launched yet (here: waiting for its environment's only
+/// slot) is queued again at the next start and runs from the start; the one that was running
+/// is re-attached. Nothing is lost and nothing runs twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_before_its_launch_is_queued_again_and_runs() {
+    let Some(sshd) = Sshd::start_unless_unavailable().unwrap() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let home = dir.path().join("home");
+    let progress = dir.path().join("progress");
+    std::fs::create_dir(&progress).unwrap();
+    let (mut first, url) = spawn_serve(&home);
+    let api = Api::new(&url);
+    let c = api.company().await;
+    let env = api
+        .post(
+            &format!("/api/companies/{c}/environments"),
+            json!({"name": "one-slot", "driver": "ssh", "capacity": 1, "config": {
+                "host": sshd.host, "port": sshd.port, "username": sshd.username,
+                "remoteWorkspacePath": sshd.workspace, "privateKey": sshd.client_private_key,
+                "knownHosts": sshd.known_hosts}}),
+        )
+        .await;
+    let env = env["id"].as_str().unwrap().to_string();
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let agent = printing_agent(&api, &c, Some(&env), &progress).await;
+        let run = api
+            .post(
+                &format!("/api/companies/{c}/runs"),
+                json!({"agentId": agent, "prompt": "print"}),
+            )
+            .await;
+        runs.push(run["id"].as_str().unwrap().to_string());
+    }
+    // One holds the slot and prints; the other waits for the lease.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let (running, waiting) = loop {
+        let a = api.get(&format!("/api/runs/{}", runs[0])).await;
+        let b = api.get(&format!("/api/runs/{}", runs[1])).await;
+        let printing = |r: &str| progress_of(&progress, r) >= 2;
+        if printing(&runs[0]) && b["phase"] == "lease" {
+            break (runs[0].clone(), runs[1].clone());
+        }
+        if printing(&runs[1]) && a["phase"] == "lease" {
+            break (runs[1].clone(), runs[0].clone());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never one printing, one waiting: {a} {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    kill(&mut first, "-KILL");
+    first.wait().unwrap();
+
+    let (mut second, url) = spawn_serve(&home);
+    let api = Api::new(&url);
+    let r = wait_terminal(&api, &running).await;
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_byte_exact(&api, &running, "api running\n").await;
+    let r = wait_terminal(&api, &waiting).await;
+    assert_eq!(r["status"], "succeeded", "{r}");
+    let events = api.events(&waiting).await;
+    assert!(
+        events
+            .iter()
+            .any(|(k, p)| k == "lifecycle" && p["payload"]["step"] == "requeued"),
+        "the waiting run was queued again"
+    );
+    let stdout: String = events
+        .iter()
+        .filter(|(k, _)| k == "stdout")
+        .map(|(_, p)| p["payload"]["text"].as_str().unwrap_or_default())
+        .collect();
+    let mut expected: String = (1..=LINES)
+        .map(|i| format!("line {i} of {waiting}\n"))
+        .collect();
+    expected.push_str("api running\n");
+    assert_eq!(
+        stdout, expected,
+        "the requeued run ran once, from the start"
+    );
+    no_active_leases(&api, &env).await;
+    let _ = second.kill();
+    let _ = second.wait();
+}

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::error::{ErrorCode, RunError};
 use super::events::EventLog;
 use super::finish::Finish;
+use super::phase::{self, Phase};
 use super::realize::Plan;
 use super::select::{RunContext, load_context, select_environment};
 use crate::holder::HeldLease;
@@ -82,6 +83,7 @@ impl Orchestrator {
     pub async fn execute(&self, run: Run, cancel: CancellationToken) -> Run {
         let log = EventLog::new(self.store.clone(), run.id);
         log.step("claimed", "Run started.", json!({})).await;
+        phase::enter(&self.store, run.id, Phase::Select).await;
         let finish = match self.prepare_and_run(&run, &log, cancel).await {
             Ok(finish) => finish,
             Err(error) => Finish::failed(error),
@@ -156,6 +158,7 @@ impl Orchestrator {
             metadata: Some(json!({"driver": env.driver})),
             wait: Some(self.lease_wait),
         };
+        phase::enter(&self.store, run.id, Phase::Lease).await;
         log.step(
             "lease_waiting",
             "Acquiring a lease.",
@@ -184,6 +187,7 @@ impl Orchestrator {
                 },
             )
             .await?;
+        phase::enter(&self.store, run.id, Phase::Realize).await;
 
         let finish = match self
             .with_lease(run, &ctx, &env, &scope, log, cancel, held.lost())

@@ -67,6 +67,7 @@ impl Orchestrator {
             .await;
             return run;
         }
+        super::phase::enter(&self.store, run.id, super::phase::Phase::Finish).await;
         let code = finish.error.as_ref().map(|e| e.code.to_string());
         let message = finish.error.as_ref().map(|e| e.message.clone());
         log.step(

@@ -425,6 +425,8 @@ impl Orchestrator {
             stdin: bytes::Bytes::from(invocation.stdin.clone()),
             login_profile: true,
         };
+        // From here a restart must not run the agent a second time (see `Phase::before_launch`).
+        super::phase::enter(&self.store, run.id, super::phase::Phase::Launch).await;
         let remote = launcher
             .launch(spec)
             .await
@@ -444,6 +446,7 @@ impl Orchestrator {
         {
             tracing::warn!(run_id = %run.id, error = %e, "cannot record the remote session; a restart will not re-attach this run");
         }
+        super::phase::enter(&self.store, run.id, super::phase::Phase::Stream).await;
         self.stream(
             launcher,
             &remote,

@@ -16,7 +16,7 @@
 //! | 8. restore the workspace (fenced) | `restore.rs` |
 //! | 7/9. judge the outcome, write the run | `finish.rs` |
 //! | after a restart or on another instance: pick a run up again | `reattach.rs` |
-//! | error codes | `error.rs`; the event log: `events.rs` |
+//! | error codes | `error.rs`; the event log: `events.rs`; the stored phase: `phase.rs` |
 
 pub mod error;
 pub mod events;
@@ -24,6 +24,7 @@ pub mod execute;
 mod finish;
 mod launch;
 mod lease;
+pub mod phase;
 mod realize;
 mod reattach;
 mod restore;

@@ -156,7 +156,7 @@ impl Orchestrator {
             .get_remote_session(run.id)
             .await?
             .and_then(|v| serde_json::from_value::<RemoteSession>(v).ok())
-            .ok_or_else(|| gone("its agent had not been launched yet"))?;
+            .ok_or_else(|| gone("no launch of its agent was recorded"))?;
         let lease_id = run.lease_id.ok_or_else(|| gone("it held no lease"))?;
         let lease = self
             .store

@@ -49,6 +49,7 @@ impl Orchestrator {
             }
             return finish;
         }
+        super::phase::enter(&self.store, run.id, super::phase::Phase::Restore).await;
         let mut conflicts: Vec<String> = Vec::new();
         let mut restore_error: Option<RunError> = None;
         if let Some((local, spec, opts)) = &sync {

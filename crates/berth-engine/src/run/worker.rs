@@ -13,6 +13,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::execute::Orchestrator;
+use super::phase::{Phase, Resumption};
 
 pub struct Worker {
     orchestrator: Orchestrator,
@@ -80,9 +81,17 @@ impl Worker {
             }
         };
         for run in runs {
-            tracing::info!(run_id = %run.id, "re-attaching a run left running by a previous process");
-            self.spawn_reattach(run).await;
+            let has_session = matches!(store.get_remote_session(run.id).await, Ok(Some(_)));
+            match Phase::resumption(run.phase.as_deref(), has_session) {
+                Resumption::Requeue => self.requeue(run).await,
+                // Reattach, or fail it there (with the reason) when nothing can be found.
+                Resumption::Reattach | Resumption::Fail => {
+                    tracing::info!(run_id = %run.id, "re-attaching a run left running by a previous process");
+                    self.spawn_reattach(run).await;
+                }
+            }
         }
+        self.wake();
     }
 
     /// PostgreSQL: take over runs another instance stopped executing (it died, or detached
@@ -128,6 +137,44 @@ impl Worker {
             me.finished(id);
             drop(permit);
         });
+    }
+
+    /// A run the previous process never launched an agent for: give back its lease (its
+    /// cleanup removes a half-synced copy) and queue it again, to run from the start.
+    async fn requeue(&self, run: berth_core::model::Run) {
+        let store = &self.orchestrator.store;
+        if let Some(lease_id) = run.lease_id
+            && let Ok(Some(lease)) = store.get_lease(lease_id).await
+            && lease.status == berth_core::LeaseStatus::Active
+        {
+            let released = store
+                .release_lease(
+                    lease.id,
+                    lease.fence,
+                    berth_core::lease::RunOutcome::Failed,
+                    Some(berth_core::CleanupStatus::Pending),
+                )
+                .await;
+            if let Err(e) = released {
+                tracing::warn!(run_id = %run.id, error = %e, "cannot release the lease of a requeued run");
+            }
+        }
+        match store.requeue_run(run.id, &self.claimer).await {
+            Ok(true) => {
+                tracing::info!(run_id = %run.id, phase = ?run.phase, "requeued a run the previous process never launched");
+                let _ = store
+                    .append_run_event(
+                        run.id,
+                        "lifecycle",
+                        serde_json::json!({"step": "requeued", "message": format!(
+                            "The control plane stopped before the agent was launched (phase {}); the run starts again.",
+                            run.phase.as_deref().unwrap_or("claimed"))}),
+                    )
+                    .await;
+            }
+            Ok(false) => {}
+            Err(e) => tracing::error!(run_id = %run.id, error = %e, "cannot requeue a run"),
+        }
     }
 
     fn finished(&self, id: RunId) {

@@ -216,6 +216,7 @@ fn run(r: &DbRow) -> Result<Run> {
         started_at: b::get_ots(r, "started_at")?,
         finished_at: b::get_ots(r, "finished_at")?,
         claimed_by: get(r, "claimed_by")?,
+        phase: get(r, "phase")?,
     })
 }
 
@@ -527,8 +528,8 @@ async fn insert_run(c: &mut Conn, v: &Run) -> Result<()> {
         "INSERT INTO runs (id, company_id, agent_id, issue_id, execution_workspace_id, \
          environment_id, environment_source, lease_id, status, error_code, error_message, \
          exit_code, prompt, session_params, result, queued_at, started_at, finished_at, \
-         claimed_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, \
-         $16, $17, $18, $19)",
+         claimed_by, phase) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, \
+         $15, $16, $17, $18, $19, $20)",
     )
     .bind(b::id(v.id.0))
     .bind(b::id(v.company_id.0))
@@ -549,6 +550,7 @@ async fn insert_run(c: &mut Conn, v: &Run) -> Result<()> {
     .bind(ots(v.started_at))
     .bind(ots(v.finished_at))
     .bind(&v.claimed_by)
+    .bind(&v.phase)
     .execute(c)
     .await
     .map_err(|e| fk_or(e, "run"))
@@ -2065,6 +2067,7 @@ impl Store for This {
             started_at: None,
             finished_at: None,
             claimed_by: None,
+            phase: None,
         };
         let mut c = self.writer().acquire().await?;
         insert_run(&mut c, &r).await?;
@@ -2322,6 +2325,28 @@ impl Store for This {
             adopted.push((taken_run, taken));
         }
         Ok(adopted)
+    }
+
+    async fn set_run_phase(&self, id: RunId, phase: &str) -> Result<()> {
+        sqlx::query("UPDATE runs SET phase = $2 WHERE id = $1 AND status = 'running'")
+            .bind(b::id(id.0))
+            .bind(phase)
+            .execute(self.writer())
+            .await?;
+        Ok(())
+    }
+
+    async fn requeue_run(&self, id: RunId, claimer: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE runs SET status = 'queued', claimed_by = NULL, started_at = NULL, \
+             lease_id = NULL, phase = NULL WHERE id = $1 AND status = 'running' \
+             AND claimed_by = $2",
+        )
+        .bind(b::id(id.0))
+        .bind(claimer)
+        .execute(self.writer())
+        .await?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn save_remote_session(
