@@ -17,6 +17,10 @@
 //!   sequence of fresh `ssh` calls; and first output line → `--follow` SSE client latency.
 //!   Median of `min(BERTH_BENCH_N, 20)`.
 //!
+//! - `load`: 50 concurrent runs (`BERTH_BENCH_LOAD_RUNS`) across 4 SSH hosts, each an sshd in
+//!   its own network namespace, vs lone runs of the same agent: run duration p50/p99, line
+//!   write → event delay, throughput, peak RSS. Needs root (`ip netns`).
+//!
 //! Run: `cargo run --release -p berth-bench -- ssh` (`BERTH_BENCH_N` overrides 50),
 //! `cargo run --release -p berth-bench -- sync` (`BERTH_BENCH_FILES` overrides 10,000).
 
@@ -28,6 +32,7 @@ use berth_core::Secret;
 use berth_exec::launcher::{LaunchSpec, Launcher};
 use berth_exec::{ExecRequest, SshPool, SshTarget, SshTransport, Transport};
 
+mod load;
 mod runs;
 mod sync;
 
@@ -54,9 +59,10 @@ async fn main() -> anyhow::Result<()> {
         "ssh" => ssh().await,
         "sync" => sync::run().await,
         "runs" => runs::run().await,
+        "load" => load::run().await,
         // Internal: one berth push in its own process, for the `sync` suite's RSS figures.
         "sync-child" => sync::child(&std::env::args().skip(2).collect::<Vec<_>>()).await,
-        other => bail!("unknown suite {other:?}; known: ssh, sync, runs"),
+        other => bail!("unknown suite {other:?}; known: ssh, sync, runs, load"),
     }
 }
 

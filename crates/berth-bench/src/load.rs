@@ -1,0 +1,430 @@
+//! The `load` suite: 50 concurrent runs across 4 SSH hosts, each a real OpenSSH `sshd` in its own
+//! network namespace (reached over a veth pair), through the real server with SQLite. Each run is
+//! an agent printing a line a second for 5 s on its own new 5-file git workspace. Measured
+//! against a lone run of the same agent on the same hosts (the named baseline): run duration
+//! p50/p99, the delay from a line's write on the host to its event, throughput, and the bench
+//! process's peak RSS (server and client together). Needs root (`ip netns`).
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use crate::ms;
+
+/// One sshd in its own network namespace.
+struct NsHost {
+    ns: String,
+    ip: String,
+    root: PathBuf,
+    sshd: Child,
+}
+
+impl Drop for NsHost {
+    fn drop(&mut self) {
+        let _ = self.sshd.kill();
+        let _ = self.sshd.wait();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
+    }
+}
+
+fn sh(args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new(args[0]).args(&args[1..]).output()?;
+    if !out.status.success() {
+        bail!(
+            "{}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn ns_host(i: usize, dir: &Path) -> anyhow::Result<NsHost> {
+    let tag = std::process::id() % 1000;
+    let ns = format!("berth-b{tag}-{i}");
+    let (host_if, ns_if) = (format!("bb{tag}h{i}"), format!("bb{tag}n{i}"));
+    let subnet = format!("10.{}.{}", 200 + (tag % 50), i * 4);
+    let ip = format!("{subnet}.2");
+    let _ = Command::new("ip")
+        .args(["netns", "del", &ns])
+        .stderr(Stdio::null())
+        .status();
+    sh(&["ip", "netns", "add", &ns])?;
+    sh(&[
+        "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
+    ])?;
+    sh(&["ip", "link", "set", &ns_if, "netns", &ns])?;
+    sh(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{subnet}.1/30"),
+        "dev",
+        &host_if,
+    ])?;
+    sh(&["ip", "link", "set", &host_if, "up"])?;
+    sh(&[
+        "ip",
+        "netns",
+        "exec",
+        &ns,
+        "ip",
+        "addr",
+        "add",
+        &format!("{ip}/30"),
+        "dev",
+        &ns_if,
+    ])?;
+    sh(&[
+        "ip", "netns", "exec", &ns, "ip", "link", "set", &ns_if, "up",
+    ])?;
+    sh(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"])?;
+    let root = dir.join(format!("host{i}"));
+    std::fs::create_dir_all(root.join("workspace"))?;
+    for key in ["host_key", "client_key"] {
+        sh(&[
+            "ssh-keygen",
+            "-q",
+            "-t",
+            "ed25519",
+            "-N",
+            "",
+            "-f",
+            &root.join(key).display().to_string(),
+        ])?;
+    }
+    std::fs::copy(root.join("client_key.pub"), root.join("authorized_keys"))?;
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    std::fs::write(
+        root.join("sshd_config"),
+        berth_lab::sshd_config(&root, &ip, 22, &user),
+    )?;
+    std::fs::create_dir_all("/run/sshd")?;
+    let sshd = Command::new("ip")
+        .args(["netns", "exec", &ns])
+        .arg(berth_lab::sshd_binary())
+        .args(["-D", "-f"])
+        .arg(root.join("sshd_config"))
+        .arg("-E")
+        .arg(root.join("sshd.log"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let host = NsHost { ns, ip, root, sshd };
+    let start = Instant::now();
+    while std::net::TcpStream::connect((host.ip.as_str(), 22)).is_err() {
+        if start.elapsed() > Duration::from_secs(10) {
+            bail!("sshd in {} did not listen", host.ns);
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    Ok(host)
+}
+
+fn make_repo(repo: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(repo)?;
+    for i in 0..5 {
+        std::fs::write(repo.join(format!("f{i}.txt")), format!("file {i}\n"))?;
+    }
+    for args in [
+        &["init", "-q", "-b", "main"][..],
+        &["add", "."],
+        &[
+            "-c",
+            "user.name=b",
+            "-c",
+            "user.email=b@example.invalid",
+            "commit",
+            "-q",
+            "-m",
+            "init",
+        ],
+    ] {
+        let out = Command::new("git").args(args).current_dir(repo).output()?;
+        if !out.status.success() {
+            bail!("git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+    }
+    Ok(())
+}
+
+fn peak_rss_kb() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i.min(v.len() - 1)]
+}
+
+struct Api {
+    base: String,
+    client: reqwest::Client,
+}
+
+impl Api {
+    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
+        let r = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await?;
+        let status = r.status();
+        let v: Value = r.json().await?;
+        if !status.is_success() {
+            bail!("POST {path}: {status} {v}");
+        }
+        Ok(v)
+    }
+
+    async fn get(&self, path: &str) -> anyhow::Result<Value> {
+        Ok(self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await?
+            .json()
+            .await?)
+    }
+
+    async fn text(&self, path: &str) -> anyhow::Result<String> {
+        Ok(self
+            .client
+            .get(format!("{}{path}", self.base))
+            .send()
+            .await?
+            .text()
+            .await?)
+    }
+
+    /// Start a run of `agent` on a new 5-file workspace; wait for its end. Returns the run id,
+    /// its wall time and the write-to-event delays of its lines (ms).
+    async fn one_run(
+        &self,
+        company: &str,
+        agent: &str,
+        repo: &Path,
+    ) -> anyhow::Result<(Duration, Vec<f64>)> {
+        make_repo(repo)?;
+        let ws = self
+            .post(
+                &format!("/api/companies/{company}/execution-workspaces"),
+                json!({"localPath": repo}),
+            )
+            .await?;
+        let start = Instant::now();
+        let run = self
+            .post(
+                &format!("/api/companies/{company}/runs"),
+                json!({"agentId": agent, "prompt": "load", "executionWorkspaceId": ws["id"]}),
+            )
+            .await?;
+        let id = run["id"].as_str().context("run id")?.to_string();
+        let r = loop {
+            let r = self.get(&format!("/api/runs/{id}")).await?;
+            if !matches!(r["status"].as_str(), Some("queued" | "running")) {
+                break r;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let took = start.elapsed();
+        if r["status"] != "succeeded" {
+            bail!("run {id} ended {}: {}", r["status"], r["errorMessage"]);
+        }
+        // Each stdout line carries the host's clock at its write; the event its record time.
+        let events = self.text(&format!("/api/runs/{id}/events")).await?;
+        let mut delays = Vec::new();
+        let mut lines = 0;
+        for data in events.lines().filter_map(|l| l.strip_prefix("data: ")) {
+            let Ok(e) = serde_json::from_str::<Value>(data) else {
+                continue;
+            };
+            if e["stream"] != "stdout" {
+                continue;
+            }
+            let at = e["at"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .context("event time")?;
+            for line in e["payload"]["text"].as_str().unwrap_or_default().lines() {
+                let Some(ns) = line
+                    .strip_prefix("tick ")
+                    .and_then(|t| t.parse::<i64>().ok())
+                else {
+                    continue;
+                };
+                lines += 1;
+                let written = chrono::DateTime::from_timestamp_nanos(ns);
+                delays.push((at.with_timezone(&chrono::Utc) - written).as_seconds_f64() * 1e3);
+            }
+        }
+        if lines != 5 {
+            bail!("run {id} recorded {lines} of 5 lines");
+        }
+        Ok((took, delays))
+    }
+}
+
+pub async fn run() -> anyhow::Result<()> {
+    let concurrent: usize = std::env::var("BERTH_BENCH_LOAD_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(50);
+    let dir = tempfile::tempdir()?;
+    let hosts: Vec<NsHost> = (0..4)
+        .map(|i| ns_host(i, dir.path()))
+        .collect::<anyhow::Result<_>>()
+        .context("failed to start the 4 namespaced sshds (root and `ip netns` needed)")?;
+    let home = dir.path().join("home");
+    let config = berth_server::ServerConfig {
+        database_url: format!("sqlite://{}", home.join("berth.db").display()),
+        berth_home: home.clone(),
+        runs_root: Some(dir.path().join("runs")),
+        ..Default::default()
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let base = format!("http://{}", listener.local_addr()?);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(berth_server::launch_with_listener(
+        config,
+        listener,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    let api = std::sync::Arc::new(Api {
+        base,
+        client: reqwest::Client::new(),
+    });
+    for _ in 0..200 {
+        if api.get("/api/health").await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    let company = api.get("/api/companies").await?;
+    let company = company[0]["id"].as_str().context("company")?.to_string();
+    let mut agents = Vec::new();
+    for (i, h) in hosts.iter().enumerate() {
+        let env = api
+            .post(
+                &format!("/api/companies/{company}/environments"),
+                json!({"name": format!("ns{i}"), "driver": "ssh", "config": {
+                    "host": h.ip, "port": 22,
+                    "username": std::env::var("USER").unwrap_or_else(|_| "root".into()),
+                    "remoteWorkspacePath": h.root.join("workspace"),
+                    "privateKey": std::fs::read_to_string(h.root.join("client_key"))?,
+                    "knownHosts": format!("{} {}", h.ip,
+                        std::fs::read_to_string(h.root.join("host_key.pub"))?.trim())}}),
+            )
+            .await?;
+        let agent = api
+            .post(
+                &format!("/api/companies/{company}/agents"),
+                json!({"name": format!("ticker{i}"), "adapterType": "process",
+                    "defaultEnvironmentId": env["id"],
+                    "adapterConfig": {"command": "sh", "args": ["-c",
+                        "for i in 1 2 3 4 5; do echo \"tick $(date +%s%N)\"; sleep 1; done"]}}),
+            )
+            .await?;
+        agents.push(agent["id"].as_str().context("agent")?.to_string());
+    }
+
+    // Baseline: lone runs, one per host, one after another.
+    let mut lone = Vec::new();
+    for (i, agent) in agents.iter().enumerate() {
+        let (took, _) = api
+            .one_run(&company, agent, &dir.path().join(format!("lone{i}")))
+            .await?;
+        lone.push(ms(took));
+    }
+    let lone_p50 = percentile(lone.clone(), 0.5);
+
+    // The load: `concurrent` runs at once, spread over the 4 hosts.
+    let start = Instant::now();
+    let mut tasks = Vec::new();
+    for i in 0..concurrent {
+        let api = api.clone();
+        let company = company.clone();
+        let agent = agents[i % agents.len()].clone();
+        let repo = dir.path().join(format!("load{i}"));
+        tasks.push(tokio::spawn(async move {
+            api.one_run(&company, &agent, &repo).await
+        }));
+    }
+    let mut durations = Vec::new();
+    let mut delays = Vec::new();
+    let mut failed = 0;
+    for t in tasks {
+        match t.await? {
+            Ok((took, d)) => {
+                durations.push(ms(took));
+                delays.extend(d);
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("{e:#}");
+            }
+        }
+    }
+    let wall = start.elapsed();
+    let _ = stop.send(());
+    let _ = server.await;
+    drop(hosts);
+    if durations.is_empty() {
+        bail!("no run succeeded");
+    }
+    let (p50, p99) = (
+        percentile(durations.clone(), 0.5),
+        percentile(durations.clone(), 0.99),
+    );
+    println!("| Measure | Value | Baseline / target |");
+    println!("|---|---|---|");
+    println!(
+        "| runs succeeded | {}/{concurrent} | all |",
+        concurrent - failed
+    );
+    println!(
+        "| run duration p50 / p99 under load | {:.0} / {:.0} ms | lone run p50 {:.0} ms; p99 ≤ 1.5× lone ({:.0} ms) {} |",
+        p50,
+        p99,
+        lone_p50,
+        1.5 * lone_p50,
+        if p99 <= 1.5 * lone_p50 { "✓" } else { "✗" }
+    );
+    println!(
+        "| line written on the host → its event, p50 / p99 / max | {:.0} / {:.0} / {:.0} ms | p99 ≤ 500 ms {} |",
+        percentile(delays.clone(), 0.5),
+        percentile(delays.clone(), 0.99),
+        percentile(delays.clone(), 1.0),
+        if percentile(delays.clone(), 0.99) <= 500.0 {
+            "✓"
+        } else {
+            "✗"
+        }
+    );
+    println!(
+        "| throughput | {:.1} runs/min ({concurrent} runs in {:.1} s) | — |",
+        concurrent as f64 / wall.as_secs_f64() * 60.0,
+        wall.as_secs_f64()
+    );
+    let rss = peak_rss_kb() as f64 / 1024.0;
+    println!(
+        "| peak RSS of the bench process (server + client) | {rss:.0} MB | ≤ 150 MB {} |",
+        if rss <= 150.0 { "✓" } else { "✗" }
+    );
+    Ok(())
+}
