@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use serde_json::{Value, json};
 
+use crate::api::Api;
 use crate::ms;
 
 /// One sshd in its own network namespace.
@@ -169,50 +170,10 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
     v[i.min(v.len() - 1)]
 }
 
-struct Api {
-    base: String,
-    client: reqwest::Client,
-}
-
 impl Api {
-    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        let r = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .json(&body)
-            .send()
-            .await?;
-        let status = r.status();
-        let v: Value = r.json().await?;
-        if !status.is_success() {
-            bail!("POST {path}: {status} {v}");
-        }
-        Ok(v)
-    }
-
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        Ok(self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await?
-            .json()
-            .await?)
-    }
-
-    async fn text(&self, path: &str) -> anyhow::Result<String> {
-        Ok(self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await?
-            .text()
-            .await?)
-    }
-
     /// Start a run of `agent` on a new 5-file workspace; wait for its end. Returns the run id,
     /// its wall time and the write-to-event delays of its lines (ms).
-    async fn one_run(
+    pub(crate) async fn one_run(
         &self,
         company: &str,
         agent: &str,
@@ -305,10 +266,7 @@ pub async fn run() -> anyhow::Result<()> {
             let _ = stopped.await;
         },
     ));
-    let api = std::sync::Arc::new(Api {
-        base,
-        client: reqwest::Client::new(),
-    });
+    let api = std::sync::Arc::new(Api::new(base));
     for _ in 0..200 {
         if api.get("/api/health").await.is_ok() {
             break;

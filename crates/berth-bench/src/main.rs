@@ -32,6 +32,7 @@ use berth_core::Secret;
 use berth_exec::launcher::{LaunchSpec, Launcher};
 use berth_exec::{ExecRequest, SshPool, SshTarget, SshTransport, Transport};
 
+mod api;
 mod load;
 mod runs;
 mod sync;

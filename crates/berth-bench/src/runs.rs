@@ -11,6 +11,7 @@ use anyhow::{Context, bail};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 
+use crate::api::Api;
 use crate::{median, ms, n};
 
 pub async fn run() -> anyhow::Result<()> {
@@ -60,39 +61,13 @@ fn git(dir: &Path, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
-struct Api {
-    base: String,
-    client: reqwest::Client,
-}
-
 impl Api {
-    async fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
-        let r = self
-            .client
-            .post(format!("{}{path}", self.base))
-            .json(&body)
-            .send()
-            .await?;
-        let status = r.status();
-        let v: Value = r.json().await?;
-        if !status.is_success() {
-            bail!("POST {path}: {status} {v}");
-        }
-        Ok(v)
-    }
-
-    async fn get(&self, path: &str) -> anyhow::Result<Value> {
-        Ok(self
-            .client
-            .get(format!("{}{path}", self.base))
-            .send()
-            .await?
-            .json()
-            .await?)
-    }
-
     /// Queue a run and wait for its end; returns the run and the wall time.
-    async fn run(&self, company: &str, body: Value) -> anyhow::Result<(Value, Duration)> {
+    pub(crate) async fn run(
+        &self,
+        company: &str,
+        body: Value,
+    ) -> anyhow::Result<(Value, Duration)> {
         let start = Instant::now();
         let run = self
             .post(&format!("/api/companies/{company}/runs"), body)
@@ -128,10 +103,7 @@ async fn inner(lab: &berth_lab::LabState, dir: &Path) -> anyhow::Result<()> {
             let _ = stopped.await;
         },
     ));
-    let api = Api {
-        base,
-        client: reqwest::Client::new(),
-    };
+    let api = Api::new(base);
     for _ in 0..200 {
         if api.get("/api/health").await.is_ok() {
             break;

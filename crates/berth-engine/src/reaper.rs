@@ -345,31 +345,44 @@ pub fn scope_dir(scope_key: &str) -> String {
 impl EnvironmentCleaner {
     /// Whether an active or retained lease with a higher fence holds `lease`'s scope.
     async fn newer_holder(&self, lease: &Lease) -> Result<bool, berth_store::StoreError> {
-        for status in [LeaseStatus::Active, LeaseStatus::Retained] {
+        Ok(self
+            .leases_of(
+                lease.environment_id,
+                &[LeaseStatus::Active, LeaseStatus::Retained],
+            )
+            .await?
+            .iter()
+            .any(|l| l.scope_key == lease.scope_key && l.fence > lease.fence))
+    }
+
+    /// Every lease of `env` in one of `statuses` (all of them for none), every page.
+    async fn leases_of(
+        &self,
+        env: berth_core::EnvironmentId,
+        statuses: &[LeaseStatus],
+    ) -> Result<Vec<Lease>, berth_store::StoreError> {
+        let filters: Vec<Option<LeaseStatus>> = if statuses.is_empty() {
+            vec![None]
+        } else {
+            statuses.iter().copied().map(Some).collect()
+        };
+        let mut out = Vec::new();
+        for status in filters {
             let mut cursor = None;
             loop {
                 let page = Page {
                     limit: Page::MAX_LIMIT,
                     cursor: cursor.take(),
                 };
-                let got = self
-                    .store
-                    .list_leases(lease.environment_id, Some(status), &page)
-                    .await?;
-                if got
-                    .items
-                    .iter()
-                    .any(|l| l.scope_key == lease.scope_key && l.fence > lease.fence)
-                {
-                    return Ok(true);
-                }
+                let got = self.store.list_leases(env, status, &page).await?;
+                out.extend(got.items);
                 match got.next_cursor {
                     Some(c) => cursor = Some(c),
                     None => break,
                 }
             }
         }
-        Ok(false)
+        Ok(out)
     }
 
     /// Every environment Berth can reach (local and SSH, not archived), across companies.
@@ -417,27 +430,11 @@ impl EnvironmentCleaner {
 
     /// Scope directories of the leases that may still use their copy on `env`.
     async fn live_scopes(&self, env: &Environment) -> Result<Vec<String>, String> {
-        let mut keep = Vec::new();
-        for status in [LeaseStatus::Active, LeaseStatus::Retained] {
-            let mut cursor = None;
-            loop {
-                let page = Page {
-                    limit: Page::MAX_LIMIT,
-                    cursor: cursor.take(),
-                };
-                let leases = self
-                    .store
-                    .list_leases(env.id, Some(status), &page)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                keep.extend(leases.items.iter().map(|l| scope_dir(&l.scope_key)));
-                match leases.next_cursor {
-                    Some(c) => cursor = Some(c),
-                    None => break,
-                }
-            }
-        }
-        Ok(keep)
+        let leases = self
+            .leases_of(env.id, &[LeaseStatus::Active, LeaseStatus::Retained])
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(leases.iter().map(|l| scope_dir(&l.scope_key)).collect())
     }
 }
 
@@ -460,20 +457,7 @@ impl EnvironmentCleaner {
         &self,
         env: &Environment,
     ) -> Result<Vec<StrandedLease>, berth_store::StoreError> {
-        let mut leases = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = Page {
-                limit: Page::MAX_LIMIT,
-                cursor: cursor.take(),
-            };
-            let got = self.store.list_leases(env.id, None, &page).await?;
-            leases.extend(got.items);
-            match got.next_cursor {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
-        }
+        let leases = self.leases_of(env.id, &[]).await?;
         let mut stranded = Vec::new();
         let mut copies = std::collections::BTreeSet::new();
         for mut lease in leases {

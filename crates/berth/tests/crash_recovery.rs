@@ -87,6 +87,20 @@ impl Api {
         out
     }
 
+    /// Register `sshd` as an SSH environment of company `c`; returns its id.
+    async fn ssh_environment(&self, c: &str, name: &str, capacity: u32, sshd: &Sshd) -> String {
+        let env = self
+            .post(
+                &format!("/api/companies/{c}/environments"),
+                json!({"name": name, "driver": "ssh", "capacity": capacity, "config": {
+                    "host": sshd.host, "port": sshd.port, "username": sshd.username,
+                    "remoteWorkspacePath": sshd.workspace, "privateKey": sshd.client_private_key,
+                    "knownHosts": sshd.known_hosts}}),
+            )
+            .await;
+        env["id"].as_str().unwrap().to_string()
+    }
+
     async fn company(&self) -> String {
         let list = self.get("/api/companies").await;
         list.as_array()
@@ -217,16 +231,7 @@ async fn ssh_runs_survive_a_sigkilled_server_and_finish_byte_exact_with_their_wo
     let (mut first, url) = spawn_serve(&home);
     let api = Api::new(&url);
     let c = api.company().await;
-    let env = api
-        .post(
-            &format!("/api/companies/{c}/environments"),
-            json!({"name": "lab", "driver": "ssh", "capacity": 64, "config": {
-                "host": sshd.host, "port": sshd.port, "username": sshd.username,
-                "remoteWorkspacePath": sshd.workspace, "privateKey": sshd.client_private_key,
-                "knownHosts": sshd.known_hosts}}),
-        )
-        .await;
-    let env = env["id"].as_str().unwrap().to_string();
+    let env = api.ssh_environment(&c, "lab", 64, &sshd).await;
     // One run works on a synced workspace: it must come back after the restart.
     let repo = dir.path().join("repo");
     std::fs::create_dir(&repo).unwrap();
@@ -349,16 +354,7 @@ async fn a_run_killed_before_its_launch_is_queued_again_and_runs() {
     let (mut first, url) = spawn_serve(&home);
     let api = Api::new(&url);
     let c = api.company().await;
-    let env = api
-        .post(
-            &format!("/api/companies/{c}/environments"),
-            json!({"name": "one-slot", "driver": "ssh", "capacity": 1, "config": {
-                "host": sshd.host, "port": sshd.port, "username": sshd.username,
-                "remoteWorkspacePath": sshd.workspace, "privateKey": sshd.client_private_key,
-                "knownHosts": sshd.known_hosts}}),
-        )
-        .await;
-    let env = env["id"].as_str().unwrap().to_string();
+    let env = api.ssh_environment(&c, "one-slot", 1, &sshd).await;
     let mut runs = Vec::new();
     for _ in 0..2 {
         let agent = printing_agent(&api, &c, Some(&env), &progress).await;
