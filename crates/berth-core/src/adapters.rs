@@ -14,10 +14,27 @@ pub const ADAPTER_TYPES: &[&str] = &[
     "process",
 ];
 
+/// The drivers that can run agents in this build. `sandbox` and `plugin` are accepted in the
+/// data model (SPEC §4) but not built yet: capabilities, creation and every selection guard
+/// say so, instead of a run failing later.
+pub const RUNNABLE_DRIVERS: &[Driver] = &[Driver::Local, Driver::Ssh];
+
+/// Why a driver cannot be used yet, for error messages; `None` when it runs.
+pub fn unavailable_driver_reason(driver: Driver) -> Option<String> {
+    (!RUNNABLE_DRIVERS.contains(&driver)).then(|| {
+        format!(
+            "The {driver} driver cannot run agents in this build yet; use local or ssh.",
+            driver = driver.as_str()
+        )
+    })
+}
+
 /// The drivers an adapter can run on; `None` for an unknown adapter type. Every adapter,
-/// `process` included, runs on every driver: they all reduce to the same transport.
+/// `process` included, runs on every runnable driver: they all reduce to the same transport.
 pub fn supported_drivers(adapter_type: &str) -> Option<&'static [Driver]> {
-    ADAPTER_TYPES.contains(&adapter_type).then_some(Driver::ALL)
+    ADAPTER_TYPES
+        .contains(&adapter_type)
+        .then_some(RUNNABLE_DRIVERS)
 }
 
 /// The CLI an adapter runs when `adapterConfig.command` is not set (`None` for `process`,

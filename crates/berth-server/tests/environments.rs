@@ -659,3 +659,51 @@ async fn agent_env_values_may_be_secret_references_of_the_company_only() {
     assert_eq!(r.status, 422, "{}", r.text);
     assert_eq!(r.body["details"][0]["path"], "adapterConfig.env.API_KEY");
 }
+
+/// Sandbox and plugin drivers are not built yet: capabilities say so, and creating one (or
+/// switching to one) is refused naming the field, instead of runs failing later with
+/// `workspace_realization_failed`.
+#[tokio::test]
+async fn drivers_that_cannot_run_yet_are_reported_and_refused_up_front() {
+    let s = TestServer::start().await;
+    let c = s.default_company().await;
+    let caps = s
+        .get(&format!("/api/companies/{c}/environments/capabilities"))
+        .await;
+    assert_eq!(caps.status, 200, "{}", caps.text);
+    for (driver, expected) in [
+        ("local", "supported"),
+        ("ssh", "supported"),
+        ("sandbox", "unsupported"),
+        ("plugin", "unsupported"),
+    ] {
+        assert_eq!(caps.body["drivers"][driver], expected, "{}", caps.text);
+        for adapter in caps.body["adapters"].as_array().unwrap() {
+            assert_eq!(adapter["drivers"][driver], expected, "{adapter}");
+        }
+    }
+    let before = s.get(&format!("/api/companies/{c}/environments")).await;
+    for (driver, config) in [
+        ("sandbox", json!({"provider": "bubblewrap"})),
+        ("plugin", json!({"command": "/bin/true"})),
+    ] {
+        let r = s
+            .post(
+                &format!("/api/companies/{c}/environments"),
+                json!({"name": format!("x-{driver}"), "driver": driver, "config": config}),
+            )
+            .await;
+        assert_eq!(r.status, 422, "{}", r.text);
+        assert_eq!(r.body["details"][0]["path"], "driver", "{}", r.text);
+        assert!(
+            r.body["error"]
+                .as_str()
+                .unwrap()
+                .contains("use local or ssh"),
+            "{}",
+            r.text
+        );
+    }
+    let after = s.get(&format!("/api/companies/{c}/environments")).await;
+    assert_eq!(before.body, after.body, "nothing was written");
+}

@@ -649,9 +649,9 @@ fn lists_follow_cursors_unless_a_page_is_asked_for() {
                 "--name",
                 name,
                 "--driver",
-                "sandbox",
+                "ssh",
                 "--config",
-                r#"{"provider":"bubblewrap"}"#,
+                r#"{"host":"127.0.0.1","username":"u","remoteWorkspacePath":"/w"}"#,
             ])
             .ok();
     }
@@ -745,9 +745,9 @@ fn company_selects_the_tenant_by_name_or_id() {
             "--name",
             "only-acme",
             "--driver",
-            "sandbox",
+            "ssh",
             "--config",
-            r#"{"provider":"bubblewrap"}"#,
+            r#"{"host":"127.0.0.1","username":"u","remoteWorkspacePath":"/w"}"#,
         ])
         .ok();
     let in_acme = server

@@ -5,7 +5,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use berth_core::adapters::{ADAPTER_TYPES, supported_drivers};
+use berth_core::adapters::{
+    ADAPTER_TYPES, RUNNABLE_DRIVERS, supported_drivers, unavailable_driver_reason,
+};
 use berth_core::config::{DriverConfig, ParseMode, SecretRef, parse_config};
 use berth_core::lease::LeaseEvent;
 use berth_core::model::{Environment, EnvironmentPatch, NewEnvironment};
@@ -185,7 +187,14 @@ async fn capabilities(
         .collect();
     let drivers: Map<String, Value> = Driver::ALL
         .iter()
-        .map(|d| (d.as_str().to_string(), json!("supported")))
+        .map(|d| {
+            let s = if RUNNABLE_DRIVERS.contains(d) {
+                "supported"
+            } else {
+                "unsupported"
+            };
+            (d.as_str().to_string(), json!(s))
+        })
         .collect();
     Ok(Json(json!({"adapters": adapters, "drivers": drivers})))
 }
@@ -380,6 +389,9 @@ async fn create_environment(
     actor.require_privileged(company_id)?;
     let name = check_name(&body.name)?;
     check_metadata(&body.metadata)?;
+    if let Some(reason) = unavailable_driver_reason(body.driver) {
+        return Err(ApiError::unprocessable_field("driver", reason));
+    }
     let capacity = match body.capacity {
         None => body.driver.default_capacity(),
         Some(c) => c,
@@ -536,6 +548,9 @@ async fn update_environment(
     // Config merge semantics (reference §5.3).
     let new_driver = body.driver.unwrap_or(env.driver);
     let driver_changed = new_driver != env.driver;
+    if driver_changed && let Some(reason) = unavailable_driver_reason(new_driver) {
+        return Err(ApiError::unprocessable_field("driver", reason));
+    }
     if body.driver.is_some() {
         changed.push("driver");
         if driver_changed {
