@@ -83,11 +83,18 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_known_adapter_runs_on_every_driver() {
+    fn every_known_adapter_runs_on_every_runnable_driver_and_only_those() {
         for a in ADAPTER_TYPES {
-            assert_eq!(supported_drivers(a), Some(Driver::ALL));
+            assert_eq!(supported_drivers(a), Some(RUNNABLE_DRIVERS));
         }
         assert_eq!(supported_drivers("http"), None);
+        for d in Driver::ALL {
+            assert_eq!(
+                unavailable_driver_reason(*d).is_none(),
+                RUNNABLE_DRIVERS.contains(d),
+                "{d:?}"
+            );
+        }
     }
 
     #[test]
