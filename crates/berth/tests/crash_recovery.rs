@@ -114,6 +114,36 @@ impl Api {
     }
 }
 
+/// `berth serve` on a fresh `BERTH_HOME` (in `dir`), with a `progress` directory agents mark.
+struct Served {
+    dir: tempfile::TempDir,
+    home: std::path::PathBuf,
+    progress: std::path::PathBuf,
+    server: std::process::Child,
+    api: Api,
+    company: String,
+}
+
+impl Served {
+    async fn start() -> Served {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let progress = dir.path().join("progress");
+        std::fs::create_dir(&progress).unwrap();
+        let (server, url) = spawn_serve(&home);
+        let api = Api::new(&url);
+        let company = api.company().await;
+        Served {
+            dir,
+            home,
+            progress,
+            server,
+            api,
+            company,
+        }
+    }
+}
+
 /// After its lines, an SSH agent calls the API with its run token through `BERTH_API_URL`
 /// (which must lead to the restarted server).
 const CALL_API: &str = "import json, os, urllib.request\n\
@@ -224,13 +254,14 @@ async fn ssh_runs_survive_a_sigkilled_server_and_finish_byte_exact_with_their_wo
     let Some(sshd) = Sshd::start_unless_unavailable().unwrap() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let home = dir.path().join("home");
-    let progress = dir.path().join("progress");
-    std::fs::create_dir(&progress).unwrap();
-    let (mut first, url) = spawn_serve(&home);
-    let api = Api::new(&url);
-    let c = api.company().await;
+    let Served {
+        dir,
+        home,
+        progress,
+        server: mut first,
+        api,
+        company: c,
+    } = Served::start().await;
     let env = api.ssh_environment(&c, "lab", 64, &sshd).await;
     // One run works on a synced workspace: it must come back after the restart.
     let repo = dir.path().join("repo");
@@ -277,13 +308,14 @@ async fn ssh_runs_survive_a_sigkilled_server_and_finish_byte_exact_with_their_wo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_detaches_local_runs_and_the_next_start_finishes_them() {
-    let dir = tempfile::tempdir().unwrap();
-    let home = dir.path().join("home");
-    let progress = dir.path().join("progress");
-    std::fs::create_dir(&progress).unwrap();
-    let (mut first, url) = spawn_serve(&home);
-    let api = Api::new(&url);
-    let c = api.company().await;
+    let Served {
+        dir: _dir,
+        home,
+        progress,
+        server: mut first,
+        api,
+        company: c,
+    } = Served::start().await;
     let mut runs = Vec::new();
     for _ in 0..runs_per_scenario() {
         let agent = printing_agent(&api, &c, None, &progress).await;
@@ -347,13 +379,14 @@ async fn a_run_killed_before_its_launch_is_queued_again_and_runs() {
     let Some(sshd) = Sshd::start_unless_unavailable().unwrap() else {
         return;
     };
-    let dir = tempfile::tempdir().unwrap();
-    let home = dir.path().join("home");
-    let progress = dir.path().join("progress");
-    std::fs::create_dir(&progress).unwrap();
-    let (mut first, url) = spawn_serve(&home);
-    let api = Api::new(&url);
-    let c = api.company().await;
+    let Served {
+        dir: _dir,
+        home,
+        progress,
+        server: mut first,
+        api,
+        company: c,
+    } = Served::start().await;
     let env = api.ssh_environment(&c, "one-slot", 1, &sshd).await;
     let mut runs = Vec::new();
     for _ in 0..2 {

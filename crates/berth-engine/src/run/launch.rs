@@ -88,6 +88,43 @@ impl Orchestrator {
         }
     }
 
+    /// The run's agent, its adapter, its config with secret references resolved, and the
+    /// secret values to redact from its output; failures carry `code`.
+    pub(crate) async fn agent_for<'c>(
+        &self,
+        run: &Run,
+        ctx: &'c RunContext,
+        code: ErrorCode,
+    ) -> Result<
+        (
+            &'c berth_core::model::Agent,
+            &'static dyn berth_agents::Adapter,
+            serde_json::Value,
+            Vec<Secret<String>>,
+        ),
+        RunError,
+    > {
+        let agent = ctx
+            .agent
+            .as_ref()
+            .ok_or_else(|| RunError::new(code, "the run's agent was deleted"))?;
+        let adapter = berth_agents::adapter(&agent.adapter_type).ok_or_else(|| {
+            RunError::new(
+                ErrorCode::UnsupportedAdapterEnvironment,
+                format!("unknown adapter type \"{}\"", agent.adapter_type),
+            )
+        })?;
+        let (config, secrets) = crate::redact::resolve_env_secrets(
+            self.store.as_ref(),
+            &self.secrets,
+            run.company_id,
+            &agent.adapter_config,
+        )
+        .await
+        .map_err(|e| RunError::new(code, e.to_string()))?;
+        Ok((agent, adapter, config, secrets))
+    }
+
     /// Steps 4-7: resume decision, launch, stream, retry once on an unknown session; the run
     /// directories are removed afterwards.
     #[allow(
@@ -109,26 +146,11 @@ impl Orchestrator {
     ) -> Result<Finish, RunError> {
         let layout = RemoteLayout::new(root);
         let run_work = layout.scratch_dir(&run.id.to_string());
-        let agent = ctx
-            .agent
-            .as_ref()
-            .ok_or_else(|| RunError::new(ErrorCode::AgentStartFailed, "no agent"))?;
-        let adapter = berth_agents::adapter(&agent.adapter_type).ok_or_else(|| {
-            RunError::new(
-                ErrorCode::UnsupportedAdapterEnvironment,
-                format!("unknown adapter type \"{}\"", agent.adapter_type),
-            )
-        })?;
         // Secret references in the agent's env are resolved into memory for this run only;
         // their values are redacted from everything the run records.
-        let (adapter_config, mut env_secrets) = crate::redact::resolve_env_secrets(
-            self.store.as_ref(),
-            &self.secrets,
-            run.company_id,
-            &agent.adapter_config,
-        )
-        .await
-        .map_err(|e| RunError::new(ErrorCode::AgentStartFailed, e.to_string()))?;
+        let (agent, adapter, adapter_config, mut env_secrets) = self
+            .agent_for(run, ctx, ErrorCode::AgentStartFailed)
+            .await?;
         let api = self.api_for_agent(run, transport.as_ref(), log).await;
         if let Some((_, token)) = &api {
             env_secrets.push(token.clone());

@@ -228,24 +228,8 @@ impl Orchestrator {
         cancel: &CancellationToken,
         lost: &CancellationToken,
     ) -> Result<Finish, RunError> {
-        let agent = ctx
-            .agent
-            .as_ref()
-            .ok_or_else(|| RunError::new(ErrorCode::AgentFailed, "the run's agent was deleted"))?;
-        let adapter = berth_agents::adapter(&agent.adapter_type).ok_or_else(|| {
-            RunError::new(
-                ErrorCode::UnsupportedAdapterEnvironment,
-                format!("unknown adapter type \"{}\"", agent.adapter_type),
-            )
-        })?;
-        let (adapter_config, mut secrets) = crate::redact::resolve_env_secrets(
-            self.store.as_ref(),
-            &self.secrets,
-            run.company_id,
-            &agent.adapter_config,
-        )
-        .await
-        .map_err(|e| RunError::new(ErrorCode::AgentFailed, e.to_string()))?;
+        let (agent, adapter, adapter_config, mut secrets) =
+            self.agent_for(run, ctx, ErrorCode::AgentFailed).await?;
         if let Ok(token) = self.secrets.run_token(run.id) {
             secrets.push(token);
         }
