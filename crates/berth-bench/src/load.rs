@@ -5,126 +5,16 @@
 //! p50/p99, the delay from a line's write on the host to its event, throughput, and the bench
 //! process's peak RSS (server and client together). Needs root (`ip netns`).
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use berth_testkit::sshd::Sshd;
 use serde_json::{Value, json};
 
 use crate::api::Api;
 use crate::ms;
-
-/// One sshd in its own network namespace.
-struct NsHost {
-    ns: String,
-    ip: String,
-    root: PathBuf,
-    sshd: Child,
-}
-
-impl Drop for NsHost {
-    fn drop(&mut self) {
-        let _ = self.sshd.kill();
-        let _ = self.sshd.wait();
-        let _ = Command::new("ip").args(["netns", "del", &self.ns]).status();
-    }
-}
-
-fn sh(args: &[&str]) -> anyhow::Result<()> {
-    let out = Command::new(args[0]).args(&args[1..]).output()?;
-    if !out.status.success() {
-        bail!(
-            "{}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
-    }
-    Ok(())
-}
-
-fn ns_host(i: usize, dir: &Path) -> anyhow::Result<NsHost> {
-    let tag = std::process::id() % 1000;
-    let ns = format!("berth-b{tag}-{i}");
-    let (host_if, ns_if) = (format!("bb{tag}h{i}"), format!("bb{tag}n{i}"));
-    let subnet = format!("10.{}.{}", 200 + (tag % 50), i * 4);
-    let ip = format!("{subnet}.2");
-    let _ = Command::new("ip")
-        .args(["netns", "del", &ns])
-        .stderr(Stdio::null())
-        .status();
-    sh(&["ip", "netns", "add", &ns])?;
-    sh(&[
-        "ip", "link", "add", &host_if, "type", "veth", "peer", "name", &ns_if,
-    ])?;
-    sh(&["ip", "link", "set", &ns_if, "netns", &ns])?;
-    sh(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{subnet}.1/30"),
-        "dev",
-        &host_if,
-    ])?;
-    sh(&["ip", "link", "set", &host_if, "up"])?;
-    sh(&[
-        "ip",
-        "netns",
-        "exec",
-        &ns,
-        "ip",
-        "addr",
-        "add",
-        &format!("{ip}/30"),
-        "dev",
-        &ns_if,
-    ])?;
-    sh(&[
-        "ip", "netns", "exec", &ns, "ip", "link", "set", &ns_if, "up",
-    ])?;
-    sh(&["ip", "netns", "exec", &ns, "ip", "link", "set", "lo", "up"])?;
-    let root = dir.join(format!("host{i}"));
-    std::fs::create_dir_all(root.join("workspace"))?;
-    for key in ["host_key", "client_key"] {
-        sh(&[
-            "ssh-keygen",
-            "-q",
-            "-t",
-            "ed25519",
-            "-N",
-            "",
-            "-f",
-            &root.join(key).display().to_string(),
-        ])?;
-    }
-    std::fs::copy(root.join("client_key.pub"), root.join("authorized_keys"))?;
-    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
-    std::fs::write(
-        root.join("sshd_config"),
-        berth_lab::sshd_config(&root, &ip, 22, &user),
-    )?;
-    std::fs::create_dir_all("/run/sshd")?;
-    let sshd = Command::new("ip")
-        .args(["netns", "exec", &ns])
-        .arg(berth_lab::sshd_binary())
-        .args(["-D", "-f"])
-        .arg(root.join("sshd_config"))
-        .arg("-E")
-        .arg(root.join("sshd.log"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()?;
-    let host = NsHost { ns, ip, root, sshd };
-    let start = Instant::now();
-    while std::net::TcpStream::connect((host.ip.as_str(), 22)).is_err() {
-        if start.elapsed() > Duration::from_secs(10) {
-            bail!("sshd in {} did not listen", host.ns);
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    Ok(host)
-}
 
 fn make_repo(repo: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(repo)?;
@@ -245,8 +135,8 @@ pub async fn run() -> anyhow::Result<()> {
         .and_then(|v| v.parse().ok())
         .unwrap_or(50);
     let dir = tempfile::tempdir()?;
-    let hosts: Vec<NsHost> = (0..4)
-        .map(|i| ns_host(i, dir.path()))
+    let hosts: Vec<Sshd> = (0..4)
+        .map(|_| Sshd::start_in_netns()?.context("not available"))
         .collect::<anyhow::Result<_>>()
         .context("failed to start the 4 namespaced sshds (root and `ip netns` needed)")?;
     let home = dir.path().join("home");
@@ -281,12 +171,10 @@ pub async fn run() -> anyhow::Result<()> {
             .post(
                 &format!("/api/companies/{company}/environments"),
                 json!({"name": format!("ns{i}"), "driver": "ssh", "config": {
-                    "host": h.ip, "port": 22,
-                    "username": std::env::var("USER").unwrap_or_else(|_| "root".into()),
-                    "remoteWorkspacePath": h.root.join("workspace"),
-                    "privateKey": std::fs::read_to_string(h.root.join("client_key"))?,
-                    "knownHosts": format!("{} {}", h.ip,
-                        std::fs::read_to_string(h.root.join("host_key.pub"))?.trim())}}),
+                    "host": h.host, "port": h.port, "username": h.username,
+                    "remoteWorkspacePath": h.workspace,
+                    "privateKey": h.client_private_key,
+                    "knownHosts": h.known_hosts}}),
             )
             .await?;
         let agent = api

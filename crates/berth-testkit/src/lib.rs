@@ -5,6 +5,7 @@
 //! fails the test; elsewhere tests may skip with a loud message via [`require`].
 
 pub mod model_api;
+pub mod netns;
 pub mod pg;
 pub mod sshd;
 

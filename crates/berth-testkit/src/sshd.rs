@@ -34,6 +34,8 @@ pub struct Sshd {
     pub known_hosts: String,
     /// An empty directory the tests may use as the remote workspace root.
     pub workspace: PathBuf,
+    /// The network namespace sshd runs in ([`Sshd::start_in_netns`]); `None` on loopback.
+    netns: Option<crate::netns::Netns>,
 }
 
 impl std::fmt::Debug for Sshd {
@@ -117,6 +119,25 @@ impl Sshd {
 
     /// Start a fixture; a missing sshd is an error.
     pub fn start() -> anyhow::Result<Sshd> {
+        Self::start_at(None)
+    }
+
+    /// Start a fixture on port 22 of its own network namespace (a second "host" whose link
+    /// [`Sshd::netns`] can cut), or `Ok(None)` when namespaces are unavailable outside CI.
+    pub fn start_in_netns() -> anyhow::Result<Option<Sshd>> {
+        if !Self::available()? || !crate::netns::Netns::available()? {
+            return Ok(None);
+        }
+        let ns = crate::netns::Netns::create()?;
+        Self::start_at(Some(ns)).map(Some)
+    }
+
+    /// The namespace sshd runs in, when started with [`Sshd::start_in_netns`].
+    pub fn netns(&self) -> Option<&crate::netns::Netns> {
+        self.netns.as_ref()
+    }
+
+    fn start_at(netns: Option<crate::netns::Netns>) -> anyhow::Result<Sshd> {
         let sshd_path = sshd_binary();
         if !sshd_path.exists() {
             bail!(
@@ -142,12 +163,18 @@ impl Sshd {
         let workspace = root.join("workspace");
         std::fs::create_dir(&workspace)?;
         let username = current_user()?;
-        let port = free_port()?;
-        let host = "127.0.0.1".to_owned();
+        let (host, port) = match &netns {
+            Some(ns) => (ns.ip.clone(), 22),
+            None => ("127.0.0.1".to_owned(), free_port()?),
+        };
         // The same configuration operators get from `berth lab`.
         let config = berth_lab::sshd_config(&root, &host, port, &username);
         std::fs::write(root.join("sshd_config"), config)?;
-        let known_hosts = format!("[{host}]:{port} {host_public_key}\n");
+        let known_hosts = if port == 22 {
+            format!("{host} {host_public_key}\n")
+        } else {
+            format!("[{host}]:{port} {host_public_key}\n")
+        };
         let mut me = Sshd {
             dir,
             child: None,
@@ -160,6 +187,7 @@ impl Sshd {
             host_public_key,
             known_hosts,
             workspace,
+            netns,
         };
         me.spawn()?;
         Ok(me)
@@ -177,7 +205,15 @@ impl Sshd {
             std::fs::create_dir_all("/run/sshd").context("failed to create /run/sshd")?;
         }
         let log = root.join("sshd.log");
-        let child = Command::new(&self.sshd_path)
+        let mut command = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(ns.exec_prefix()).arg(&self.sshd_path);
+                c
+            }
+            None => Command::new(&self.sshd_path),
+        };
+        let child = command
             .arg("-D")
             .arg("-f")
             .arg(root.join("sshd_config"))
