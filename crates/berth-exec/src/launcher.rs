@@ -25,8 +25,13 @@ use berth_core::Secret;
 
 /// Most bytes per stream fetched by one poll.
 const POLL_CAP: u64 = 4 * 1024 * 1024;
-/// Pause between polls that found nothing new (keeps latency ≤ 250 ms).
+/// Pause between polls that found nothing new: short while output is fresh (interactive
+/// latency), longer once the run has been quiet for a while, so fifty quiet runs on one host
+/// do not keep its CPU busy answering polls. Latency stays ≤ 250 ms plus one poll.
 const POLL_IDLE: Duration = Duration::from_millis(100);
+const POLL_IDLE_QUIET: Duration = Duration::from_millis(250);
+/// Empty polls after which a run counts as quiet.
+const POLL_QUIET_AFTER: u32 = 5;
 /// Consecutive failed polls tolerated (with backoff) before attach gives up. Few: a caller
 /// that streams for long (the engine) re-attaches on its own schedule and knows how long the
 /// environment may stay silent; this only bridges a dropped connection.
@@ -162,6 +167,42 @@ pub enum AttachEvent {
     Exited(RunOutcome),
 }
 
+/// When an environment last answered a poll (see [`Launcher::attach_watched`]). Cheap to
+/// clone; clones share the mark.
+#[derive(Debug, Clone)]
+pub struct Liveness {
+    origin: std::time::Instant,
+    /// Milliseconds after `origin` of the last answer.
+    last_ms: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Liveness {
+    /// Marked as answering now.
+    pub fn new() -> Self {
+        Self {
+            origin: std::time::Instant::now(),
+            last_ms: Arc::new(std::sync::atomic::AtomicU64::new(0)),
+        }
+    }
+
+    pub fn mark(&self) {
+        let ms = self.origin.elapsed().as_millis() as u64;
+        self.last_ms
+            .fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// When the environment last answered.
+    pub fn last(&self) -> std::time::Instant {
+        self.origin + Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+}
+
 /// Why Berth stops a run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StopReason {
@@ -242,7 +283,7 @@ const ALIVE_FN: &str = r#"alive() {
 /// yet): then no status will ever be written.
 const LAUNCHER_GONE_FN: &str = r#"launcher_gone() {
   [ -s "$d/pid" ] || return 1
-  p=$(cat "$d/pid")
+  read -r p < "$d/pid"
   if [ -d /proc/self ]; then
     if read -r l < "/proc/$p/stat" 2>/dev/null; then set -- ${l##*) }; [ "$1" = Z ]; return; fi
     return 0
@@ -466,21 +507,25 @@ cat "$d/pgid"
     }
 
     async fn poll(&self, run: &RemoteRun, from: Offsets) -> Result<PollResult, LauncherError> {
+        // Polls run often for every live run: builtins where they do (`read`), and one `wc`
+        // for both sizes, so an idle poll costs two forks on the host.
         let script = format!(
             r#"d={dir}
-[ -d "$d" ] || {{ echo "run directory is missing" >&2; exit 3; }}
-st=-; [ -f "$d/status" ] && st=$(cat "$d/status")
+cd "$d" 2>/dev/null || {{ echo "run directory is missing" >&2; exit 3; }}
+d=$PWD
+st=-; [ -f status ] && read -r st < status
 {gone_fn}
 if [ "$st" = - ] && launcher_gone; then
-  if [ -f "$d/status" ]; then st=$(cat "$d/status"); else st=lost; fi
+  if [ -f status ]; then read -r st < status; else st=lost; fi
 fi
-stop=-; [ -f "$d/stop" ] && stop=$(cat "$d/stop")
-so=$(wc -c < "$d/stdout"); se=$(wc -c < "$d/stderr")
+stop=-; [ -f stop ] && read -r stop < stop
+set -- $(wc -c stdout stderr)
+so=$1; se=$3
 no=$((so - {oo})); [ "$no" -gt {cap} ] && no={cap}; [ "$no" -lt 0 ] && no=0
 ne=$((se - {eo})); [ "$ne" -gt {cap} ] && ne={cap}; [ "$ne" -lt 0 ] && ne=0
 printf 'BERTH %s %s %s %s\n' "$st" "$stop" "$no" "$ne"
-if [ "$no" -gt 0 ]; then tail -c +{oo1} "$d/stdout" | head -c "$no"; fi
-if [ "$ne" -gt 0 ]; then tail -c +{eo1} "$d/stderr" | head -c "$ne"; fi
+if [ "$no" -gt 0 ]; then tail -c +{oo1} stdout | head -c "$no"; fi
+if [ "$ne" -gt 0 ]; then tail -c +{eo1} stderr | head -c "$ne"; fi
 "#,
             dir = quote(&run.dir),
             gone_fn = LAUNCHER_GONE_FN,
@@ -547,12 +592,38 @@ if [ "$ne" -gt 0 ]; then tail -c +{eo1} "$d/stderr" | head -c "$ne"; fi
         run: &RemoteRun,
         from: Offsets,
     ) -> impl Stream<Item = Result<AttachEvent, LauncherError>> + Send + 'static {
+        self.attach_inner(run, from, POLL_RETRIES, None)
+    }
+
+    /// [`attach`](Self::attach) for a caller with its own re-attach schedule: the first failed
+    /// poll ends the stream with its error, and every poll that got an answer marks `alive`,
+    /// so the caller can time how long the environment stays unreachable — also while the
+    /// agent prints nothing.
+    pub fn attach_watched(
+        &self,
+        run: &RemoteRun,
+        from: Offsets,
+        alive: &Liveness,
+    ) -> impl Stream<Item = Result<AttachEvent, LauncherError>> + Send + 'static {
+        self.attach_inner(run, from, 0, Some(alive.clone()))
+    }
+
+    fn attach_inner(
+        &self,
+        run: &RemoteRun,
+        from: Offsets,
+        retries: u32,
+        alive: Option<Liveness>,
+    ) -> impl Stream<Item = Result<AttachEvent, LauncherError>> + Send + 'static {
         struct State {
             launcher: Launcher,
             run: RemoteRun,
             offsets: Offsets,
             pending: VecDeque<AttachEvent>,
             done: bool,
+            /// Consecutive polls that found nothing.
+            empty: u32,
+            alive: Option<Liveness>,
         }
         let state = State {
             launcher: self.clone(),
@@ -560,8 +631,10 @@ if [ "$ne" -gt 0 ]; then tail -c +{eo1} "$d/stderr" | head -c "$ne"; fi
             offsets: from,
             pending: VecDeque::new(),
             done: false,
+            empty: 0,
+            alive,
         };
-        futures::stream::unfold(state, |mut s| async move {
+        futures::stream::unfold(state, move |mut s| async move {
             loop {
                 if let Some(ev) = s.pending.pop_front() {
                     return Some((Ok(ev), s));
@@ -572,10 +645,15 @@ if [ "$ne" -gt 0 ]; then tail -c +{eo1} "$d/stderr" | head -c "$ne"; fi
                 let mut failures = 0;
                 let polled = loop {
                     match s.launcher.poll(&s.run, s.offsets).await {
-                        Ok(p) => break p,
+                        Ok(p) => {
+                            if let Some(alive) = &s.alive {
+                                alive.mark();
+                            }
+                            break p;
+                        }
                         Err(e) => {
                             failures += 1;
-                            if failures > POLL_RETRIES {
+                            if failures > retries {
                                 s.done = true;
                                 return Some((Err(e), s));
                             }
@@ -612,8 +690,16 @@ if [ "$ne" -gt 0 ]; then tail -c +{eo1} "$d/stderr" | head -c "$ne"; fi
                         s.pending.push_back(AttachEvent::Exited(outcome));
                         s.done = true;
                     }
-                    _ if got_data => {}
-                    _ => tokio::time::sleep(POLL_IDLE).await,
+                    _ if got_data => s.empty = 0,
+                    _ => {
+                        s.empty = s.empty.saturating_add(1);
+                        let pause = if s.empty > POLL_QUIET_AFTER {
+                            POLL_IDLE_QUIET
+                        } else {
+                            POLL_IDLE
+                        };
+                        tokio::time::sleep(pause).await;
+                    }
                 }
             }
         })

@@ -499,6 +499,30 @@ async fn an_environment_unreachable_past_the_ttl_fails_the_run_and_is_cleaned_wh
     let Some(mut sshd) = Sshd::start_unless_unavailable().unwrap() else {
         return;
     };
+    unreachable_past_the_ttl(&mut sshd, Sshd::stop, |s| s.restart().unwrap()).await;
+}
+
+/// The same with a silent fault: the host's network link is cut (packets dropped, no reset),
+/// so nothing fails by itself until keepalives notice; after the link heals the agent is
+/// stopped and cleanup succeeds.
+#[tokio::test]
+async fn a_silently_cut_link_past_the_ttl_is_noticed_and_cleaned_after_it_heals() {
+    let Some(mut sshd) = Sshd::start_in_netns().unwrap() else {
+        return;
+    };
+    unreachable_past_the_ttl(
+        &mut sshd,
+        |s| s.netns().unwrap().cut().unwrap(),
+        |s| s.netns().unwrap().heal().unwrap(),
+    )
+    .await;
+}
+
+async fn unreachable_past_the_ttl(
+    sshd: &mut Sshd,
+    go_away: impl FnOnce(&mut Sshd),
+    come_back: impl FnOnce(&mut Sshd),
+) {
     let s = TestServer::start_full(
         |c| c.lease_ttl_secs = Some(3),
         berth_server::LaunchOptions {
@@ -508,8 +532,8 @@ async fn an_environment_unreachable_past_the_ttl_fails_the_run_and_is_cleaned_wh
     )
     .await;
     let c = s.default_company().await;
-    let eid = s.lab_environment(&c, "flaky", &sshd).await;
-    let marker = format!("berth-unreachable-{}", std::process::id());
+    let eid = s.lab_environment(&c, "flaky", sshd).await;
+    let marker = format!("berth-unreachable-{}", uuid::Uuid::new_v4().simple());
     let agent = s
         .post(
             &format!("/api/companies/{c}/agents"),
@@ -539,7 +563,7 @@ async fn an_environment_unreachable_past_the_ttl_fails_the_run_and_is_cleaned_wh
         assert!(Instant::now() < deadline, "the agent never started");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    sshd.stop();
+    go_away(sshd);
     let done = wait_run(&s, &id).await;
     assert_eq!(done["status"], "failed", "{done}");
     assert_eq!(done["errorCode"], "lease_lost", "{done}");
@@ -554,7 +578,7 @@ async fn an_environment_unreachable_past_the_ttl_fails_the_run_and_is_cleaned_wh
     let lease = s.get(&lease_url).await;
     assert_ne!(lease.body["cleanupStatus"], "success", "{}", lease.text);
 
-    sshd.restart().unwrap();
+    come_back(sshd);
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let lease = s.get(&lease_url).await;

@@ -164,7 +164,10 @@ impl Orchestrator {
         // than the lease TTL ends the run (`lease_lost`), its agent left to the lease cleanup.
         let mut unreachable_since: Option<std::time::Instant> = None;
         let reach_budget = Duration::from_secs(self.lease_ttl_secs.max(3) as u64);
-        let mut stream = Box::pin(launcher.attach(remote, offsets));
+        // Every failed poll comes back at once (this loop re-attaches on its own schedule), so
+        // the time the environment stays unreachable is measured from the first failure.
+        let alive = berth_exec::launcher::Liveness::new();
+        let mut stream = Box::pin(launcher.attach_watched(remote, offsets, &alive));
         let outcome = loop {
             let mut trigger: Option<Stopped> = None;
             tokio::select! {
@@ -214,6 +217,12 @@ impl Orchestrator {
                     Some(Err(e)) => {
                         // A dropped connection: re-attach from the offsets already recorded, so
                         // no byte is lost or duplicated.
+                        // An answer since the last failure (a quiet agent yields no output)
+                        // starts a new count.
+                        if unreachable_since.is_some_and(|since| alive.last() > since) {
+                            unreachable_since = None;
+                            reattaches = 0;
+                        }
                         reattaches += 1;
                         let since = *unreachable_since.get_or_insert_with(std::time::Instant::now);
                         if since.elapsed() >= reach_budget {
@@ -230,9 +239,13 @@ impl Orchestrator {
                             }
                             break berth_exec::launcher::RunOutcome::default();
                         }
-                        log.step("reattach", format!("Output stream interrupted ({e}); re-attaching."), json!({"offsets": {"stdout": offsets.stdout, "stderr": offsets.stderr}})).await;
+                        if reattaches == 1 {
+                            log.step("reattach", format!("Output stream interrupted ({e}); re-attaching."), json!({"offsets": {"stdout": offsets.stdout, "stderr": offsets.stderr}})).await;
+                        } else {
+                            tracing::warn!(run = %remote.run_id, attempt = reattaches, error = %e, "re-attach failed; retrying");
+                        }
                         tokio::time::sleep(Duration::from_millis(250 * u64::from(reattaches.min(8)))).await;
-                        stream = Box::pin(launcher.attach(remote, offsets));
+                        stream = Box::pin(launcher.attach_watched(remote, offsets, &alive));
                     }
                     None => return Err(RunError::new(ErrorCode::AgentFailed, "the agent's output stream ended without an exit status")),
                 },
@@ -303,7 +316,14 @@ impl Orchestrator {
                     detail: e.to_string(),
                 })
             });
-            if let Err(e) = confirm_stopped(launcher, remote, first, log).await {
+            // After the environment stayed unreachable past the lease TTL one try is enough:
+            // the lease's cleanup keeps trying until the host answers.
+            let confirmed = if lost_stream.is_some() {
+                first.map(|_| ())
+            } else {
+                confirm_stopped(launcher, remote, first, log).await
+            };
+            if let Err(e) = confirmed {
                 survivors = Some(e.to_string());
             }
         }

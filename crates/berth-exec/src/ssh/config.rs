@@ -95,6 +95,8 @@ pub struct SshTimeouts {
     /// TCP connect plus handshake.
     pub connect: Duration,
     pub auth: Duration,
+    /// A keepalive goes out after this long without traffic; a connection that misses three in
+    /// a row is closed, so a silently cut link is noticed within about four intervals.
     pub keepalive_interval: Duration,
     /// Close a pooled connection after this long without channels.
     pub idle: Duration,
@@ -107,7 +109,7 @@ impl Default for SshTimeouts {
         Self {
             connect: Duration::from_secs(10),
             auth: Duration::from_secs(10),
-            keepalive_interval: Duration::from_secs(15),
+            keepalive_interval: Duration::from_secs(5),
             idle: Duration::from_secs(60),
             channel_open: Duration::from_secs(60),
         }
