@@ -281,10 +281,22 @@ pub trait Store: Send + Sync + 'static {
         ttl_secs: i64,
         limit: u32,
     ) -> Result<Vec<(Run, Lease)>>;
+    /// Say that the instance `id` (a worker's claimer) is alive; forgets instances silent for
+    /// a day.
+    async fn heartbeat_instance(&self, id: &str) -> Result<()>;
+    /// Claim (`claimed_by = claimer`) the `running` runs of instances whose last heartbeat is
+    /// older than `silent_before` and that never launched their agent: phase unset, `select`,
+    /// `lease` or `realize`, and no remote session recorded. The caller queues them again.
+    async fn claim_runs_of_silent_instances(
+        &self,
+        claimer: &str,
+        silent_before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<Run>>;
     /// Record the phase a `running` run has reached (see `Run::phase`).
     async fn set_run_phase(&self, id: RunId, phase: &str) -> Result<()>;
     /// Put a `running` run claimed by `claimer` back in the queue (it never launched its
-    /// agent: running it again from the start loses nothing); `false` if it is not so.
+    /// agent: running it again from the start loses nothing) — or end it `cancelled` when a
+    /// cancel was asked for meanwhile; `false` if it is not so.
     async fn requeue_run(&self, id: RunId, claimer: &str) -> Result<bool>;
     /// Record where a run's agent runs on its environment (opaque JSON written by the engine
     /// at launch; never a secret), replacing what was recorded before.

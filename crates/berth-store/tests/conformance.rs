@@ -87,6 +87,7 @@ conformance!(
     host_execution_is_granted_to_the_first_company_only,
     remote_sessions_are_saved_replaced_and_runs_reclaimed_after_a_restart,
     one_instance_at_a_time_holds_the_reaper_lock,
+    pre_launch_runs_of_a_silent_instance_are_claimed_back,
     the_latest_saved_session_is_the_agents_newest_on_the_same_workspace,
     two_instances_of_32_acquirers_never_double_grant_or_exceed_capacity,
     second_local_environment_is_a_conflict,
@@ -2414,6 +2415,71 @@ async fn remote_sessions_are_saved_replaced_and_runs_reclaimed_after_a_restart(f
         fx.store.get_run(queued.id).await.unwrap().unwrap().status,
         RunStatus::Queued
     );
+}
+
+async fn pre_launch_runs_of_a_silent_instance_are_claimed_back(fx: &Fx) {
+    let c = company(&*fx.store).await;
+    let a = agent(&*fx.store, c.id).await;
+    let dead = format!("dead-{}", uuid::Uuid::now_v7());
+    let alive = format!("alive-{}", uuid::Uuid::now_v7());
+    let me = format!("me-{}", uuid::Uuid::now_v7());
+    fx.store.heartbeat_instance(&dead).await.unwrap();
+    // Four runs of the instance that falls silent: waiting for a lease, launching, streaming
+    // (session recorded) and cancel-requested while syncing; one of a live instance.
+    let mut claimed = Vec::new();
+    for phase in ["lease", "launch", "stream", "realize"] {
+        new_run(&*fx.store, c.id, a.id).await;
+        let r = fx.store.claim_next_run(&dead).await.unwrap().unwrap();
+        fx.store.set_run_phase(r.id, phase).await.unwrap();
+        claimed.push(r.id);
+    }
+    fx.store
+        .save_remote_session(claimed[2], None, serde_json::json!({"pgid": 7}))
+        .await
+        .unwrap();
+    assert!(fx.store.request_run_cancel(claimed[3]).await.unwrap());
+    new_run(&*fx.store, c.id, a.id).await;
+    let other = fx.store.claim_next_run(&alive).await.unwrap().unwrap();
+    fx.store.set_run_phase(other.id, "lease").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let cut = chrono::Utc::now();
+    fx.store.heartbeat_instance(&alive).await.unwrap();
+
+    // Nobody is silent yet as of a moment before the heartbeats.
+    let early = fx
+        .store
+        .claim_runs_of_silent_instances(&me, cut - chrono::TimeDelta::seconds(60))
+        .await
+        .unwrap();
+    assert!(early.is_empty(), "{early:?}");
+    let mut taken: Vec<RunId> = fx
+        .store
+        .claim_runs_of_silent_instances(&me, cut)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.id)
+        .collect();
+    taken.sort();
+    let mut expected = vec![claimed[0], claimed[3]];
+    expected.sort();
+    assert_eq!(taken, expected, "only the runs that never launched");
+    assert!(
+        fx.store
+            .claim_runs_of_silent_instances(&me, cut)
+            .await
+            .unwrap()
+            .is_empty(),
+        "claimed once"
+    );
+    assert!(fx.store.requeue_run(claimed[0], &me).await.unwrap());
+    assert!(fx.store.requeue_run(claimed[3], &me).await.unwrap());
+    let requeued = fx.store.get_run(claimed[0]).await.unwrap().unwrap();
+    assert_eq!(requeued.status, RunStatus::Queued);
+    assert_eq!(requeued.claimed_by, None);
+    let cancelled = fx.store.get_run(claimed[3]).await.unwrap().unwrap();
+    assert_eq!(cancelled.status, RunStatus::Cancelled, "the cancel wins");
+    assert!(cancelled.finished_at.is_some());
 }
 
 async fn one_instance_at_a_time_holds_the_reaper_lock(fx: &Fx) {

@@ -65,6 +65,10 @@ pub const ENV_VARS: &[(&str, &str)] = &[
         "BERTH_MASTER_KEY",
         "64 hex chars; the secrets master key (never read from berth.toml)",
     ),
+    (
+        "BERTH_LEASE_TTL",
+        "seconds a lease lives without renewal (default 600; berth.toml leaseTtlSecs; at least 3)",
+    ),
     ("BERTH_LOG_FORMAT", "`human` (default) or `json`"),
     (
         "BERTH_LOG",
@@ -120,6 +124,7 @@ struct FileConfig {
     log_format: Option<LogFormat>,
     timeout_secs: Option<u64>,
     token_file: Option<PathBuf>,
+    lease_ttl_secs: Option<i64>,
     /// Only here to be refused with a clear message (see the module docs).
     master_key: Option<toml::Value>,
 }
@@ -238,6 +243,8 @@ pub struct Settings {
     pub master_key: Option<Secret<String>>,
     pub log_format: LogFormat,
     pub timeout_secs: u64,
+    /// Lease TTL for `berth serve` (`leaseTtlSecs`); `None` keeps the server's default.
+    pub lease_ttl_secs: Option<i64>,
     pub warnings: Vec<ConfigWarning>,
 }
 
@@ -252,7 +259,7 @@ impl Settings {
             allowed_hosts: self.allowed_hosts.clone(),
             allowed_origins: self.allowed_origins.clone(),
             runs_root: self.runs_root.clone(),
-            ..ServerConfig::default()
+            lease_ttl_secs: self.lease_ttl_secs,
         }
     }
 }
@@ -356,6 +363,25 @@ pub fn load_with(
         (None, None) => file.timeout_secs.unwrap_or(30),
     };
 
+    let lease_ttl_secs = match env("BERTH_LEASE_TTL") {
+        Some(text) => Some(
+            text.trim()
+                .parse::<i64>()
+                .ok()
+                .filter(|s| (3..=86_400 * 30).contains(s))
+                .with_context(|| {
+                    format!("invalid BERTH_LEASE_TTL {text:?}: expected seconds from 3 to 2592000")
+                })?,
+        ),
+        None => match file.lease_ttl_secs {
+            Some(s) if !(3..=86_400 * 30).contains(&s) => bail!(
+                "invalid leaseTtlSecs {s} in {}: expected seconds from 3 to 2592000",
+                config_file.display()
+            ),
+            other => other,
+        },
+    };
+
     Ok(Settings {
         home,
         config_file,
@@ -376,6 +402,7 @@ pub fn load_with(
         master_key: env("BERTH_MASTER_KEY").map(Secret::new),
         log_format,
         timeout_secs,
+        lease_ttl_secs,
         warnings,
     })
 }

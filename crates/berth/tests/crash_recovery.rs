@@ -3,6 +3,9 @@
 //! agent still running, streams the rest of its output exactly once, restores the workspace
 //! and releases the lease.
 //!
+//! On PostgreSQL, a second instance takes the runs of one killed with SIGKILL once their leases
+//! expire.
+//!
 //! Knob: `BERTH_CRASH_RUNS` (default 10) runs per scenario.
 
 #![expect(
@@ -19,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use berth_testkit::sshd::Sshd;
 use serde_json::{Value, json};
-use support::spawn_serve;
+use support::{spawn_serve, spawn_serve_with};
 
 /// Lines each agent prints, one every 0.2 s.
 const LINES: u32 = 50;
@@ -238,6 +241,70 @@ async fn wait_mid_run(progress: &Path, runs: &[String]) {
     );
 }
 
+/// Two runs on an environment with one slot: returns (the one printing, the one waiting for
+/// the lease).
+async fn one_printing_one_waiting(
+    api: &Api,
+    c: &str,
+    env: &str,
+    progress: &Path,
+) -> (String, String) {
+    let mut runs = Vec::new();
+    for _ in 0..2 {
+        let agent = printing_agent(api, c, Some(env), progress).await;
+        let run = api
+            .post(
+                &format!("/api/companies/{c}/runs"),
+                json!({"agentId": agent, "prompt": "print"}),
+            )
+            .await;
+        runs.push(run["id"].as_str().unwrap().to_string());
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let a = api.get(&format!("/api/runs/{}", runs[0])).await;
+        let b = api.get(&format!("/api/runs/{}", runs[1])).await;
+        let printing = |r: &str| progress_of(progress, r) >= 2;
+        if printing(&runs[0]) && b["phase"] == "lease" {
+            return (runs[0].clone(), runs[1].clone());
+        }
+        if printing(&runs[1]) && a["phase"] == "lease" {
+            return (runs[1].clone(), runs[0].clone());
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never one printing, one waiting: {a} {b}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The run was queued again after the stop and then ran once, from the start, to the end.
+async fn assert_requeued_and_ran_once(api: &Api, run: &str) {
+    let r = wait_terminal(api, run).await;
+    assert_eq!(r["status"], "succeeded", "{r}");
+    let events = api.events(run).await;
+    assert!(
+        events
+            .iter()
+            .any(|(k, p)| k == "lifecycle" && p["payload"]["step"] == "requeued"),
+        "the waiting run was queued again"
+    );
+    let stdout: String = events
+        .iter()
+        .filter(|(k, _)| k == "stdout")
+        .map(|(_, p)| p["payload"]["text"].as_str().unwrap_or_default())
+        .collect();
+    let mut expected: String = (1..=LINES)
+        .map(|i| format!("line {i} of {run}\n"))
+        .collect();
+    expected.push_str("api running\n");
+    assert_eq!(
+        stdout, expected,
+        "the requeued run ran once, from the start"
+    );
+}
+
 async fn no_active_leases(api: &Api, env: &str) {
     let leases = api.get(&format!("/api/environments/{env}/leases")).await;
     let active: Vec<&Value> = leases
@@ -388,8 +455,52 @@ async fn a_run_killed_before_its_launch_is_queued_again_and_runs() {
         company: c,
     } = Served::start().await;
     let env = api.ssh_environment(&c, "one-slot", 1, &sshd).await;
+    let (running, waiting) = one_printing_one_waiting(&api, &c, &env, &progress).await;
+    kill(&mut first, "-KILL");
+    first.wait().unwrap();
+
+    let (mut second, url) = spawn_serve(&home);
+    let api = Api::new(&url);
+    let r = wait_terminal(&api, &running).await;
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_byte_exact(&api, &running, "api running\n").await;
+    assert_requeued_and_ran_once(&api, &waiting).await;
+    no_active_leases(&api, &env).await;
+    let _ = second.kill();
+    let _ = second.wait();
+}
+
+/// Two `berth serve` instances on one PostgreSQL database; the one executing the runs is
+/// killed with SIGKILL mid-run. Once its leases expire the other adopts every run, re-attaches,
+/// and finishes each byte-exact — the agents' API callbacks reaching the new instance — with
+/// no lease left active. A run the dead instance had not launched (waiting for the only slot
+/// of its environment) is queued again once the instance falls silent, and runs once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_runs_of_a_sigkilled_instance_are_finished_by_another() {
+    let Some(db) = berth_testkit::pg::TestDatabase::create_or_skip()
+        .await
+        .unwrap()
+    else {
+        return;
+    };
+    let Some(sshd) = Sshd::start_unless_unavailable().unwrap() else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let progress = dir.path().join("progress");
+    std::fs::create_dir(&progress).unwrap();
+    let key = "9f8e7d6c5b4a39281706f5e4d3c2b1a09f8e7d6c5b4a39281706f5e4d3c2b1a0";
+    let vars = [
+        ("BERTH_DATABASE_URL", db.url()),
+        ("BERTH_MASTER_KEY", key),
+        ("BERTH_LEASE_TTL", "3"),
+    ];
+    let (mut first, url) = spawn_serve_with(&dir.path().join("a"), &vars);
+    let api = Api::new(&url);
+    let c = api.company().await;
+    let env = api.ssh_environment(&c, "lab", 64, &sshd).await;
     let mut runs = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..runs_per_scenario().min(5) {
         let agent = printing_agent(&api, &c, Some(&env), &progress).await;
         let run = api
             .post(
@@ -399,55 +510,36 @@ async fn a_run_killed_before_its_launch_is_queued_again_and_runs() {
             .await;
         runs.push(run["id"].as_str().unwrap().to_string());
     }
-    // One holds the slot and prints; the other waits for the lease.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let (running, waiting) = loop {
-        let a = api.get(&format!("/api/runs/{}", runs[0])).await;
-        let b = api.get(&format!("/api/runs/{}", runs[1])).await;
-        let printing = |r: &str| progress_of(&progress, r) >= 2;
-        if printing(&runs[0]) && b["phase"] == "lease" {
-            break (runs[0].clone(), runs[1].clone());
+    let one_slot = api.ssh_environment(&c, "one-slot", 1, &sshd).await;
+    let (running, waiting) = one_printing_one_waiting(&api, &c, &one_slot, &progress).await;
+    runs.push(running);
+    wait_mid_run(&progress, &runs).await;
+    // Started only now, so the first instance claimed every run.
+    let (mut second, url) = spawn_serve_with(&dir.path().join("b"), &vars);
+    let claimed: Vec<Value> = {
+        let mut v = Vec::new();
+        for run in &runs {
+            v.push(api.get(&format!("/api/runs/{run}")).await["claimedBy"].clone());
         }
-        if printing(&runs[1]) && a["phase"] == "lease" {
-            break (runs[1].clone(), runs[0].clone());
-        }
-        assert!(
-            Instant::now() < deadline,
-            "never one printing, one waiting: {a} {b}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        v
     };
     kill(&mut first, "-KILL");
     first.wait().unwrap();
 
-    let (mut second, url) = spawn_serve(&home);
     let api = Api::new(&url);
-    let r = wait_terminal(&api, &running).await;
-    assert_eq!(r["status"], "succeeded", "{r}");
-    assert_byte_exact(&api, &running, "api running\n").await;
-    let r = wait_terminal(&api, &waiting).await;
-    assert_eq!(r["status"], "succeeded", "{r}");
-    let events = api.events(&waiting).await;
-    assert!(
-        events
-            .iter()
-            .any(|(k, p)| k == "lifecycle" && p["payload"]["step"] == "requeued"),
-        "the waiting run was queued again"
-    );
-    let stdout: String = events
-        .iter()
-        .filter(|(k, _)| k == "stdout")
-        .map(|(_, p)| p["payload"]["text"].as_str().unwrap_or_default())
-        .collect();
-    let mut expected: String = (1..=LINES)
-        .map(|i| format!("line {i} of {waiting}\n"))
-        .collect();
-    expected.push_str("api running\n");
-    assert_eq!(
-        stdout, expected,
-        "the requeued run ran once, from the start"
-    );
+    for (run, first_claimer) in runs.iter().zip(&claimed) {
+        let r = wait_terminal(&api, run).await;
+        assert_eq!(r["status"], "succeeded", "{r}");
+        assert_ne!(
+            &r["claimedBy"], first_claimer,
+            "adopted by the other instance: {r}"
+        );
+        assert_byte_exact(&api, run, "api running\n").await;
+    }
+    assert_requeued_and_ran_once(&api, &waiting).await;
     no_active_leases(&api, &env).await;
+    no_active_leases(&api, &one_slot).await;
     let _ = second.kill();
     let _ = second.wait();
+    db.cleanup().await.unwrap();
 }

@@ -66,8 +66,8 @@ impl Worker {
     /// a process that is gone (killed, crashed, or stopped gracefully and detached). Its agent
     /// may still be running on its environment: this process takes the run over and
     /// re-attaches (see [`Orchestrator::reattach`]), which fails it with `lease_lost` when its
-    /// lease expired meanwhile. (PostgreSQL instances share runs; there the lease's expiry is
-    /// the only signal and such runs fail — re-attach across instances is not implemented.)
+    /// lease expired meanwhile. (PostgreSQL instances share runs: there another instance
+    /// adopts or requeues them; see [`Self::adopt_orphaned_runs`] and `spawn_heartbeat`.)
     async fn take_over_runs_of_a_previous_process(self: &Arc<Self>) {
         let store = &self.orchestrator.store;
         if store.backend() != berth_store::Backend::Sqlite {
@@ -161,14 +161,30 @@ impl Worker {
         }
         match store.requeue_run(run.id, &self.claimer).await {
             Ok(true) => {
-                tracing::info!(run_id = %run.id, phase = ?run.phase, "requeued a run the previous process never launched");
+                let phase = run.phase.as_deref().unwrap_or("claimed");
+                let cancelled = matches!(store.get_run(run.id).await,
+                    Ok(Some(r)) if r.status == berth_core::RunStatus::Cancelled);
+                let (step, message) = if cancelled {
+                    (
+                        "cancelled",
+                        format!(
+                            "The control plane executing the run stopped before the agent was launched (phase {phase}); it was cancelled meanwhile, so it does not start again."
+                        ),
+                    )
+                } else {
+                    (
+                        "requeued",
+                        format!(
+                            "The control plane executing the run stopped before the agent was launched (phase {phase}); the run starts again."
+                        ),
+                    )
+                };
+                tracing::info!(run_id = %run.id, phase, step, "picked up a run that never launched its agent");
                 let _ = store
                     .append_run_event(
                         run.id,
                         "lifecycle",
-                        serde_json::json!({"step": "requeued", "message": format!(
-                            "The control plane stopped before the agent was launched (phase {}); the run starts again.",
-                            run.phase.as_deref().unwrap_or("claimed"))}),
+                        serde_json::json!({"step": step, "message": message}),
                     )
                     .await;
             }
@@ -230,10 +246,55 @@ impl Worker {
         }
     }
 
+    /// PostgreSQL: say this instance is alive (until its last run left at shutdown), and
+    /// queue again the runs of instances silent for longer than the lease TTL that never
+    /// launched their agent (those that did are adopted once their lease expires; see
+    /// [`Self::adopt_orphaned_runs`]). A run waiting for a lease holds none that could expire.
+    fn spawn_heartbeat(self: &Arc<Self>) {
+        if self.orchestrator.store.backend() == berth_store::Backend::Sqlite {
+            return;
+        }
+        let ttl = self.orchestrator.lease_ttl_secs.max(3);
+        let every = Duration::from_secs((ttl as u64 / 3).clamp(1, 20));
+        let me = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let idle = me.running.lock().map(|m| m.is_empty()).unwrap_or(true);
+                if me.stopping.is_cancelled() && idle {
+                    return;
+                }
+                let store = &me.orchestrator.store;
+                if let Err(e) = store.heartbeat_instance(&me.claimer).await {
+                    tracing::warn!(error = %e, "cannot record this instance's heartbeat");
+                }
+                if !me.stopping.is_cancelled() {
+                    let silent_before = chrono::Utc::now() - chrono::TimeDelta::seconds(ttl);
+                    match store
+                        .claim_runs_of_silent_instances(&me.claimer, silent_before)
+                        .await
+                    {
+                        Ok(runs) => {
+                            for run in runs {
+                                tracing::info!(run_id = %run.id, from = ?run.claimed_by,
+                                    "requeueing a run whose instance fell silent before launching it");
+                                me.requeue(run).await;
+                            }
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot look for runs of silent instances")
+                        }
+                    }
+                }
+                tokio::time::sleep(every).await;
+            }
+        });
+    }
+
     /// Claim and execute runs until aborted. Polls every second too, so runs queued by another
     /// instance (PostgreSQL) are picked up.
     pub fn spawn(self: Arc<Self>) -> JoinHandle<()> {
         tokio::spawn(async move {
+            self.spawn_heartbeat();
             self.take_over_runs_of_a_previous_process().await;
             loop {
                 loop {

@@ -2327,6 +2327,43 @@ impl Store for This {
         Ok(adopted)
     }
 
+    async fn heartbeat_instance(&self, id: &str) -> Result<()> {
+        let now = now();
+        sqlx::query(
+            "INSERT INTO instances (id, started_at, heartbeat_at) VALUES ($1, $2, $2) \
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = excluded.heartbeat_at",
+        )
+        .bind(id)
+        .bind(b::ts(now))
+        .execute(self.writer())
+        .await?;
+        sqlx::query("DELETE FROM instances WHERE heartbeat_at < $1")
+            .bind(b::ts(now - TimeDelta::days(1)))
+            .execute(self.writer())
+            .await?;
+        Ok(())
+    }
+
+    async fn claim_runs_of_silent_instances(
+        &self,
+        claimer: &str,
+        silent_before: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Vec<Run>> {
+        let r = sqlx::query(
+            "UPDATE runs SET claimed_by = $1 WHERE status = 'running' \
+             AND claimed_by IN (SELECT id FROM instances WHERE heartbeat_at < $2 AND id <> $1) \
+             AND (phase IS NULL OR phase IN ('select', 'lease', 'realize')) \
+             AND NOT EXISTS (SELECT 1 FROM remote_sessions s \
+                 WHERE s.run_id = runs.id AND s.session IS NOT NULL) \
+             RETURNING *",
+        )
+        .bind(claimer)
+        .bind(b::ts(silent_before))
+        .fetch_all(self.writer())
+        .await?;
+        rows(r, run)
+    }
+
     async fn set_run_phase(&self, id: RunId, phase: &str) -> Result<()> {
         sqlx::query("UPDATE runs SET phase = $2 WHERE id = $1 AND status = 'running'")
             .bind(b::id(id.0))
@@ -2338,12 +2375,15 @@ impl Store for This {
 
     async fn requeue_run(&self, id: RunId, claimer: &str) -> Result<bool> {
         let done = sqlx::query(
-            "UPDATE runs SET status = 'queued', claimed_by = NULL, started_at = NULL, \
-             lease_id = NULL, phase = NULL WHERE id = $1 AND status = 'running' \
-             AND claimed_by = $2",
+            "UPDATE runs SET \
+             status = CASE WHEN cancel_requested_at IS NULL THEN 'queued' ELSE 'cancelled' END, \
+             finished_at = CASE WHEN cancel_requested_at IS NULL THEN NULL ELSE $3 END, \
+             claimed_by = NULL, started_at = NULL, lease_id = NULL, phase = NULL \
+             WHERE id = $1 AND status = 'running' AND claimed_by = $2",
         )
         .bind(b::id(id.0))
         .bind(claimer)
+        .bind(b::ts(now()))
         .execute(self.writer())
         .await?;
         Ok(done.rows_affected() > 0)

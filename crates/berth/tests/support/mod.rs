@@ -256,10 +256,20 @@ pub fn key_lines(path: &Path) -> Vec<String> {
 /// `berth serve` on a random loopback port with `home` as `BERTH_HOME`; returns the process
 /// and the URL it logged.
 pub fn spawn_serve(home: &std::path::Path) -> (std::process::Child, String) {
+    spawn_serve_with(home, &[])
+}
+
+/// [`spawn_serve`] with extra environment variables (a PostgreSQL URL, a master key, a TTL).
+pub fn spawn_serve_with(
+    home: &std::path::Path,
+    vars: &[(&str, &str)],
+) -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_berth"))
         .args(["serve", "--bind", "127.0.0.1:0", "--log-format", "json"])
         .env("BERTH_HOME", home)
         .env_remove("BERTH_DATABASE_URL")
+        .env_remove("BERTH_LEASE_TTL")
+        .envs(vars.iter().copied())
         .env_remove("BERTH_BIND")
         .env_remove("RUST_LOG")
         .env_remove("BERTH_LOG")
