@@ -464,6 +464,26 @@ async fn an_operator_manages_an_ssh_environment_and_watches_a_run_in_a_real_brow
         "{list}"
     );
 
+    // Edit: an invalid port is named next to its field; the stored key stays when the key
+    // field is left empty.
+    b.goto(&env_url).await.unwrap();
+    b.click("a[href$='/edit']").await.unwrap();
+    b.fill("#f-port", "70000").await.unwrap();
+    b.click("main form button[type=submit]").await.unwrap();
+    b.wait_text("#e-port", "between 1 and 65535", t)
+        .await
+        .unwrap();
+    let key_ref =
+        s.get(&format!("/api/environments/{eid}")).await.body["config"]["privateKeySecretRef"]
+            .clone();
+    b.fill("#f-port", &sshd.port.to_string()).await.unwrap();
+    b.fill("#f-description", "the lab sshd").await.unwrap();
+    b.click("main form button[type=submit]").await.unwrap();
+    b.wait_text("main", "Saved.", t).await.unwrap();
+    let stored = s.get(&format!("/api/environments/{eid}")).await.body;
+    assert_eq!(stored["description"], "the lab sshd");
+    assert_eq!(stored["config"]["privateKeySecretRef"], key_ref);
+
     // Pick the environment as the agent's default, start a run and watch it live.
     b.goto(&format!("{base}/agents")).await.unwrap();
     b.click(&format!("#env-{agent} option[value='{eid}']"))
@@ -502,7 +522,14 @@ async fn an_operator_manages_an_ssh_environment_and_watches_a_run_in_a_real_brow
         "the output arrived live, without a reload"
     );
 
+    // Deleting the environment under a running run is refused, with the reason.
+    b.goto(&env_url).await.unwrap();
+    b.click("form[action$='/delete'] button").await.unwrap();
+    b.wait_text(".errors", "active leases", t).await.unwrap();
+    assert_eq!(s.get(&format!("/api/environments/{eid}")).await.status, 200);
+
     // Cancel it.
+    b.goto(&run_url).await.unwrap();
     b.click("#cancel button").await.unwrap();
     b.wait_text("#run-status", "cancelled", Duration::from_secs(40))
         .await
@@ -534,6 +561,15 @@ async fn an_operator_manages_an_ssh_environment_and_watches_a_run_in_a_real_brow
     assert!(
         leases.contains(&run_id[..8]),
         "the lease names its run: {leases}"
+    );
+
+    b.click("form[action$='/status'] button").await.unwrap();
+    b.wait_text("main", "Environment archived.", t)
+        .await
+        .unwrap();
+    assert_eq!(
+        s.get(&format!("/api/environments/{eid}")).await.body["status"],
+        "archived"
     );
 
     // Flag off: the environment pages and nav entry go; the API keeps working.

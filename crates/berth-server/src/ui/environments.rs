@@ -554,13 +554,11 @@ async fn detail(
                         button.secondary type="submit" { "Archive" }
                     }
                 }
-                form method="post" action={ "/environments/" (env.id) "/delete" } {
+                form.inline method="post" action={ "/environments/" (env.id) "/delete" } {
                     (csrf(ui))
-                    div.check {
-                        input #force type="checkbox" name="force" value="true";
-                        label for="force" { "even with active leases" }
-                    }
                     button.danger type="submit" { "Delete" }
+                    input #force type="checkbox" name="force" value="true";
+                    label for="force" { "even with active leases (their runs stop)" }
                 }
             }
             h2 #leases { "Leases" }
