@@ -415,6 +415,25 @@ async fn an_operator_manages_an_ssh_environment_and_watches_a_run_in_a_real_brow
     b.set_value("#f-privateKey", &sshd.client_private_key)
         .await
         .unwrap();
+    // A draft probe saves nothing and shows the checks (the host key is not pinned yet).
+    b.click("button[formaction='/environments/probe-draft']")
+        .await
+        .unwrap();
+    b.wait_text("#probe", "Probe", Duration::from_secs(40))
+        .await
+        .unwrap();
+    let checks = b.text("#probe ul.checks").await.unwrap();
+    assert!(checks.contains("SHA256:"), "the presented key: {checks}");
+    let envs = s.get(&format!("/api/companies/{c}/environments")).await;
+    assert_eq!(
+        envs.body.as_array().unwrap().len(),
+        1,
+        "only Local: {}",
+        envs.text
+    );
+    b.set_value("#f-privateKey", &sshd.client_private_key)
+        .await
+        .unwrap();
     b.click("main form button[type=submit]").await.unwrap();
     b.wait_text("main", "Environment created.", t)
         .await

@@ -736,7 +736,7 @@ fn observe_probe(state: &AppState, result: &berth_engine::probe::ProbeResult) {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ProbeConfigBody {
+pub(crate) struct ProbeConfigBody {
     #[serde(default)]
     #[allow(
         dead_code,
@@ -757,7 +757,7 @@ struct ProbeConfigBody {
 #[utoipa::path(post, path = "/api/companies/{company_id}/environments/probe-config", tag = "environments",
     params(("company_id" = CompanyId, Path)), request_body = Object,
     responses((status = 200, body = Object), (status = 400), (status = 422)))]
-async fn probe_config(
+pub(crate) async fn probe_config(
     State(state): State<SharedState>,
     actor: Actor,
     Path(company_id): Path<CompanyId>,

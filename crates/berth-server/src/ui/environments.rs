@@ -1,4 +1,5 @@
-//! Environment pages: list, SSH create/edit, probe, trust host key, archive/delete, leases.
+//! Environment pages: list, SSH create/edit, probe (saved or draft), trust host key,
+//! archive/delete, leases.
 //! Every change goes through the API's handlers (`routes::environments`), so validation,
 //! secrets and activity are the API's; this module only turns forms into their bodies and
 //! their answers into pages.
@@ -32,6 +33,7 @@ pub fn router() -> Router<SharedState> {
     Router::new()
         .route("/environments", get(list).post(create))
         .route("/environments/new", get(new_form))
+        .route("/environments/probe-draft", post(probe_draft))
         .route("/environments/{id}", get(show).post(update))
         .route("/environments/{id}/edit", get(edit_form))
         .route("/environments/{id}/probe", post(probe))
@@ -294,7 +296,13 @@ fn ssh_config(form: &CsrfForm) -> Value {
     c
 }
 
-fn ssh_form_page(ui: &Ui, env: Option<&Environment>, f: &SshForm, errors: &FormErrors) -> Response {
+fn ssh_form_page(
+    ui: &Ui,
+    env: Option<&Environment>,
+    f: &SshForm,
+    errors: &FormErrors,
+    probed: Option<Markup>,
+) -> Response {
     let (title, action) = match env {
         Some(e) => (
             format!("Edit {}", e.name),
@@ -313,6 +321,7 @@ fn ssh_form_page(ui: &Ui, env: Option<&Environment>, f: &SshForm, errors: &FormE
     let body = html! {
         h1 { (title) }
         (errors.summary())
+        @if let Some(p) = probed { (p) }
         form method="post" action=(action) novalidate {
             (csrf(ui))
             (Field::new("name", "Name", &f.name).required().render(errors))
@@ -353,6 +362,9 @@ fn ssh_form_page(ui: &Ui, env: Option<&Environment>, f: &SshForm, errors: &FormE
             }
             div.actions {
                 button type="submit" { "Save" }
+                @if env.is_none() {
+                    button.secondary type="submit" formaction="/environments/probe-draft" { "Probe without saving" }
+                }
                 a href=(env.map(|e| format!("/environments/{}", e.id)).unwrap_or_else(|| "/environments".into())) { "Cancel" }
             }
         }
@@ -368,7 +380,7 @@ async fn new_form(ui: Ui) -> Response {
     if !ui.environments_enabled {
         return layout::not_found();
     }
-    ssh_form_page(&ui, None, &SshForm::blank(), &FormErrors::default())
+    ssh_form_page(&ui, None, &SshForm::blank(), &FormErrors::default(), None)
 }
 
 async fn create(State(state): State<SharedState>, ui: Ui, form: CsrfForm) -> Response {
@@ -403,6 +415,7 @@ async fn create(State(state): State<SharedState>, ui: Ui, form: CsrfForm) -> Res
             None,
             &SshForm::posted(&form, false),
             &FormErrors::from_api(&e, FIELDS),
+            None,
         ),
     }
 }
@@ -420,7 +433,13 @@ async fn edit_form(State(state): State<SharedState>, ui: Ui, Path(id): Path<Stri
     if let Err(e) = ui.actor.require_privileged(env.company_id) {
         return layout::error_page(e);
     }
-    ssh_form_page(&ui, Some(&env), &SshForm::of(&env), &FormErrors::default())
+    ssh_form_page(
+        &ui,
+        Some(&env),
+        &SshForm::of(&env),
+        &FormErrors::default(),
+        None,
+    )
 }
 
 async fn update(
@@ -458,6 +477,7 @@ async fn update(
                 Some(&env),
                 &SshForm::posted(&form, has_key),
                 &FormErrors::from_api(&e, FIELDS),
+                None,
             )
         }
     }
@@ -616,40 +636,71 @@ async fn probe(
     let result = api::probe_environment(State(state.clone()), ui.actor.clone(), Path(env.id)).await;
     match result {
         Ok(axum::Json(v)) => {
-            let ok = v["ok"].as_bool().unwrap_or(false);
-            let checks = v["checks"].as_array().cloned().unwrap_or_default();
-            let fingerprint = checks
-                .iter()
-                .find(|c| {
-                    c["code"]
-                        .as_str()
-                        .is_some_and(|code| code.contains("host_key"))
-                })
-                .is_some_and(|c| c["level"] != "info");
-            let extra = html! {
-                section #probe aria-labelledby="probe-h" {
-                    h2 #probe-h { "Probe " (badge(if ok { "ok" } else { "failed" })) }
-                    p role="status" { (v["summary"].as_str().unwrap_or("")) " (" (v["durationMs"].as_u64().unwrap_or(0)) " ms)" }
-                    ul.checks {
-                        @for c in &checks {
-                            li {
-                                (badge(c["level"].as_str().unwrap_or("info"))) " "
-                                strong { (c["message"].as_str().unwrap_or("")) }
-                                @if let Some(d) = c["detail"].as_str() { " " code { (d) } }
-                                @if let Some(h) = c["hint"].as_str() { br; small.hint { "Hint: " (h) } }
-                            }
-                        }
-                    }
-                    @if fingerprint && env.driver == Driver::Ssh {
-                        form method="post" action={ "/environments/" (env.id) "/trust" } {
-                            (csrf(&ui)) button type="submit" { "Review and trust the host key…" }
-                        }
-                    }
+            let trust = html! {
+                form method="post" action={ "/environments/" (env.id) "/trust" } {
+                    (csrf(&ui)) button type="submit" { "Review and trust the host key…" }
                 }
             };
+            let extra = probe_section(&v, (env.driver == Driver::Ssh).then_some(trust));
             detail(&state, &ui, &env, None, Some(extra), None).await
         }
         Err(e) => detail(&state, &ui, &env, None, None, Some(&e)).await,
+    }
+}
+
+/// A probe's answer: its summary and every check with its detail and hint. `trust`: the
+/// form offered when the host key check did not pass.
+fn probe_section(v: &Value, trust: Option<Markup>) -> Markup {
+    let ok = v["ok"].as_bool().unwrap_or(false);
+    let checks = v["checks"].as_array().cloned().unwrap_or_default();
+    let host_key_unverified = checks
+        .iter()
+        .any(|c| c["code"] == "host_key" && c["level"] != "info");
+    html! {
+        section #probe aria-labelledby="probe-h" {
+            h2 #probe-h { "Probe " (badge(if ok { "ok" } else { "failed" })) }
+            p role="status" { (v["summary"].as_str().unwrap_or("")) " (" (v["durationMs"].as_u64().unwrap_or(0)) " ms)" }
+            ul.checks {
+                @for c in &checks {
+                    li {
+                        (badge(c["level"].as_str().unwrap_or("info"))) " "
+                        strong { (c["message"].as_str().unwrap_or("")) }
+                        @if let Some(d) = c["detail"].as_str() { " " code { (d) } }
+                        @if let Some(h) = c["hint"].as_str() { br; small.hint { "Hint: " (h) } }
+                    }
+                }
+            }
+            @if host_key_unverified { @if let Some(t) = trust { (t) } }
+        }
+    }
+}
+
+/// Probe the form's config without saving anything (the key stays in memory, as in the
+/// API's probe-config).
+async fn probe_draft(State(state): State<SharedState>, ui: Ui, form: CsrfForm) -> Response {
+    if !ui.environments_enabled {
+        return layout::not_found();
+    }
+    let result = async {
+        let b: api::ProbeConfigBody = body(json!({"driver": "ssh", "config": ssh_config(&form)}))?;
+        api::probe_config(
+            State(state.clone()),
+            ui.actor.clone(),
+            Path(ui.company.id),
+            StrictJson(b),
+        )
+        .await
+    }
+    .await;
+    let f = SshForm::posted(&form, false);
+    match result {
+        Ok(axum::Json(v)) => {
+            let note =
+                html! { p.hint { "Nothing was saved. Paste the private key again to save." } };
+            let section = html! { (probe_section(&v, None)) (note) };
+            ssh_form_page(&ui, None, &f, &FormErrors::default(), Some(section))
+        }
+        Err(e) => ssh_form_page(&ui, None, &f, &FormErrors::from_api(&e, FIELDS), None),
     }
 }
 
