@@ -671,3 +671,60 @@ async fn screenshots_of_the_main_pages() {
     }
     b.close().await.unwrap();
 }
+
+#[tokio::test]
+async fn the_pages_show_the_chosen_company_among_those_the_viewer_may_see() {
+    let s = TestServer::start().await;
+    let second = s.post("/api/companies", json!({"name": "second"})).await;
+    assert_eq!(second.status, 201, "{}", second.text);
+    let second = second.body["id"].as_str().unwrap().to_string();
+    s.patch(
+        "/api/instance/settings/experimental",
+        json!({"enableEnvironments": true}),
+    )
+    .await;
+    let env = s
+        .post(
+            &format!("/api/companies/{second}/environments"),
+            json!({"name": "second-box", "driver": "ssh", "config": common::ssh_config(None)}),
+        )
+        .await;
+    assert_eq!(env.status, 201, "{}", env.text);
+    let csrf = csrf_of(&s, "/settings", None).await;
+    let page = |cookie: String, path: &'static str| {
+        let base = s.base.clone();
+        async move {
+            let r = client()
+                .get(format!("{base}{path}"))
+                .header(COOKIE, cookie)
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    let (_, html) = page(format!("berth_csrf={csrf}"), "/environments").await;
+    assert!(!html.contains("second-box"), "the first company by default");
+
+    let switch = |id: String| {
+        client()
+            .post(format!("{}/settings/company", s.base))
+            .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .header(ORIGIN, &s.base)
+            .header(COOKIE, format!("berth_csrf={csrf}"))
+            .body(format!("csrf={csrf}&companyId={id}"))
+            .send()
+    };
+    let r = switch(uuid::Uuid::new_v4().to_string()).await.unwrap();
+    assert_eq!(r.status(), 404, "not a company the viewer may see");
+    let r = switch(second.clone()).await.unwrap();
+    assert_eq!(r.status(), 303);
+    let (value, header) = set_cookie(&r, "berth_company").unwrap();
+    assert_eq!(value, second);
+    assert!(header.contains("HttpOnly") && header.contains("SameSite=Strict"));
+    let cookies = format!("berth_csrf={csrf}; berth_company={second}");
+    let (_, html) = page(cookies.clone(), "/environments").await;
+    assert!(html.contains("second-box"), "{html}");
+    let (_, html) = page(cookies, "/settings").await;
+    assert!(html.contains("<dd id=\"company\">second</dd>"), "{html}");
+}

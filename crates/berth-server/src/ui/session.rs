@@ -26,6 +26,8 @@ use super::layout;
 pub const CSRF_COOKIE: &str = "berth_csrf";
 pub const TOKEN_COOKIE: &str = "berth_token";
 pub const CSRF_FIELD: &str = "csrf";
+/// Which of the viewer's companies the pages show (access is checked on every request).
+pub const COMPANY_COOKIE: &str = "berth_company";
 
 /// This browser's CSRF token (from its cookie, or minted for this response).
 #[derive(Debug, Clone)]
@@ -125,6 +127,8 @@ pub struct Ui {
     pub actor: Actor,
     pub csrf: String,
     pub company: Company,
+    /// Every company the viewer may see (the settings page switches between them).
+    pub companies: Vec<Company>,
     pub environments_enabled: bool,
     /// Token mode: a logout button instead of "local".
     pub token_mode: bool,
@@ -167,11 +171,18 @@ impl FromRequestParts<SharedState> for Ui {
             .list_companies(&Page::all())
             .await
             .map_err(|e| layout::error_page(e.into()))?;
-        let Some(company) = companies
+        let chosen = cookie(&parts.headers, COMPANY_COOKIE);
+        let visible: Vec<Company> = companies
             .items
             .into_iter()
-            .find(|c| actor.can_access_company(c.id))
-        else {
+            .filter(|c| actor.can_access_company(c.id))
+            .collect();
+        let company = visible
+            .iter()
+            .find(|c| chosen.as_deref() == Some(c.id.to_string().as_str()))
+            .or(visible.first())
+            .cloned();
+        let Some(company) = company else {
             return Err(layout::error_page(ApiError::Forbidden(
                 "This token gives access to no company.".into(),
             )));
@@ -186,6 +197,7 @@ impl FromRequestParts<SharedState> for Ui {
             actor,
             csrf,
             company,
+            companies: visible,
             environments_enabled,
             token_mode: !state.local_trusted(),
         })

@@ -1,10 +1,12 @@
 //! Settings: the instance's experimental toggles (through the API's handler, so only an
 //! instance admin may change them and the change is logged per company).
 
+use axum::Extension;
 use axum::Router;
 use axum::extract::{Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use maud::html;
 use serde::Deserialize;
 use serde_json::json;
@@ -14,10 +16,12 @@ use crate::routes::settings as api;
 use crate::state::SharedState;
 
 use super::layout::{self, FormErrors, Nav, csrf};
-use super::session::{CsrfForm, Ui};
+use super::session::{COMPANY_COOKIE, CsrfForm, Https, Ui, set_cookie};
 
 pub fn router() -> Router<SharedState> {
-    Router::new().route("/settings", get(show).post(save))
+    Router::new()
+        .route("/settings", get(show).post(save))
+        .route("/settings/company", post(switch_company))
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -30,8 +34,20 @@ fn render(ui: &Ui, done: Option<&str>, errors: &FormErrors) -> Response {
         h1 { "Settings" }
         (layout::notice(done))
         (errors.summary())
+        @if ui.companies.len() > 1 {
+            form.inline method="post" action="/settings/company" {
+                (csrf(ui))
+                label for="f-company" { "Company" }
+                select #f-company name="companyId" {
+                    @for c in &ui.companies {
+                        option value=(c.id) selected[c.id == ui.company.id] { (c.name) }
+                    }
+                }
+                button.secondary type="submit" { "Switch" }
+            }
+        }
         dl.props {
-            dt { "Company" } dd { (ui.company.name) }
+            dt { "Company" } dd #company { (ui.company.name) }
             dt { "Auth mode" } dd { @if ui.token_mode { "token" } @else { "local_trusted (one local user, no login)" } }
         }
         h2 { "Experimental" }
@@ -74,4 +90,27 @@ async fn save(State(state): State<SharedState>, ui: Ui, form: CsrfForm) -> Respo
             resp
         }
     }
+}
+
+/// Show another of the viewer's companies (a preference cookie; access is checked again on
+/// every page).
+async fn switch_company(ui: Ui, Extension(https): Extension<Https>, form: CsrfForm) -> Response {
+    let wanted = form.trimmed("companyId");
+    let Some(company) = ui.companies.iter().find(|c| c.id.to_string() == wanted) else {
+        return layout::not_found();
+    };
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (
+                header::LOCATION,
+                HeaderValue::from_static("/settings?done=saved"),
+            ),
+            (
+                header::SET_COOKIE,
+                set_cookie(COMPANY_COOKIE, &company.id.to_string(), https, None),
+            ),
+        ],
+    )
+        .into_response()
 }
