@@ -75,6 +75,14 @@ async fn cross_site_and_forged_form_posts_change_nothing() {
     let s = TestServer::start().await;
     let csrf = csrf_of(&s, "/settings", None).await;
     let own = s.base.clone();
+    // A rebound host name reaches no page either.
+    let r = client()
+        .get(format!("{}/settings", s.base))
+        .header(reqwest::header::HOST, "rebind.attacker.example")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
     let form = |origin: Option<&str>, token: &str, cookie: bool| {
         let mut req = client()
             .post(format!("{}/settings", s.base))
@@ -264,7 +272,7 @@ async fn pages_are_small_and_environment_pages_follow_the_flag() {
     let env = s
         .post(
             &format!("/api/companies/{c}/environments"),
-            json!({"name": "box", "driver": "ssh", "config": common::ssh_config(Some(&common::sentinel_key("UI")))}),
+            json!({"name": "<script>alert(1)</script>", "driver": "ssh", "config": common::ssh_config(Some(&common::sentinel_key("UI")))}),
         )
         .await;
     assert_eq!(env.status, 201, "{}", env.text);
@@ -314,6 +322,7 @@ async fn pages_are_small_and_environment_pages_follow_the_flag() {
             !html.contains("SENTINELUI"),
             "{path}: the private key never comes back"
         );
+        assert!(!html.contains("<script>alert"), "{path}: names are escaped");
         // Every input has a label (or is hidden).
         for id in html
             .split("<input ")
@@ -329,6 +338,9 @@ async fn pages_are_small_and_environment_pages_follow_the_flag() {
         }
     }
 }
+
+/// WebDriver's key code for Tab.
+const TAB: &str = "\u{E004}";
 
 /// A long-running process agent that prints a line every 200 ms.
 async fn ticking_agent(s: &TestServer, c: &str) -> String {
@@ -382,6 +394,23 @@ async fn an_operator_manages_an_ssh_environment_and_watches_a_run_in_a_real_brow
     // Create the SSH environment through the form; an API error lands next to its field.
     b.click("nav a[href='/environments']").await.unwrap();
     b.click("a[href='/environments/new']").await.unwrap();
+    // By keyboard alone: the first Tab reaches the skip link, more reach the form.
+    b.press(TAB).await.unwrap();
+    assert_eq!(
+        b.script("return document.activeElement.textContent")
+            .await
+            .unwrap(),
+        json!("Skip to content")
+    );
+    let mut reached = false;
+    for _ in 0..12 {
+        b.press(TAB).await.unwrap();
+        if b.script("return document.activeElement.id").await.unwrap() == json!("f-name") {
+            reached = true;
+            break;
+        }
+    }
+    assert!(reached, "the name field is reachable with Tab");
     b.fill("#f-name", "lab").await.unwrap();
     b.fill("#f-host", &sshd.host).await.unwrap();
     b.fill("#f-port", &sshd.port.to_string()).await.unwrap();

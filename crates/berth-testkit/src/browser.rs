@@ -288,6 +288,21 @@ impl Browser {
         }
     }
 
+    /// Press and release one key (a WebDriver key code such as `"\u{E004}"` for Tab) on
+    /// whatever has the focus, as a keyboard user would.
+    pub async fn press(&self, key: &str) -> anyhow::Result<()> {
+        self.cmd(
+            "POST",
+            "/actions",
+            Some(
+                json!({"actions": [{"type": "key", "id": "keyboard", "actions": [
+                {"type": "keyDown", "value": key}, {"type": "keyUp", "value": key}]}]}),
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+
     /// Run a script in the page; its return value.
     pub async fn script(&self, script: &str) -> anyhow::Result<Value> {
         self.cmd(
