@@ -215,7 +215,7 @@ async fn show(
         @if !conflicts.is_empty() {
             section.errors aria-labelledby="conflicts-h" {
                 h2 #conflicts-h { "Restore conflicts" }
-                p { "These paths changed both here and on the environment during the run; the local version was kept:" }
+                p { "These paths changed both here and on the environment during the run. The local version was kept; the environment's is next to it as " code { "<path>.berth-remote" } "." }
                 ul { @for c in &conflicts { li { code { (c) } } } }
             }
         }
