@@ -757,3 +757,73 @@ async fn the_pages_show_the_chosen_company_among_those_the_viewer_may_see() {
     let (_, html) = page(cookies, "/settings").await;
     assert!(html.contains("<dd id=\"company\">second</dd>"), "{html}");
 }
+
+#[tokio::test]
+async fn a_reader_without_the_grant_sees_what_the_api_shows_them() {
+    let s = TestServer::start().await;
+    let c = s.default_company().await;
+    let env = s
+        .post(
+            &format!("/api/companies/{c}/environments"),
+            json!({"name": "box", "driver": "ssh", "config": common::ssh_config(Some(&common::sentinel_key("R")))}),
+        )
+        .await;
+    let eid = env.body["id"].as_str().unwrap().to_string();
+    s.patch(
+        "/api/instance/settings/experimental",
+        json!({"enableEnvironments": true}),
+    )
+    .await;
+    // The probe fails (nothing listens on port 1); its summary names user and host.
+    let probe = s
+        .post(&format!("/api/environments/{eid}/probe"), json!({}))
+        .await;
+    assert_eq!(probe.status, 200, "{}", probe.text);
+    let summary = probe.body["summary"].as_str().unwrap().to_string();
+    let admin = s
+        .post(
+            "/api/tokens",
+            json!({"name": "admin", "kind": "board", "instanceAdmin": true}),
+        )
+        .await;
+    let admin = admin.body["token"].as_str().unwrap().to_string();
+    let reader = s
+        .call(
+            reqwest::Method::POST,
+            "/api/tokens",
+            Some(&admin),
+            Some(json!({"name": "reader", "kind": "board", "companyIds": [c]})),
+        )
+        .await;
+    assert_eq!(reader.status, 201, "{}", reader.text);
+    let reader = reader.body["token"].as_str().unwrap().to_string();
+    let get = |path: String, token: String| {
+        let base = s.base.clone();
+        async move {
+            let r = client()
+                .get(format!("{base}{path}"))
+                .header(COOKIE, format!("berth_token={token}"))
+                .send()
+                .await
+                .unwrap();
+            (r.status(), r.text().await.unwrap())
+        }
+    };
+    let (status, html) = get("/environments".into(), admin.clone()).await;
+    assert_eq!(status, 200);
+    assert!(html.contains(&summary) && html.contains("Active leases"));
+    let (status, html) = get("/environments".into(), reader.clone()).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("box") && html.contains("failed"), "{html}");
+    assert!(!html.contains(&summary), "the summary is redacted: {html}");
+    assert!(!html.contains("Active leases") && !html.contains("New SSH environment"));
+    let (status, html) = get(format!("/environments/{eid}"), reader.clone()).await;
+    assert_eq!(status, 200);
+    assert!(
+        !html.contains("127.0.0.1") && !html.contains("Leases"),
+        "{html}"
+    );
+    assert!(!html.contains("SENTINELR"));
+    let (status, _) = get(format!("/environments/{eid}/edit"), reader).await;
+    assert_eq!(status, 403);
+}

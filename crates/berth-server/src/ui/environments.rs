@@ -145,27 +145,35 @@ async fn list_page(state: &AppState, ui: &Ui, done: Option<&str>) -> ApiResult<R
             &Page::first(Page::DEFAULT_LIMIT),
         )
         .await?;
+    // Without `environments:manage` a reader sees what the API shows them: no leases, and
+    // probe outcomes without their summaries (which name users, hosts and failures).
+    let privileged = ui.actor.is_privileged(ui.company.id);
     let probes = last_probes(state, ui.company.id).await?;
     let mut rows = Vec::new();
     for env in &envs.items {
-        let active = state
-            .store
-            .list_leases(env.id, Some(LeaseStatus::Active), &Page::all())
-            .await?
-            .items
-            .len();
+        let active = if privileged {
+            state
+                .store
+                .list_leases(env.id, Some(LeaseStatus::Active), &Page::all())
+                .await?
+                .items
+                .len()
+        } else {
+            0
+        };
         rows.push((env, active, probes.get(&env.id.to_string())));
     }
     let body = html! {
         h1 { "Environments" }
         (layout::notice(done))
-        div.actions { a.button href="/environments/new" { "New SSH environment" } }
+        @if privileged { div.actions { a.button href="/environments/new" { "New SSH environment" } } }
         div.scroll {
             table {
                 caption.visually-hidden { "Environments of " (ui.company.name) }
                 thead { tr {
                     th scope="col" { "Name" } th scope="col" { "Driver" } th scope="col" { "Status" }
-                    th scope="col" { "Last probe" } th scope="col" { "Active leases" } th scope="col" { "Capacity use" }
+                    th scope="col" { "Last probe" }
+                    @if privileged { th scope="col" { "Active leases" } th scope="col" { "Capacity use" } }
                 } }
                 tbody {
                     @for (env, active, probe) in &rows {
@@ -176,18 +184,22 @@ async fn list_page(state: &AppState, ui: &Ui, done: Option<&str>) -> ApiResult<R
                             td {
                                 @match probe {
                                     Some((ok, summary, at)) => {
-                                        (badge(if *ok { "ok" } else { "failed" })) " " (summary) " · " (time(at))
+                                        (badge(if *ok { "ok" } else { "failed" }))
+                                        @if privileged { " " (summary) }
+                                        " · " (time(at))
                                     }
                                     None => { "never" }
                                 }
                             }
-                            td { (active) }
-                            td {
-                                @match env.capacity {
-                                    Some(cap) if cap > 0 => {
-                                        (active) " of " (cap) " (" ((*active as i64 * 100) / cap) "%)"
+                            @if privileged {
+                                td { (active) }
+                                td {
+                                    @match env.capacity {
+                                        Some(cap) if cap > 0 => {
+                                            (active) " of " (cap) " (" ((*active as i64 * 100) / cap) "%)"
+                                        }
+                                        _ => { (active) " (unbounded)" }
                                     }
-                                    _ => { (active) " (unbounded)" }
                                 }
                             }
                         }
