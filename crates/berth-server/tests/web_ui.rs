@@ -505,6 +505,8 @@ async fn an_operator_manages_an_ssh_environment_and_watches_a_run_in_a_real_brow
         .unwrap();
     assert!(probe.contains("ok"), "{probe}");
     assert!(b.find_all("#probe ul.checks li").await.unwrap().len() >= 3);
+    b.goto(&env_url).await.unwrap();
+    assert!(b.text("dl.props").await.unwrap().contains("is ready"));
     b.goto(&format!("{base}/environments")).await.unwrap();
     let list = b.text("main table").await.unwrap();
     assert!(
@@ -604,6 +606,12 @@ async fn an_operator_manages_an_ssh_environment_and_watches_a_run_in_a_real_brow
         runs.contains("ticker") && runs.contains("cancelled"),
         "{runs}"
     );
+    b.click("#f-status option[value='succeeded']")
+        .await
+        .unwrap();
+    b.click("form[action='/runs'] button").await.unwrap();
+    b.wait_text("main", "No succeeded runs.", t).await.unwrap();
+    assert!(b.url().await.unwrap().ends_with("status=succeeded"));
     b.goto(&env_url).await.unwrap();
     let leases = b.text("main").await.unwrap();
     assert!(

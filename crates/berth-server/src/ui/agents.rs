@@ -54,10 +54,17 @@ async fn render(state: &AppState, ui: &Ui, problem: Option<(AgentId, FormErrors)
             .list_environments(ui.company.id, &EnvironmentFilter::default(), &Page::all())
             .await
         {
+            // Archived ones are no choice, but an agent's current default stays listed so
+            // that saving another agent's form cannot look like it dropped it.
             Ok(p) => p
                 .items
                 .into_iter()
-                .filter(|e| e.status == EnvironmentStatus::Active)
+                .filter(|e| {
+                    e.status == EnvironmentStatus::Active
+                        || agents
+                            .iter()
+                            .any(|a| a.default_environment_id == Some(e.id))
+                })
                 .collect(),
             Err(e) => return layout::error_page(e.into()),
         }
@@ -99,7 +106,13 @@ async fn render(state: &AppState, ui: &Ui, problem: Option<(AgentId, FormErrors)
                             select id={ "env-" (a.id) } name="environmentId" {
                                 option value="" selected[a.default_environment_id.is_none()] { "(company default)" }
                                 @for e in envs.iter().filter(|e| allowed.contains(&e.driver)) {
-                                    option value=(e.id) selected[a.default_environment_id == Some(e.id)] { (e.name) " (" (e.driver) ")" }
+                                    @let current = a.default_environment_id == Some(e.id);
+                                    @if e.status == EnvironmentStatus::Active || current {
+                                        option value=(e.id) selected[current] {
+                                            (e.name) " (" (e.driver) ")"
+                                            @if e.status != EnvironmentStatus::Active { " — " (e.status) }
+                                        }
+                                    }
                                 }
                             }
                             button.secondary type="submit" { "Set" }

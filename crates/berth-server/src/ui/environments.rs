@@ -535,6 +535,10 @@ async fn detail(
         Ok(DriverConfig::Ssh(c)) if privileged => Some(c),
         _ => None,
     };
+    let last_probe = match last_probes(state, env.company_id).await {
+        Ok(mut all) => all.remove(&env.id.to_string()),
+        Err(e) => return layout::error_page(e),
+    };
     let body = html! {
         p { a href="/environments" { "← Environments" } }
         h1 { (env.name) " " (badge(&env.status.to_string())) }
@@ -560,6 +564,16 @@ async fn detail(
                 }
                 dt { "Strict host key checking" } dd { @if c.strict_host_key_checking { "on" } @else { "off" } }
                 dt { "Workspace mode" } dd { @match c.workspace_mode { WorkspaceMode::Copy => { "copy" } WorkspaceMode::InPlace => { "in_place" } } }
+            }
+            dt { "Last probe" } dd {
+                @match &last_probe {
+                    Some((ok, summary, at)) => {
+                        (badge(if *ok { "ok" } else { "failed" }))
+                        @if privileged { " " (summary) }
+                        " · " (time(at))
+                    }
+                    None => { "never" }
+                }
             }
             dt { "Created" } dd { (time(&env.created_at)) }
         }

@@ -10,7 +10,7 @@ use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use berth_core::model::{Run, RunEvent};
-use berth_core::{EnvironmentId, RunId};
+use berth_core::{EnvironmentId, RunId, RunStatus};
 use berth_store::{EnvironmentFilter, Page};
 use chrono::Utc;
 use maud::{Markup, html};
@@ -35,6 +35,7 @@ pub fn router() -> Router<SharedState> {
 #[derive(Debug, Default, Deserialize)]
 struct ListQuery {
     cursor: Option<String>,
+    status: Option<String>,
 }
 
 /// How much output the run page renders itself; the rest arrives over the stream.
@@ -79,7 +80,12 @@ fn environment_cell(run: &Run, ui: &Ui, names: &HashMap<EnvironmentId, String>) 
 async fn list(State(state): State<SharedState>, ui: Ui, Query(q): Query<ListQuery>) -> Response {
     let cursor = q.cursor.filter(|c| uuid::Uuid::parse_str(c).is_ok());
     let page = Page { limit: 50, cursor };
-    let runs = match state.store.list_runs(ui.company.id, None, &page).await {
+    // An unknown status shows every run (the select offers only real ones).
+    let status = q
+        .status
+        .as_deref()
+        .and_then(|v| v.parse::<RunStatus>().ok());
+    let runs = match state.store.list_runs(ui.company.id, status, &page).await {
         Ok(p) => p,
         Err(e) => return layout::error_page(e.into()),
     };
@@ -93,7 +99,22 @@ async fn list(State(state): State<SharedState>, ui: Ui, Query(q): Query<ListQuer
     };
     let body = html! {
         h1 { "Runs" }
-        @if runs.items.is_empty() { p { "No runs yet. Start one from " a href="/agents" { "an agent" } "." } }
+        form.inline method="get" action="/runs" {
+            label for="f-status" { "Status" }
+            select #f-status name="status" {
+                option value="" selected[status.is_none()] { "any" }
+                @for st in RunStatus::ALL {
+                    option value=(st) selected[status == Some(*st)] { (st) }
+                }
+            }
+            button.secondary type="submit" { "Show" }
+        }
+        @if runs.items.is_empty() {
+            @match status {
+                Some(st) => { p { "No " (st) " runs." } }
+                None => { p { "No runs yet. Start one from " a href="/agents" { "an agent" } "." } }
+            }
+        }
         @else {
             div.scroll { table {
                 caption.visually-hidden { "Runs, newest first" }
@@ -116,7 +137,7 @@ async fn list(State(state): State<SharedState>, ui: Ui, Query(q): Query<ListQuer
                 }
             } }
             @if let Some(next) = &runs.next_cursor {
-                p { a href={ "/runs?cursor=" (next) } { "Older runs" } }
+                p { a href={ "/runs?cursor=" (next) @if let Some(st) = status { "&status=" (st) } } { "Older runs" } }
             }
         }
     };
