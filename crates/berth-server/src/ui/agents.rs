@@ -10,15 +10,14 @@ use berth_core::model::{Agent, Environment};
 use berth_core::{AgentId, EnvironmentStatus};
 use berth_store::{EnvironmentFilter, Page};
 use maud::html;
-use serde_json::{Value, json};
+use serde_json::json;
 
-use crate::error::{ApiError, ApiResult};
-use crate::json::{StrictJson, parse_body};
+use crate::error::ApiError;
+use crate::json::StrictJson;
 use crate::routes::{agents as agents_api, runs as runs_api};
 use crate::state::{AppState, SharedState};
 
-use super::environments::json_of;
-use super::layout::{self, FormErrors, Nav, csrf};
+use super::layout::{self, FormErrors, Nav, body, csrf, json_of};
 use super::session::{CsrfForm, Ui};
 
 pub fn router() -> Router<SharedState> {
@@ -26,10 +25,6 @@ pub fn router() -> Router<SharedState> {
         .route("/agents", get(list))
         .route("/agents/{id}/environment", post(set_environment))
         .route("/agents/{id}/runs", post(start_run))
-}
-
-fn body<T: serde::de::DeserializeOwned>(v: Value) -> ApiResult<T> {
-    parse_body(v.to_string().as_bytes())
 }
 
 async fn list(State(state): State<SharedState>, ui: Ui) -> Response {

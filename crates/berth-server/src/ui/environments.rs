@@ -7,7 +7,6 @@
 use std::collections::HashMap;
 
 use axum::Router;
-use axum::body::to_bytes;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
@@ -22,11 +21,11 @@ use serde_json::{Value, json};
 
 use crate::error::{ApiError, ApiResult};
 use crate::extract::StrictQuery;
-use crate::json::{StrictJson, parse_body};
+use crate::json::StrictJson;
 use crate::routes::environments as api;
 use crate::state::{AppState, SharedState};
 
-use super::layout::{self, Field, FormErrors, Nav, badge, csrf, time};
+use super::layout::{self, Field, FormErrors, Nav, badge, body, csrf, json_of, time};
 use super::session::{CsrfForm, Ui};
 
 pub fn router() -> Router<SharedState> {
@@ -60,19 +59,6 @@ const FIELDS: &[&str] = &[
     "driver",
     "capacity",
 ];
-
-/// Parse a body exactly as the API does (same types, same strictness).
-fn body<T: serde::de::DeserializeOwned>(v: Value) -> ApiResult<T> {
-    parse_body(v.to_string().as_bytes())
-}
-
-/// The JSON of a handler's answer.
-pub async fn json_of(resp: Response) -> Value {
-    match to_bytes(resp.into_body(), 4 << 20).await {
-        Ok(b) => serde_json::from_slice(&b).unwrap_or(Value::Null),
-        Err(_) => Value::Null,
-    }
-}
 
 /// The environment for a page; 404 when the pages are off, missing, or another company's.
 async fn env_for(state: &AppState, ui: &Ui, id: &str) -> Result<Environment, Response> {

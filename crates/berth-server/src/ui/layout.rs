@@ -12,7 +12,8 @@ use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, html};
 use serde_json::Value;
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ApiResult};
+use crate::json::parse_body;
 use crate::state::SharedState;
 
 use super::session::{CSRF_FIELD, Ui};
@@ -56,6 +57,20 @@ async fn css() -> Response {
 
 async fn js() -> Response {
     asset(JS, "text/javascript; charset=utf-8")
+}
+
+/// A body for one of the API's handlers, parsed exactly as the API parses a request's (same
+/// types, same strictness, same error paths).
+pub fn body<T: serde::de::DeserializeOwned>(v: Value) -> ApiResult<T> {
+    parse_body(v.to_string().as_bytes())
+}
+
+/// The JSON of a handler's answer.
+pub async fn json_of(resp: Response) -> Value {
+    match axum::body::to_bytes(resp.into_body(), 4 << 20).await {
+        Ok(b) => serde_json::from_slice(&b).unwrap_or(Value::Null),
+        Err(_) => Value::Null,
+    }
 }
 
 /// Which navigation entry a page belongs to.

@@ -11,11 +11,11 @@ use maud::html;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::json::{StrictJson, parse_body};
+use crate::json::StrictJson;
 use crate::routes::settings as api;
 use crate::state::SharedState;
 
-use super::layout::{self, FormErrors, Nav, csrf};
+use super::layout::{self, FormErrors, Nav, body, csrf};
 use super::session::{COMPANY_COOKIE, CsrfForm, Https, Ui, set_cookie};
 
 pub fn router() -> Router<SharedState> {
@@ -74,11 +74,8 @@ async fn show(ui: Ui, Query(n): Query<Notice>) -> Response {
 
 async fn save(State(state): State<SharedState>, ui: Ui, form: CsrfForm) -> Response {
     let result = async {
-        let b: api::PatchExperimental = parse_body(
-            json!({"enableEnvironments": form.checked("enableEnvironments")})
-                .to_string()
-                .as_bytes(),
-        )?;
+        let b: api::PatchExperimental =
+            body(json!({"enableEnvironments": form.checked("enableEnvironments")}))?;
         api::patch_experimental(State(state.clone()), ui.actor.clone(), StrictJson(b)).await
     }
     .await;
