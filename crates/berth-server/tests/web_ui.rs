@@ -628,6 +628,29 @@ async fn an_operator_manages_an_ssh_environment_and_watches_a_run_in_a_real_brow
         "archived"
     );
 
+    // On a phone-sized window nothing needs sideways scrolling of the page itself (wide
+    // tables scroll inside their own box).
+    b.set_window(400, 800).await.unwrap();
+    for path in [
+        "/environments".to_string(),
+        env_url.clone(),
+        run_url.clone(),
+        "/environments/new".into(),
+    ] {
+        let url = if path.starts_with("http") {
+            path.clone()
+        } else {
+            format!("{base}{path}")
+        };
+        b.goto(&url).await.unwrap();
+        let fits = b
+            .script("return document.documentElement.scrollWidth <= window.innerWidth")
+            .await
+            .unwrap();
+        assert_eq!(fits, json!(true), "{path} fits a narrow window");
+    }
+    b.set_window(1280, 900).await.unwrap();
+
     // Flag off: the environment pages and nav entry go; the API keeps working.
     b.goto(&format!("{base}/settings")).await.unwrap();
     b.click("#f-enableEnvironments").await.unwrap();
@@ -706,6 +729,14 @@ async fn screenshots_of_the_main_pages() {
         let png = b.screenshot().await.unwrap();
         std::fs::write(dir.join(format!("{name}.png")), png).unwrap();
     }
+    // The same pages on a phone-sized window.
+    b.set_window(400, 800).await.unwrap();
+    b.goto(&format!("{}/environments/{eid}", s.base))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let png = b.screenshot().await.unwrap();
+    std::fs::write(dir.join("environment-narrow.png"), png).unwrap();
     b.close().await.unwrap();
 }
 
