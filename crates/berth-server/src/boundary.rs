@@ -13,6 +13,12 @@
 //!   they carry a body.
 //! - **Origin.** A request that carries an `Origin` must come from this server's own origin
 //!   (the scheme, host and port it was addressed by) or one listed in `server.allowedOrigins`.
+//! - **Web UI forms.** The pages outside `/api` post HTML forms
+//!   (`application/x-www-form-urlencoded`), which a browser also sends cross-site without a
+//!   preflight. Such a post passes here only when the browser proves it same-origin: an
+//!   allowed `Origin`, or, where a browser sends none, `Sec-Fetch-Site: same-origin`. The UI
+//!   then also checks a per-browser CSRF token (`ui::session`). The API keeps its JSON-only
+//!   rule, so nothing in the API became reachable by a form.
 //!
 //! These rules hold in every auth mode, on both listeners, for the API and the web UI alike.
 
@@ -43,6 +49,8 @@ pub enum Refusal {
     Host(String),
     ContentType,
     Origin(String),
+    /// A web UI form post that did not prove it came from this server's own pages.
+    CrossSiteForm,
 }
 
 impl Refusal {
@@ -61,6 +69,11 @@ impl Refusal {
                  state. To allow another, add it to `server.allowedOrigins` in berth.toml (or \
                  BERTH_ALLOWED_ORIGINS)."
             )),
+            Refusal::CrossSiteForm => ApiError::Forbidden(
+                "Form posts must come from this server's own pages (same-origin Origin or \
+                 Sec-Fetch-Site)."
+                    .into(),
+            ),
         }
     }
 }
@@ -166,12 +179,24 @@ impl Boundary {
         o_name == h_name && o_port.unwrap_or(80) == h_port.unwrap_or(80)
     }
 
-    /// The whole check for one request.
+    /// The whole check for one request to the API (or anything outside the web UI).
     pub fn check(
         &self,
         method: &Method,
         headers: &HeaderMap,
         agent_channel: bool,
+    ) -> Result<(), Refusal> {
+        self.check_request(method, headers, agent_channel, false)
+    }
+
+    /// The whole check for one request; `ui`: the path is a web UI page (outside `/api`),
+    /// where same-origin form posts are allowed.
+    pub fn check_request(
+        &self,
+        method: &Method,
+        headers: &HeaderMap,
+        agent_channel: bool,
+        ui: bool,
     ) -> Result<(), Refusal> {
         let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
         if !self.host_allowed(host, agent_channel) {
@@ -191,10 +216,42 @@ impl Boundary {
         );
         if state_changing && (*method == Method::POST || carries_body(headers)) && !is_json(headers)
         {
+            if ui && *method == Method::POST && is_form(headers) {
+                // The Origin, when sent, was checked above; without one only the browser's
+                // own same-origin marker will do.
+                let same_origin = headers.contains_key(header::ORIGIN)
+                    || headers
+                        .get("sec-fetch-site")
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.eq_ignore_ascii_case("same-origin"));
+                return if same_origin {
+                    Ok(())
+                } else {
+                    Err(Refusal::CrossSiteForm)
+                };
+            }
             return Err(Refusal::ContentType);
         }
         Ok(())
     }
+}
+
+/// Whether a path belongs to the web UI (everything outside the API and `/metrics`).
+pub fn is_ui_path(path: &str) -> bool {
+    !(path == "/api" || path.starts_with("/api/") || path == "/metrics")
+}
+
+/// `application/x-www-form-urlencoded`, the type of the UI's HTML forms.
+fn is_form(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|essence| {
+            essence
+                .trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
 }
 
 fn carries_body(headers: &HeaderMap) -> bool {
@@ -222,9 +279,11 @@ pub async fn enforce(State(state): State<SharedState>, req: Request, next: Next)
         .extensions()
         .get::<crate::auth::AgentChannel>()
         .is_some();
-    if let Err(refusal) = state
-        .boundary
-        .check(req.method(), req.headers(), agent_channel)
+    let ui = is_ui_path(req.uri().path());
+    if let Err(refusal) =
+        state
+            .boundary
+            .check_request(req.method(), req.headers(), agent_channel, ui)
     {
         tracing::warn!(
             method = %req.method(),
@@ -313,6 +372,61 @@ mod tests {
         assert!(!b.origin_allowed("http://attacker.example", Some("127.0.0.1:7411")));
         assert!(!b.origin_allowed("null", Some("127.0.0.1:7411")));
         assert!(!b.origin_allowed("https://127.0.0.1:7411", Some("127.0.0.1:7411")));
+    }
+
+    #[test]
+    fn ui_form_posts_need_proof_of_same_origin_and_api_posts_stay_json_only() {
+        let b = boundary("127.0.0.1:7411", &[], &[]);
+        let host = (header::HOST, "127.0.0.1:7411");
+        let form = (header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+        let own = (header::ORIGIN, "http://127.0.0.1:7411");
+        let same = (
+            header::HeaderName::from_static("sec-fetch-site"),
+            "same-origin",
+        );
+        let cross = (
+            header::HeaderName::from_static("sec-fetch-site"),
+            "cross-site",
+        );
+        let post = |pairs: &[(header::HeaderName, &str)], ui| {
+            b.check_request(&Method::POST, &headers(pairs), false, ui)
+        };
+        assert_eq!(
+            post(&[host.clone(), form.clone(), own.clone()], true),
+            Ok(())
+        );
+        assert_eq!(post(&[host.clone(), form.clone(), same], true), Ok(()));
+        assert_eq!(
+            post(&[host.clone(), form.clone()], true),
+            Err(Refusal::CrossSiteForm)
+        );
+        assert_eq!(
+            post(&[host.clone(), form.clone(), cross], true),
+            Err(Refusal::CrossSiteForm)
+        );
+        assert_eq!(
+            post(
+                &[
+                    host.clone(),
+                    form.clone(),
+                    (header::ORIGIN, "http://evil.example")
+                ],
+                true
+            ),
+            Err(Refusal::Origin("http://evil.example".into()))
+        );
+        // The API never takes forms, same-origin or not.
+        assert_eq!(
+            post(&[host.clone(), form, own.clone()], false),
+            Err(Refusal::ContentType)
+        );
+        // Nor does the UI take text/plain.
+        assert_eq!(
+            post(&[host, (header::CONTENT_TYPE, "text/plain"), own], true),
+            Err(Refusal::ContentType)
+        );
+        assert!(is_ui_path("/environments") && is_ui_path("/"));
+        assert!(!is_ui_path("/api/health") && !is_ui_path("/metrics") && !is_ui_path("/api"));
     }
 
     #[test]

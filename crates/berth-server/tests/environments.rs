@@ -609,8 +609,10 @@ async fn health_openapi_metrics_and_settings() {
         )
         .await;
     assert_eq!(r.status, 400);
+    // The web UI's front page follows the flag: the environments while it is on.
     let r = s.get("/").await;
-    assert!(r.text.contains("Berth"));
+    assert_eq!(r.status, 200);
+    assert!(r.text.contains("<h1>Environments</h1>"), "{}", r.text);
 }
 
 #[tokio::test]

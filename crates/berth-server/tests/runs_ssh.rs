@@ -234,6 +234,14 @@ async fn a_path_edited_on_both_sides_keeps_the_local_edit_and_reports_a_conflict
         std::fs::read_to_string(repo.join("c.txt")).unwrap(),
         "new\n"
     );
+    // The run's page in the web UI reports the conflict.
+    let page = s.get(&format!("/runs/{id}")).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.text.contains("Restore conflicts") && page.text.contains("<code>a.txt</code>"),
+        "{}",
+        page.text
+    );
 }
 
 /// What the agent's process does with `BERTH_API_URL` / `BERTH_API_TOKEN`: reads its own run

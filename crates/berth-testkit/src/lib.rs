@@ -4,6 +4,7 @@
 //! Under `CI=true` a missing prerequisite (sshd, PostgreSQL, bwrap, Chromium) is an error that
 //! fails the test; elsewhere tests may skip with a loud message via [`require`].
 
+pub mod browser;
 pub mod model_api;
 pub mod netns;
 pub mod pg;

@@ -307,7 +307,7 @@ async fn get_agent(
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct PatchAgent {
+pub(crate) struct PatchAgent {
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
@@ -323,7 +323,7 @@ struct PatchAgent {
 #[utoipa::path(patch, path = "/api/agents/{id}", tag = "agents",
     params(("id" = AgentId, Path)), request_body = Object,
     responses((status = 200, body = Agent), (status = 400), (status = 403), (status = 404), (status = 422)))]
-async fn update_agent(
+pub(crate) async fn update_agent(
     State(state): State<SharedState>,
     actor: Actor,
     Path(id): Path<AgentId>,

@@ -201,7 +201,7 @@ async fn capabilities(
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateBody {
+pub(crate) struct CreateBody {
     name: String,
     #[serde(default)]
     description: Option<String>,
@@ -379,7 +379,7 @@ async fn persist_config(
 #[utoipa::path(post, path = "/api/companies/{company_id}/environments", tag = "environments",
     params(("company_id" = CompanyId, Path)), request_body = Object,
     responses((status = 201, body = Environment), (status = 400), (status = 403), (status = 409), (status = 422)))]
-async fn create_environment(
+pub(crate) async fn create_environment(
     State(state): State<SharedState>,
     actor: Actor,
     Path(company_id): Path<CompanyId>,
@@ -446,7 +446,7 @@ async fn get_environment(
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct PatchBody {
+pub(crate) struct PatchBody {
     #[serde(default)]
     name: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
@@ -472,7 +472,7 @@ fn top_level_keys(v: &Value) -> usize {
 #[utoipa::path(patch, path = "/api/environments/{id}", tag = "environments",
     params(("id" = EnvironmentId, Path)), request_body = Object,
     responses((status = 200, body = Environment), (status = 400), (status = 403), (status = 404), (status = 409), (status = 422)))]
-async fn update_environment(
+pub(crate) async fn update_environment(
     State(state): State<SharedState>,
     actor: Actor,
     Path(id): Path<EnvironmentId>,
@@ -617,7 +617,7 @@ async fn update_environment(
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
-struct DeleteQuery {
+pub(crate) struct DeleteQuery {
     /// Expire active leases (their runs stop) instead of refusing.
     #[serde(default)]
     force: bool,
@@ -629,7 +629,7 @@ struct DeleteQuery {
 #[utoipa::path(delete, path = "/api/environments/{id}", tag = "environments",
     params(("id" = EnvironmentId, Path), ("force" = Option<bool>, Query)),
     responses((status = 200, body = Environment), (status = 403), (status = 404), (status = 409)))]
-async fn delete_environment(
+pub(crate) async fn delete_environment(
     State(state): State<SharedState>,
     actor: Actor,
     Path(id): Path<EnvironmentId>,
@@ -698,7 +698,7 @@ async fn delete_environment(
 
 #[utoipa::path(post, path = "/api/environments/{id}/probe", tag = "environments",
     params(("id" = EnvironmentId, Path)), responses((status = 200, body = Object), (status = 404)))]
-async fn probe_environment(
+pub(crate) async fn probe_environment(
     State(state): State<SharedState>,
     actor: Actor,
     Path(id): Path<EnvironmentId>,
@@ -736,7 +736,7 @@ fn observe_probe(state: &AppState, result: &berth_engine::probe::ProbeResult) {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct ProbeConfigBody {
+pub(crate) struct ProbeConfigBody {
     #[serde(default)]
     #[allow(
         dead_code,
@@ -757,7 +757,7 @@ struct ProbeConfigBody {
 #[utoipa::path(post, path = "/api/companies/{company_id}/environments/probe-config", tag = "environments",
     params(("company_id" = CompanyId, Path)), request_body = Object,
     responses((status = 200, body = Object), (status = 400), (status = 422)))]
-async fn probe_config(
+pub(crate) async fn probe_config(
     State(state): State<SharedState>,
     actor: Actor,
     Path(company_id): Path<CompanyId>,
@@ -797,14 +797,14 @@ async fn probe_config(
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct TrustBody {
+pub(crate) struct TrustBody {
     fingerprint: String,
 }
 
 #[utoipa::path(post, path = "/api/environments/{id}/trust-host-key", tag = "environments",
     params(("id" = EnvironmentId, Path)), request_body = Object,
     responses((status = 200, body = Environment), (status = 404), (status = 409), (status = 422)))]
-async fn trust_host_key(
+pub(crate) async fn trust_host_key(
     State(state): State<SharedState>,
     actor: Actor,
     Path(id): Path<EnvironmentId>,

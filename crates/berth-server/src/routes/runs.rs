@@ -44,7 +44,7 @@ async fn run_for(state: &AppState, actor: &Actor, id: RunId) -> ApiResult<Run> {
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct CreateRun {
+pub(crate) struct CreateRun {
     agent_id: AgentId,
     prompt: String,
     #[serde(default)]
@@ -56,7 +56,7 @@ struct CreateRun {
 #[utoipa::path(post, path = "/api/companies/{company_id}/runs", tag = "runs",
     params(("company_id" = CompanyId, Path)), request_body = Object,
     responses((status = 202, body = Run), (status = 400), (status = 403), (status = 404), (status = 422)))]
-async fn create_run(
+pub(crate) async fn create_run(
     State(state): State<SharedState>,
     actor: Actor,
     Path(company_id): Path<CompanyId>,
@@ -182,7 +182,7 @@ async fn get_run(
 #[utoipa::path(post, path = "/api/runs/{id}/cancel", tag = "runs",
     params(("id" = RunId, Path)),
     responses((status = 202, body = Run), (status = 404), (status = 409)))]
-async fn cancel_run(
+pub(crate) async fn cancel_run(
     State(state): State<SharedState>,
     actor: Actor,
     Path(id): Path<RunId>,
@@ -230,15 +230,15 @@ async fn cancel_run(
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct EventsQuery {
+pub(crate) struct EventsQuery {
     /// Replay events after this sequence number (like `Last-Event-ID`).
-    after: Option<i64>,
+    pub(crate) after: Option<i64>,
 }
 
 #[utoipa::path(get, path = "/api/runs/{id}/events", tag = "runs",
     params(("id" = RunId, Path), ("after" = Option<i64>, Query)),
     responses((status = 200, description = "text/event-stream of run events; `id` is the event's seq"), (status = 404)))]
-async fn run_events(
+pub(crate) async fn run_events(
     State(state): State<SharedState>,
     actor: Actor,
     Path(id): Path<RunId>,

@@ -32,7 +32,7 @@ async fn get_experimental(
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct PatchExperimental {
+pub(crate) struct PatchExperimental {
     #[serde(default)]
     enable_environments: Option<bool>,
 }
@@ -40,7 +40,7 @@ struct PatchExperimental {
 #[utoipa::path(patch, path = "/api/instance/settings/experimental", tag = "settings",
     request_body = Object,
     responses((status = 200, body = ExperimentalSettings), (status = 400), (status = 403)))]
-async fn patch_experimental(
+pub(crate) async fn patch_experimental(
     State(state): State<SharedState>,
     actor: Actor,
     StrictJson(body): StrictJson<PatchExperimental>,
