@@ -392,6 +392,50 @@ impl Default for LaunchOptions {
     }
 }
 
+/// Where the agents' listener's port is kept, so a restarted server listens where running
+/// local agents' `BERTH_API_URL` points.
+const AGENTS_PORT_FILE: &str = "agents.port";
+
+/// The agents' listener on loopback: on the port of the previous start when it is free (local
+/// agents that outlived that process keep reaching the API), else on a new one, recorded.
+fn bind_agents_listener(home: &std::path::Path) -> std::io::Result<tokio::net::TcpListener> {
+    let file = home.join(AGENTS_PORT_FILE);
+    let bind = |port: u16| -> std::io::Result<tokio::net::TcpListener> {
+        let socket = tokio::net::TcpSocket::new_v4()?;
+        // The previous process's connections may linger in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind((std::net::Ipv4Addr::LOCALHOST, port).into())?;
+        socket.listen(1024)
+    };
+    let previous = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|t| t.trim().parse::<u16>().ok())
+        .filter(|p| *p != 0);
+    let listener = match previous.map(bind) {
+        Some(Ok(l)) => l,
+        Some(Err(e)) => {
+            tracing::warn!(port = previous, error = %e,
+                "the agents' previous port is taken; local agents started before the restart lose their API URL");
+            bind(0)?
+        }
+        None => bind(0)?,
+    };
+    Ok(listener)
+}
+
+/// Record the agents' port for the next start (after `BERTH_HOME` exists).
+fn record_agents_port(home: &std::path::Path, port: u16) {
+    let file = home.join(AGENTS_PORT_FILE);
+    let recorded = std::fs::read_to_string(&file)
+        .ok()
+        .and_then(|t| t.trim().parse::<u16>().ok());
+    if recorded != Some(port)
+        && let Err(e) = std::fs::write(&file, format!("{port}\n"))
+    {
+        tracing::warn!(file = %file.display(), error = %e, "cannot record the agents' port");
+    }
+}
+
 /// Serve the API on `listener` until `shutdown` resolves.
 pub async fn launch_with_listener(
     config: ServerConfig,
@@ -412,9 +456,10 @@ pub async fn launch_with_options(
     // Agents get their own listener on loopback: what arrives there (possibly relayed from
     // another host's loopback by an SSH remote forward) never counts as the local user, so
     // `local_trusted` never applies to it; it needs a token.
-    let agent_listener = tokio::net::TcpListener::bind((std::net::Ipv4Addr::LOCALHOST, 0)).await?;
+    let agent_listener = bind_agents_listener(&config.berth_home)?;
     let agent_addr = agent_listener.local_addr()?;
     let state = build_state(&config, addr, agent_addr).await?;
+    record_agents_port(&config.berth_home, agent_addr.port());
     // The reaper's loop lives in the engine; the server only owns its lifetime.
     let reaper = options.reaper_interval.map(|interval| {
         let cleaner = state.cleaner();

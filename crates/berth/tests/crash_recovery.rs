@@ -147,8 +147,8 @@ impl Served {
     }
 }
 
-/// After its lines, an SSH agent calls the API with its run token through `BERTH_API_URL`
-/// (which must lead to the restarted server).
+/// After its lines, an agent calls the API with its run token through `BERTH_API_URL` (which
+/// must lead to the restarted server).
 const CALL_API: &str = "import json, os, urllib.request\n\
 req = urllib.request.Request(os.environ['BERTH_API_URL'] + '/api/runs/' + os.environ['BERTH_RUN_ID'],\n\
     headers={'Authorization': 'Bearer ' + os.environ['BERTH_API_TOKEN']})\n\
@@ -156,11 +156,7 @@ print('api', json.load(urllib.request.urlopen(req, timeout=10))['status'])\n";
 
 /// An agent printing `LINES` numbered lines and marking its progress in `progress/<run>`.
 async fn printing_agent(api: &Api, c: &str, env: Option<&str>, progress: &Path) -> String {
-    let call = if env.is_some() {
-        "; python3 -c \"$CALL_API\""
-    } else {
-        ""
-    };
+    let call = "; python3 -c \"$CALL_API\"";
     let script = format!(
         "for i in $(seq 1 {LINES}); do echo \"line $i of $BERTH_RUN_ID\"; echo \"$i\" > \"$PROGRESS/$BERTH_RUN_ID\"; \
          sleep 0.2; done; echo written-remotely > made-by-agent.txt{call}"
@@ -425,7 +421,8 @@ async fn sigterm_detaches_local_runs_and_the_next_start_finishes_them() {
     for run in &runs {
         let r = wait_terminal(&api, run).await;
         assert_eq!(r["status"], "succeeded", "{r}");
-        assert_byte_exact(&api, run, "").await;
+        // The agent's BERTH_API_URL leads to the restarted server's agents' listener.
+        assert_byte_exact(&api, run, "api running\n").await;
         let events = api.events(run).await;
         assert!(
             events
