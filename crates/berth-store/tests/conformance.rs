@@ -105,6 +105,7 @@ conformance!(
     single_flight_64_acquirers_without_waiting_exactly_one_wins,
     single_flight_64_waiters_are_served_one_after_another,
     capacity_waiters_are_woken_in_fifo_order,
+    a_lease_awaiting_adoption_keeps_its_capacity_slot,
     bounded_wait_times_out,
     release_by_outcome_follows_the_policy_table,
     retained_lease_is_resumed_by_the_next_acquirer_of_its_scope,
@@ -964,6 +965,53 @@ async fn single_flight_64_waiters_are_served_one_after_another(fx: &Fx) {
         .unwrap();
     assert_eq!(all.items.len(), 64);
     assert!(all.items.iter().all(|l| l.status == LeaseStatus::Released));
+}
+
+/// The reaper expired the lease of a run whose instance died; the run is still `running` (its
+/// agent still on the host) until another instance adopts it. Meanwhile the slot stays taken:
+/// otherwise a waiting acquirer takes it and the adoption exceeds the capacity.
+async fn a_lease_awaiting_adoption_keeps_its_capacity_slot(fx: &Fx) {
+    let s = &*fx.store;
+    let c = company(s).await;
+    let a = agent(s, c.id).await;
+    let e = env(s, c.id, Some(1)).await;
+    new_run(s, c.id, a.id).await;
+    let run = s.claim_next_run("dead").await.unwrap().unwrap();
+    let held = s
+        .acquire_lease(AcquireLease {
+            ttl_secs: 30,
+            run_id: Some(run.id),
+            ..req(&e, "run:orphan", LeasePolicy::Ephemeral, None)
+        })
+        .await
+        .unwrap();
+    let expired = s
+        .expire_due_leases(Utc::now() + TimeDelta::seconds(60))
+        .await
+        .unwrap();
+    assert_eq!(
+        expired.iter().map(|l| l.id).collect::<Vec<_>>(),
+        vec![held.id]
+    );
+    let err = s
+        .acquire_lease(req(&e, "run:other", LeasePolicy::Ephemeral, None))
+        .await
+        .unwrap_err();
+    assert_eq!(conflict_code(&err), Some(ConflictCode::LeaseConflict));
+    // Once the run is over (failed after the grace, or finished by its adopter), the
+    // slot is free.
+    s.update_run(
+        run.id,
+        RunPatch {
+            status: Some(RunStatus::Failed),
+            ..RunPatch::default()
+        },
+    )
+    .await
+    .unwrap();
+    s.acquire_lease(req(&e, "run:other", LeasePolicy::Ephemeral, None))
+        .await
+        .unwrap();
 }
 
 async fn capacity_waiters_are_woken_in_fifo_order(fx: &Fx) {

@@ -828,9 +828,14 @@ impl This {
             let mut expired = 0;
             if let Some(cap) = capacity {
                 expired += self.expire_overdue(&mut tx, req, now, false).await?;
+                // A lease the reaper expired while its run still runs awaits adoption by
+                // another instance (its agent is still on the host): it keeps its slot.
                 let active: i64 = sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM environment_leases \
-                     WHERE environment_id = $1 AND status = 'active'",
+                    "SELECT COUNT(*) FROM environment_leases l \
+                     WHERE l.environment_id = $1 AND (l.status = 'active' \
+                     OR (l.status = 'expired' AND l.failure_reason = 'expired' \
+                     AND l.cleanup_status = 'pending' AND EXISTS (SELECT 1 FROM runs r \
+                     WHERE r.id = l.run_id AND r.status = 'running')))",
                 )
                 .bind(b::id(req.environment_id.0))
                 .fetch_one(&mut *tx)
