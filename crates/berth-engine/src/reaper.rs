@@ -412,7 +412,7 @@ impl EnvironmentCleaner {
                         .await
                         .map_err(|e| e.to_string())?;
                     out.extend(envs.items.into_iter().filter(|e| {
-                        matches!(e.driver, Driver::Local | Driver::Ssh)
+                        matches!(e.driver, Driver::Local | Driver::Ssh | Driver::Sandbox)
                             && e.status != EnvironmentStatus::Archived
                     }));
                     match envs.next_cursor {

@@ -250,7 +250,7 @@ impl Completed {
 /// Who and where a transport executes, for session-resume identity and logs.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RemoteIdentity {
-    /// `local` or `ssh`.
+    /// `local`, `ssh` or `sandbox`.
     pub transport: String,
     pub host: Option<String>,
     pub port: Option<u16>,
@@ -279,6 +279,13 @@ pub trait Transport: Send + Sync {
     /// caller then uses its stdin-based path.
     async fn run_confidential(&self, _script: &str) -> Result<Option<Completed>, ExecError> {
         Ok(None)
+    }
+
+    /// The agent command as this transport runs it: unchanged by default; the sandbox
+    /// transport wraps it so that it starts inside `bwrap`. The result is `sh` text that the
+    /// launcher runs in the agent's working directory.
+    fn confine(&self, command: &str) -> Result<String, ExecError> {
+        Ok(command.to_owned())
     }
 
     /// Make a TCP service listening at `local` (on the control plane) reachable from commands
