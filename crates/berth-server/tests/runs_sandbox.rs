@@ -246,3 +246,54 @@ fn cmdlines() -> String {
     }
     all
 }
+
+/// The probe checks bwrap, starts a sandbox like a run's, and looks the company's agent CLIs
+/// (and socat, for the API bridge) up *inside* it.
+#[tokio::test]
+async fn probing_a_sandbox_looks_for_the_agent_clis_inside_it() {
+    if !bwrap_works() {
+        return;
+    }
+    let s = TestServer::start().await;
+    let c = s.default_company().await;
+    let dir = tempfile::tempdir().unwrap();
+    let (eid, _ws, _agent) = setup(&s, &c, dir.path(), "true").await;
+    // A CLI that exists on the host but outside what the sandbox binds.
+    let outside = dir.path().join("host-only-cli");
+    std::fs::write(&outside, "#!/bin/sh\n").unwrap();
+    let missing = s
+        .post(
+            &format!("/api/companies/{c}/agents"),
+            json!({"name": "outside", "adapterType": "process",
+                "adapterConfig": {"command": outside}}),
+        )
+        .await;
+    assert_eq!(missing.status, 201, "{}", missing.text);
+    let probe = s
+        .post(&format!("/api/environments/{eid}/probe"), json!({}))
+        .await;
+    assert_eq!(probe.status, 200, "{}", probe.text);
+    assert_eq!(probe.body["ok"], true, "{}", probe.text);
+    assert_eq!(probe.body["driver"], "sandbox", "{}", probe.text);
+    let checks = probe.body["checks"].as_array().unwrap();
+    let find = |code: &str, needle: &str| {
+        checks
+            .iter()
+            .find(|c| c["code"] == code && c["message"].as_str().unwrap().contains(needle))
+            .unwrap_or_else(|| panic!("no {code} check mentioning {needle}: {}", probe.text))
+            .clone()
+    };
+    assert_eq!(find("bwrap", "namespaces")["level"], "info");
+    assert_eq!(find("sandbox", "starts")["level"], "info");
+    assert_eq!(find("agent_cli", "`sh` found inside")["level"], "info");
+    let host_only = find("agent_cli", "host-only-cli");
+    assert_eq!(host_only["level"], "warn", "{host_only}");
+    assert!(
+        host_only["hint"]
+            .as_str()
+            .unwrap()
+            .contains("readOnlyPaths"),
+        "{host_only}"
+    );
+    assert_eq!(find("tool_socat", "inside the sandbox")["level"], "info");
+}
