@@ -651,12 +651,6 @@ fn parse_sandbox(r: &mut Reader<'_>) -> SandboxConfig {
             Vec::new()
         }
     };
-    if provider == "bubblewrap" && network == SandboxNetwork::Allowlist {
-        r.fail(
-            "network",
-            "Sandbox network \"allowlist\" is not available in this build yet (no egress proxy); use \"none\" or \"open\".",
-        );
-    }
     const PATHS: &str = "Sandbox readOnlyPaths must be an array of absolute paths.";
     let read_only_paths = match r.get("readOnlyPaths") {
         None => Vec::new(),
@@ -930,12 +924,13 @@ mod tests {
         }
         let allowlist = parse_config(
             Driver::Sandbox,
-            &json!({"network": "allowlist", "allowHosts": ["api.anthropic.com:443"]}),
+            &json!({"network": "allowlist", "allowHosts": ["api.anthropic.com:443", "*.github.com:443"]}),
             ParseMode::Persist,
-        );
-        assert!(
-            first_message(allowlist).contains("not available in this build"),
-            "allowlist is refused up front until the proxy exists"
+        )
+        .unwrap();
+        assert_eq!(
+            allowlist.config.to_json()["allowHosts"],
+            json!(["api.anthropic.com:443", "*.github.com:443"])
         );
         assert!(
             parse_config(

@@ -112,7 +112,8 @@ pub struct HostExecutionDenied {
 
 /// Whether runs on `env` need the `hostExecution` grant: `local` runs act as the server's user
 /// on this host; a `sandbox` with network `open` shares this host's network, loopback services
-/// (databases, Berth's own port, cloud metadata) included. A sandbox with network `none` sees
+/// (databases, Berth's own port, cloud metadata) included, and one with `allowlist` may be
+/// allowed one of them. A sandbox with network `none` sees
 /// neither the host's files beyond its own root nor its network (docs/security.md), so it
 /// needs no grant.
 pub fn needs_host_grant(env: &Environment) -> bool {

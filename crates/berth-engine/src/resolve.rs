@@ -99,6 +99,7 @@ pub fn sandbox_policy(root: PathBuf, config: &SandboxConfig) -> SandboxPolicy {
     SandboxPolicy {
         root,
         network: config.network,
+        allow_hosts: config.allow_hosts.clone(),
         read_only_paths: config.read_only_paths.clone(),
         memory_limit_mb: config.memory_limit_mb,
     }

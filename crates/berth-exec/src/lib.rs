@@ -8,6 +8,7 @@
 //! scheduler. Secrets (private keys, passphrases, env values) never reach an argv or a file
 //! outside a 0700 directory: keys are decoded in memory, env values travel over stdin.
 
+pub mod egress;
 pub mod error;
 pub mod known_hosts;
 pub mod launcher;
@@ -19,6 +20,7 @@ pub mod ssh;
 pub mod transport;
 
 pub use berth_core::Secret;
+pub use egress::{AllowList, EgressRefusal};
 pub use error::ExecError;
 pub use known_hosts::{HostKeyVerdict, KnownHosts};
 pub use launcher::{

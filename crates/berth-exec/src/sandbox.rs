@@ -35,12 +35,15 @@ use std::time::Duration;
 
 use berth_core::config::SandboxNetwork;
 
+use crate::egress::{AllowList, EgressProxy, EgressRefusal};
 use crate::error::ExecError;
 use crate::local::LocalTransport;
 use crate::shell::quote;
 use crate::transport::{ExecHandle, ExecRequest, RemoteIdentity, Transport};
 
 const DESCRIBE: &str = "sandbox environment";
+/// Where the egress proxy listens on the sandbox's own loopback (network `allowlist`).
+const EGRESS_PORT: u16 = 3128;
 
 /// The `/etc` entries a sandbox sees (name resolution, users, TLS roots, the dynamic linker,
 /// Debian's alternatives links). Everything else in `/etc` (host keys, shadow, …) stays out.
@@ -100,6 +103,8 @@ pub struct SandboxPolicy {
     /// The environment's Berth root on this host (`<root>/.berth/…`), absolute.
     pub root: PathBuf,
     pub network: SandboxNetwork,
+    /// `host:port` entries the egress proxy admits when `network` is `allowlist`.
+    pub allow_hosts: Vec<String>,
     /// Extra host paths visible read-only (e.g. where agent CLIs are installed).
     pub read_only_paths: Vec<String>,
     /// Address-space limit of every process in the sandbox (`ulimit -v`).
@@ -129,6 +134,8 @@ pub struct SandboxTransport {
     policy: SandboxPolicy,
     /// The API bridge for network `none`, once exposed, and the port the agent dials.
     bridge: Mutex<Option<(Arc<ApiBridge>, u16)>>,
+    /// The egress proxy of network `allowlist`, once started, and its socket.
+    egress: Mutex<Option<(Arc<EgressProxy>, PathBuf)>>,
 }
 
 impl std::fmt::Debug for SandboxTransport {
@@ -145,6 +152,7 @@ impl SandboxTransport {
             inner: LocalTransport::new(),
             policy,
             bridge: Mutex::new(None),
+            egress: Mutex::new(None),
         }
     }
 
@@ -226,13 +234,37 @@ impl SandboxTransport {
             (SandboxNetwork::Open, _) | (_, None) => None,
             (_, Some(port)) => Some(port),
         };
-        if let Some(port) = api {
-            let sock = p.api_socket().display().to_string();
+        let egress = self
+            .egress
+            .lock()
+            .ok()
+            .and_then(|e| e.as_ref().map(|(_, path)| path.clone()));
+        if api.is_some() || egress.is_some() {
             args.extend([
                 "--ro-bind".into(),
                 p.api_dir().display().to_string(),
                 p.api_dir().display().to_string(),
             ]);
+        }
+        if let Some(sock) = egress {
+            // Any port of the sandbox's own loopback; not the API's.
+            let port = if api == Some(EGRESS_PORT) {
+                EGRESS_PORT + 1
+            } else {
+                EGRESS_PORT
+            };
+            inner.push_str(&format!(
+                "socat TCP-LISTEN:{port},bind=127.0.0.1,reuseaddr,fork UNIX-CONNECT:{sock} </dev/null >/dev/null 2>&1 &\n\
+                 i=0; while ! grep -q ':{hex:04X} 00000000:0000 0A' /proc/net/tcp 2>/dev/null && [ \"$i\" -lt 200 ]; do i=$((i+1)); sleep 0.01; done\n\
+                 p=http://127.0.0.1:{port}\n\
+                 export HTTPS_PROXY=$p HTTP_PROXY=$p https_proxy=$p http_proxy=$p ALL_PROXY=$p all_proxy=$p\n\
+                 export NO_PROXY=127.0.0.1,localhost,::1 no_proxy=127.0.0.1,localhost,::1\n",
+                sock = quote(&sock.display().to_string()),
+                hex = port,
+            ));
+        }
+        if let Some(port) = api {
+            let sock = p.api_socket().display().to_string();
             // Listen on the loopback of the sandbox at BERTH_API_URL's port, forward to the
             // socket Berth serves; wait (≤ 2 s) until it listens so the agent's first call
             // cannot race it.
@@ -284,6 +316,40 @@ impl Transport for SandboxTransport {
             quote(command),
             self.bwrap_script()
         ))
+    }
+
+    /// Network `allowlist`: a proxy for this run on `<root>/.berth/api/e-<key end>.sock`,
+    /// which admits only `allowHosts`; the agent's proxy variables point at it.
+    async fn egress(
+        &self,
+        key: &str,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<EgressRefusal>>, ExecError> {
+        if self.policy.network != SandboxNetwork::Allowlist {
+            return Ok(None);
+        }
+        if key.is_empty()
+            || !key
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        {
+            return Err(ExecError::Spawn {
+                env: DESCRIBE.to_owned(),
+                source: std::io::Error::other(format!("invalid egress key {key:?}")),
+            });
+        }
+        // Socket paths are short (SUN_LEN, 108 bytes): the key's last 12 characters (the
+        // random end of a run id) name it.
+        let short = &key[key.len().saturating_sub(12)..];
+        let path = self.policy.api_dir().join(format!("e-{short}.sock"));
+        let (proxy, refusals) = EgressProxy::serve(&path, AllowList::new(&self.policy.allow_hosts))
+            .map_err(|source| ExecError::Spawn {
+                env: DESCRIBE.to_owned(),
+                source,
+            })?;
+        if let Ok(mut slot) = self.egress.lock() {
+            *slot = Some((proxy, path));
+        }
+        Ok(Some(refusals))
     }
 
     /// Network `open`: the address itself (the sandbox shares the host's network). Otherwise

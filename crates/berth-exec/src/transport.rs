@@ -309,6 +309,16 @@ pub trait Transport: Send + Sync {
         self.expose_local_port(local).await
     }
 
+    /// Start what lets run `key`'s agent leave its environment under an egress policy (the
+    /// sandbox's allowlist proxy), before its launch or after a re-attach; the receiver yields
+    /// every refused attempt. `Ok(None)`: no egress policy on this transport (the default).
+    async fn egress(
+        &self,
+        _key: &str,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<crate::egress::EgressRefusal>>, ExecError> {
+        Ok(None)
+    }
+
     async fn run(&self, script: &str, stdin: Bytes) -> Result<Completed, ExecError> {
         let req = ExecRequest::new(script)
             .stdin_bytes(stdin)

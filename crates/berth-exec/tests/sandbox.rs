@@ -57,6 +57,7 @@ impl Fixture {
         Arc::new(SandboxTransport::new(SandboxPolicy {
             root: self.root.clone(),
             network,
+            allow_hosts: Vec::new(),
             read_only_paths: Vec::new(),
             memory_limit_mb: None,
         }))
@@ -270,12 +271,66 @@ async fn sandbox_reaches_the_api_through_the_bridge_with_network_none() {
     other_task.abort();
 }
 
+/// Through the proxy the agent's HTTPS_PROXY names: `port`'s answer, or REFUSED.
+fn via_proxy(port: u16) -> String {
+    format!(
+        "pp=${{HTTPS_PROXY##*:}}; if printf 'GET / HTTP/1.0\\r\\n\\r\\n' | socat -t 5 - \"PROXY:127.0.0.1:127.0.0.1:{port},proxyport=$pp\" 2>/dev/null | grep -q pong; then echo \"REACHED {port}\"; else echo \"REFUSED {port}\"; fi; "
+    )
+}
+
+#[tokio::test]
+async fn sandbox_allowlist_admits_only_listed_hosts_and_reports_each_refusal() {
+    let Some(f) = Fixture::new() else { return };
+    // Two listeners stand in for the internet: one allowed, one not.
+    let (allowed, a_task) = pong_listener().await;
+    let (other, o_task) = pong_listener().await;
+    let t = Arc::new(SandboxTransport::new(SandboxPolicy {
+        root: f.root.clone(),
+        network: SandboxNetwork::Allowlist,
+        allow_hosts: vec![format!("127.0.0.1:{}", allowed.port())],
+        read_only_paths: Vec::new(),
+        memory_limit_mb: None,
+    }));
+    let mut refusals = t.egress("run-1").await.unwrap().unwrap();
+    let command = format!(
+        "{}{}{}; echo \"proxy=$HTTPS_PROXY no=$NO_PROXY\"",
+        via_proxy(allowed.port()),
+        via_proxy(other.port()),
+        dial(allowed.port()),
+    );
+    let (out, err, outcome) = f.run(t.clone(), &command).await;
+    assert!(outcome.success(), "{outcome:?} {err}");
+    assert!(
+        out.contains(&format!("REACHED {}", allowed.port())),
+        "{out}{err}"
+    );
+    assert!(
+        out.contains(&format!("REFUSED {}", other.port())),
+        "{out}{err}"
+    );
+    assert!(
+        out.contains("UNREACHABLE"),
+        "without the proxy nothing is reachable, not even an allowed host: {out}"
+    );
+    assert!(out.contains("proxy=http://127.0.0.1:3128"), "{out}");
+    let refusal = tokio::time::timeout(Duration::from_secs(5), refusals.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(refusal.target, format!("127.0.0.1:{}", other.port()));
+    assert!(refusal.reason.contains("allowHosts"), "{refusal:?}");
+    drop(t);
+    a_task.abort();
+    o_task.abort();
+}
+
 #[tokio::test]
 async fn sandbox_memory_limit_applies_inside() {
     let Some(f) = Fixture::new() else { return };
     let t = Arc::new(SandboxTransport::new(SandboxPolicy {
         root: f.root.clone(),
         network: SandboxNetwork::None,
+        allow_hosts: Vec::new(),
         read_only_paths: vec!["/opt".into()],
         memory_limit_mb: Some(512),
     }));

@@ -709,9 +709,9 @@ async fn drivers_that_cannot_run_here_are_reported_and_refused_up_front() {
         ),
         (
             "sandbox",
-            json!({"network": "allowlist", "allowHosts": ["example.com:443"]}),
-            "config.network",
-            "not available in this build",
+            json!({"network": "allowlist", "allowHosts": ["no-port.example"]}),
+            "config.allowHosts",
+            "host:port",
         ),
         (
             "sandbox",

@@ -297,3 +297,58 @@ async fn probing_a_sandbox_looks_for_the_agent_clis_inside_it() {
     );
     assert_eq!(find("tool_socat", "inside the sandbox")["level"], "info");
 }
+
+/// With `network: "allowlist"` the agent leaves only through the run's proxy; a host not in
+/// `allowHosts` is refused and the refusal is a run event.
+#[tokio::test]
+async fn an_allowlist_sandbox_records_each_refused_connection_as_a_run_event() {
+    if !bwrap_works() {
+        return;
+    }
+    let s = TestServer::start().await;
+    let c = s.default_company().await;
+    let blocked = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = blocked.local_addr().unwrap().port();
+    let env = s
+        .post(
+            &format!("/api/companies/{c}/environments"),
+            json!({"name": "allow", "driver": "sandbox", "config": {"network": "allowlist",
+                "allowHosts": ["api.example.invalid:443"]}}),
+        )
+        .await;
+    assert_eq!(env.status, 201, "{}", env.text);
+    let script = format!(
+        "pp=${{HTTPS_PROXY##*:}}; if printf x | socat -t 2 - \"PROXY:127.0.0.1:127.0.0.1:{port},proxyport=$pp\" >/dev/null 2>&1; then echo PASSED; else echo BLOCKED; fi"
+    );
+    let agent = s
+        .post(
+            &format!("/api/companies/{c}/agents"),
+            json!({"name": "egress", "adapterType": "process", "defaultEnvironmentId": env.body["id"],
+                "adapterConfig": {"command": "sh", "args": ["-c", script]}}),
+        )
+        .await;
+    assert_eq!(agent.status, 201, "{}", agent.text);
+    let run = s
+        .post(
+            &format!("/api/companies/{c}/runs"),
+            json!({"agentId": agent.body["id"], "prompt": "leave"}),
+        )
+        .await;
+    assert_eq!(run.status, 202, "{}", run.text);
+    let id = run.body["id"].as_str().unwrap().to_string();
+    let done = wait_run(&s, &id).await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert!(stdout_of(&s, &id).await.contains("BLOCKED"));
+    let events = s.get(&format!("/api/runs/{id}/events")).await.text;
+    let refusal = events
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .find(|e| e["payload"]["step"] == "egress_refused")
+        .unwrap_or_else(|| panic!("no egress_refused event: {events}"));
+    assert_eq!(
+        refusal["payload"]["target"],
+        format!("127.0.0.1:{port}"),
+        "{refusal}"
+    );
+}
