@@ -175,6 +175,16 @@ async fn a_sandbox_run_works_on_a_copy_and_restores_it_keeping_local_edits() {
     assert!(out.contains("KEY_HIDDEN"), "{out}");
     assert!(!out.contains("ESCAPED"), "{out}");
     assert!(!repo.join("escaped.txt").exists());
+    // The sandbox root (copies, HOME, assets, sockets) goes with its environment.
+    let root = sandbox_root(&s, &eid);
+    assert!(root.join(".berth/home").exists());
+    let deleted = s.delete(&format!("/api/environments/{eid}")).await;
+    assert!(deleted.status.is_success(), "{}", deleted.text);
+    assert!(
+        !root.exists(),
+        "{} outlived its environment",
+        root.display()
+    );
 }
 
 #[tokio::test]
