@@ -614,6 +614,22 @@ async fn sandbox_checks(policy: &SandboxPolicy, agent_commands: &[String]) -> (V
     let transport = SandboxTransport::new(policy.clone());
     let (more, mut facts) = host_checks(&transport, &root, &[]).await;
     checks.extend(more);
+    // The API bridge and the egress proxy are Unix sockets: their paths must fit SUN_LEN.
+    let longest = policy.api_dir().join("e-000000000000.sock");
+    if policy.network != SandboxNetwork::Open && longest.as_os_str().len() >= 108 {
+        checks.push(
+            Check::new(
+                "api_socket",
+                Level::Warn,
+                format!(
+                    "The sandbox's socket directory {} is too deep for Unix sockets (108 bytes): \
+                     agents would get no BERTH_API_URL and no egress proxy.",
+                    policy.api_dir().display()
+                ),
+            )
+            .hint("Set runsRoot (BERTH_RUNS_ROOT) to a shorter directory."),
+        );
+    }
 
     // Inside: a scratch directory of the root is a valid sandbox working directory.
     let dir = RemoteLayout::new(&root).scratch_dir(&format!("probe-{}", uuid::Uuid::new_v4()));

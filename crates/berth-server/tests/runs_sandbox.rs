@@ -362,3 +362,46 @@ async fn an_allowlist_sandbox_records_each_refused_connection_as_a_run_event() {
         "{refusal}"
     );
 }
+
+/// Unix socket paths are short: a runs root too deep for the API bridge is a probe warning
+/// with what to do, not a silent run without BERTH_API_URL.
+#[tokio::test]
+async fn a_runs_root_too_deep_for_the_api_socket_is_a_probe_warning() {
+    if !bwrap_works() {
+        return;
+    }
+    let deep = tempfile::tempdir().unwrap();
+    let runs = deep.path().join("x".repeat(60)).join("y".repeat(20));
+    std::fs::create_dir_all(&runs).unwrap();
+    let s = TestServer::start_configured(|c| c.runs_root = Some(runs.clone())).await;
+    let c = s.default_company().await;
+    let env = s
+        .post(
+            &format!("/api/companies/{c}/environments"),
+            json!({"name": "deep", "driver": "sandbox", "config": {"network": "none"}}),
+        )
+        .await;
+    assert_eq!(env.status, 201, "{}", env.text);
+    let probe = s
+        .post(
+            &format!(
+                "/api/environments/{}/probe",
+                env.body["id"].as_str().unwrap()
+            ),
+            json!({}),
+        )
+        .await;
+    assert_eq!(probe.status, 200, "{}", probe.text);
+    let check = probe.body["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["code"] == "api_socket")
+        .unwrap_or_else(|| panic!("no api_socket check: {}", probe.text))
+        .clone();
+    assert_eq!(check["level"], "warn", "{check}");
+    assert!(
+        check["hint"].as_str().unwrap().contains("runsRoot"),
+        "{check}"
+    );
+}
