@@ -143,6 +143,18 @@ impl Orchestrator {
                         ));
                     }
                 }
+                // Nor the runs root: every sandbox's copies, every local run's scratch.
+                for dir in &sandbox.read_only_paths {
+                    if crate::host::overlaps_home(Path::new(dir), &self.local_root) {
+                        return Err(RunError::new(
+                            ErrorCode::WorkspaceRealizationFailed,
+                            format!(
+                                "readOnlyPaths entry {dir} overlaps the runs root {}",
+                                self.local_root.display()
+                            ),
+                        ));
+                    }
+                }
                 let cwd = match ws {
                     Some(_) => layout.workspace_copy(&scope_dir(scope)),
                     None => run_work.clone(),

@@ -340,14 +340,34 @@ fn check_config_privileges(
             }
             _ => Ok(()),
         },
-        // Nothing of BERTH_HOME is bound into a sandbox, not even read-only.
+        // readOnlyPaths shows host directories to a tenant's agents (another company's
+        // workspace, if named): an operator's decision. Nothing of BERTH_HOME, and nothing of
+        // the runs root (every sandbox's copies, every local run's scratch), is ever bound.
         DriverConfig::Sandbox(sandbox) => {
+            if !sandbox.read_only_paths.is_empty() && !actor.is_instance_admin() {
+                return Err(ApiError::Forbidden(
+                    "Only an instance admin may set readOnlyPaths: they show host directories \
+                     to the sandbox's agents."
+                        .into(),
+                ));
+            }
             for path in &sandbox.read_only_paths {
                 let dir = std::path::Path::new(path);
                 if berth_engine::host::overlaps_home(dir, &state.berth_home) {
                     return Err(ApiError::unprocessable_field(
                         "config.readOnlyPaths",
                         berth_engine::host::home_overlap_message(dir, &state.berth_home),
+                    ));
+                }
+                if berth_engine::host::overlaps_home(dir, &state.local_root) {
+                    return Err(ApiError::unprocessable_field(
+                        "config.readOnlyPaths",
+                        format!(
+                            "{} overlaps the runs root ({}), which holds every sandbox's \
+                             workspace copies and every local run's scratch.",
+                            dir.display(),
+                            state.local_root.display()
+                        ),
                     ));
                 }
             }
