@@ -47,6 +47,17 @@ impl RemoteIdentity {
         }
     }
 
+    /// The identity of a run in sandbox environment `environment` (its id), in `remote_cwd`.
+    pub fn sandbox(environment: &str, remote_cwd: &str) -> Self {
+        Self {
+            transport: Driver::Sandbox,
+            host: Some(environment.to_string()),
+            port: None,
+            username: None,
+            remote_cwd: Some(remote_cwd.to_string()),
+        }
+    }
+
     fn describe(&self) -> String {
         match self.transport {
             Driver::Local => "local".to_string(),

@@ -21,6 +21,10 @@
 //!   its own network namespace, vs lone runs of the same agent: run duration p50/p99, line
 //!   write → event delay, throughput, peak RSS. Needs root (`ip netns`).
 //!
+//! - `sandbox`: end-to-end overhead of a `process` run of `true` on a bubblewrap sandbox
+//!   environment vs the managed local environment, same small git workspace, through the real
+//!   server. Median of `min(BERTH_BENCH_N, 20)`.
+//!
 //! Run: `cargo run --release -p berth-bench -- ssh` (`BERTH_BENCH_N` overrides 50),
 //! `cargo run --release -p berth-bench -- sync` (`BERTH_BENCH_FILES` overrides 10,000).
 
@@ -35,6 +39,7 @@ use berth_exec::{ExecRequest, SshPool, SshTarget, SshTransport, Transport};
 mod api;
 mod load;
 mod runs;
+mod sandbox;
 mod sync;
 
 fn n() -> usize {
@@ -61,9 +66,10 @@ async fn main() -> anyhow::Result<()> {
         "sync" => sync::run().await,
         "runs" => runs::run().await,
         "load" => load::run().await,
+        "sandbox" => sandbox::run().await,
         // Internal: one berth push in its own process, for the `sync` suite's RSS figures.
         "sync-child" => sync::child(&std::env::args().skip(2).collect::<Vec<_>>()).await,
-        other => bail!("unknown suite {other:?}; known: ssh, sync, runs, load"),
+        other => bail!("unknown suite {other:?}; known: ssh, sync, runs, load, sandbox"),
     }
 }
 

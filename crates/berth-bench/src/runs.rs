@@ -24,7 +24,7 @@ pub async fn run() -> anyhow::Result<()> {
 }
 
 /// A small repository: 40 files in a few directories, three commits.
-fn make_repo(repo: &Path) -> anyhow::Result<()> {
+pub(crate) fn make_repo(repo: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(repo)?;
     git(repo, &["init", "-q", "-b", "main"])?;
     for commit in 0..3 {

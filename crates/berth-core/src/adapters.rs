@@ -1,6 +1,7 @@
 //! Which agent adapters exist and which drivers each can run on (the capability map behind
 //! `GET /companies/:cid/environments/capabilities` and the selection guards).
 
+use crate::config::DriverConfig;
 use crate::enums::Driver;
 
 /// Every adapter type Berth knows.
@@ -14,19 +15,36 @@ pub const ADAPTER_TYPES: &[&str] = &[
     "process",
 ];
 
-/// The drivers that can run agents in this build. `sandbox` and `plugin` are accepted in the
-/// data model (SPEC §4) but not built yet: capabilities, creation and every selection guard
-/// say so, instead of a run failing later.
-pub const RUNNABLE_DRIVERS: &[Driver] = &[Driver::Local, Driver::Ssh];
+/// The drivers that can run agents in this build. `plugin` is accepted in the data model
+/// (SPEC §4) but not built yet: capabilities, creation and every selection guard say so,
+/// instead of a run failing later. `sandbox` runs with the `bubblewrap` provider where the
+/// host can run `bwrap`; the server checks the host (this crate does no I/O).
+pub const RUNNABLE_DRIVERS: &[Driver] = &[Driver::Local, Driver::Ssh, Driver::Sandbox];
 
 /// Why a driver cannot be used yet, for error messages; `None` when it runs.
 pub fn unavailable_driver_reason(driver: Driver) -> Option<String> {
     (!RUNNABLE_DRIVERS.contains(&driver)).then(|| {
         format!(
-            "The {driver} driver cannot run agents in this build yet; use local or ssh.",
+            "The {driver} driver cannot run agents in this build yet; use local, ssh or sandbox.",
             driver = driver.as_str()
         )
     })
+}
+
+/// Why a config of a runnable driver still cannot run in this build (a sandbox provider other
+/// than `bubblewrap` needs the plugin host); `None` when it can. The field path comes with it.
+pub fn unavailable_config_reason(config: &DriverConfig) -> Option<(&'static str, String)> {
+    match config {
+        DriverConfig::Sandbox(s) if s.provider != "bubblewrap" => Some((
+            "config.provider",
+            format!(
+                "Sandbox provider \"{}\" would be served by a plugin, and plugins cannot run in \
+                 this build yet; use provider \"bubblewrap\".",
+                s.provider
+            ),
+        )),
+        _ => None,
+    }
 }
 
 /// The drivers an adapter can run on; `None` for an unknown adapter type. Every adapter,

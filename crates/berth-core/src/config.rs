@@ -107,10 +107,36 @@ pub struct SshConfig {
     pub use_agent_auth: bool,
 }
 
+/// What a sandbox may reach on the network (SPEC §4). Berth's own API stays reachable in
+/// every mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxNetwork {
+    /// A network namespace of its own with only a loopback interface.
+    #[default]
+    None,
+    /// Only `allowHosts`, through a proxy Berth runs for the lease.
+    Allowlist,
+    /// The host's network, loopback services included.
+    Open,
+}
+
+impl SandboxNetwork {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Allowlist => "allowlist",
+            Self::Open => "open",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct SandboxConfig {
     pub provider: String,
-    pub network: bool,
+    pub network: SandboxNetwork,
+    /// `host:port` entries admitted when `network` is `allowlist`.
+    pub allow_hosts: Vec<String>,
     pub read_only_paths: Vec<String>,
     pub memory_limit_mb: Option<u64>,
     pub timeout_ms: Option<u64>,
@@ -190,6 +216,7 @@ impl DriverConfig {
                 let mut map = c.provider_config.clone();
                 map.insert("provider".into(), json!(c.provider));
                 map.insert("network".into(), json!(c.network));
+                map.insert("allowHosts".into(), json!(c.allow_hosts));
                 map.insert("readOnlyPaths".into(), json!(c.read_only_paths));
                 map.insert("memoryLimitMb".into(), json!(c.memory_limit_mb));
                 map.insert("timeoutMs".into(), json!(c.timeout_ms));
@@ -565,6 +592,19 @@ fn valid_provider(p: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c))
 }
 
+/// `host:port` with a non-empty host of `[A-Za-z0-9.-]` (or `*.` wildcard prefix) and a port.
+fn valid_host_port(entry: &str) -> bool {
+    let Some((host, port)) = entry.rsplit_once(':') else {
+        return false;
+    };
+    let host = host.strip_prefix("*.").unwrap_or(host);
+    !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+        && port.parse::<u16>().is_ok_and(|p| p > 0)
+}
+
 fn parse_sandbox(r: &mut Reader<'_>) -> SandboxConfig {
     let provider_message = format!("Sandbox provider must match {SANDBOX_PROVIDER_RULE}.");
     let provider = r
@@ -573,7 +613,44 @@ fn parse_sandbox(r: &mut Reader<'_>) -> SandboxConfig {
     if !valid_provider(&provider) {
         r.fail("provider", &provider_message);
     }
-    let network = r.boolean("network", false, "Sandbox network must be a boolean.");
+    const NETWORK: &str = "Sandbox network must be \"none\", \"allowlist\" or \"open\".";
+    let network = match r.get("network") {
+        None => SandboxNetwork::None,
+        Some(Value::String(s)) => match s.as_str() {
+            "none" => SandboxNetwork::None,
+            "allowlist" => SandboxNetwork::Allowlist,
+            "open" => SandboxNetwork::Open,
+            _ => {
+                r.fail("network", NETWORK);
+                SandboxNetwork::None
+            }
+        },
+        // Configs stored before the egress policy said `network: true|false`.
+        Some(Value::Bool(true)) => SandboxNetwork::Open,
+        Some(Value::Bool(false)) => SandboxNetwork::None,
+        Some(_) => {
+            r.fail("network", NETWORK);
+            SandboxNetwork::None
+        }
+    };
+    const HOSTS: &str = "Sandbox allowHosts must be an array of \"host:port\" strings.";
+    let allow_hosts = match r.get("allowHosts") {
+        None => Vec::new(),
+        Some(Value::Array(items)) => {
+            let hosts: Vec<String> = items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_string))
+                .collect();
+            if hosts.len() != items.len() || !hosts.iter().all(|h| valid_host_port(h)) {
+                r.fail("allowHosts", HOSTS);
+            }
+            hosts
+        }
+        Some(_) => {
+            r.fail("allowHosts", HOSTS);
+            Vec::new()
+        }
+    };
     const PATHS: &str = "Sandbox readOnlyPaths must be an array of absolute paths.";
     let read_only_paths = match r.get("readOnlyPaths") {
         None => Vec::new(),
@@ -614,6 +691,7 @@ fn parse_sandbox(r: &mut Reader<'_>) -> SandboxConfig {
     SandboxConfig {
         provider,
         network,
+        allow_hosts,
         read_only_paths,
         memory_limit_mb,
         timeout_ms,
@@ -819,7 +897,57 @@ mod tests {
             &json!({"provider": "bubblewrap", "network": false, "readOnlyPaths": ["/opt"]}),
             ParseMode::Persist,
         );
-        assert!(ok.is_ok());
+        let DriverConfig::Sandbox(old) = ok.unwrap().config else {
+            panic!("not a sandbox config");
+        };
+        assert_eq!(
+            old.network,
+            SandboxNetwork::None,
+            "a stored boolean still reads"
+        );
+        for (network, expected) in [
+            ("none", SandboxNetwork::None),
+            ("open", SandboxNetwork::Open),
+        ] {
+            let parsed = parse_config(
+                Driver::Sandbox,
+                &json!({"network": network}),
+                ParseMode::Persist,
+            )
+            .unwrap();
+            let DriverConfig::Sandbox(c) = &parsed.config else {
+                panic!("not a sandbox config");
+            };
+            assert_eq!(c.network, expected);
+            assert_eq!(c.provider, "bubblewrap");
+            assert_eq!(parsed.config.to_json()["network"], json!(network));
+        }
+        let allowlist = parse_config(
+            Driver::Sandbox,
+            &json!({"network": "allowlist", "allowHosts": ["api.anthropic.com:443", "*.github.com:443"]}),
+            ParseMode::Persist,
+        )
+        .unwrap();
+        assert_eq!(
+            allowlist.config.to_json()["allowHosts"],
+            json!(["api.anthropic.com:443", "*.github.com:443"])
+        );
+        assert!(
+            parse_config(
+                Driver::Sandbox,
+                &json!({"network": "sometimes"}),
+                ParseMode::Persist
+            )
+            .is_err()
+        );
+        assert!(
+            parse_config(
+                Driver::Sandbox,
+                &json!({"allowHosts": ["no-port"]}),
+                ParseMode::Persist
+            )
+            .is_err()
+        );
         assert!(
             parse_config(
                 Driver::Sandbox,

@@ -8,6 +8,7 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use berth_core::config::{DriverConfig, SandboxConfig, SandboxNetwork};
 use berth_core::model::Environment;
 use berth_core::{CompanyId, Driver};
 use berth_store::Store;
@@ -98,25 +99,46 @@ pub fn home_overlap_message(dir: &Path, home: &Path) -> String {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
     "Company \"{company}\" may not run agents on the control-plane host (environment \
-     \"{environment}\", driver local): an instance admin must grant it `hostExecution` \
+     \"{environment}\", driver {driver}): an instance admin must grant it `hostExecution` \
      (PATCH /api/companies/{company_id} {{\"hostExecution\": true}}), or choose an SSH \
-     environment."
+     environment or a sandbox with network \"none\"."
 )]
 pub struct HostExecutionDenied {
     pub company: String,
     pub company_id: CompanyId,
     pub environment: String,
+    pub driver: Driver,
 }
 
-/// Refuse a `local` environment for a company without the `hostExecution` grant, when the
-/// server requires it (token mode).
+/// Whether runs on `env` need the `hostExecution` grant: `local` runs act as the server's user
+/// on this host; a `sandbox` with network `open` shares this host's network, loopback services
+/// (databases, Berth's own port, cloud metadata) included, and one with `allowlist` may be
+/// allowed one of them. A sandbox with network `none` sees
+/// neither the host's files beyond its own root nor its network (docs/security.md), so it
+/// needs no grant.
+pub fn needs_host_grant(env: &Environment) -> bool {
+    match env.driver {
+        Driver::Local => true,
+        Driver::Sandbox => !matches!(
+            env.typed_config().map(|p| p.config),
+            Ok(DriverConfig::Sandbox(SandboxConfig {
+                network: SandboxNetwork::None,
+                ..
+            }))
+        ),
+        Driver::Ssh | Driver::Plugin => false,
+    }
+}
+
+/// Refuse an environment that runs on this host ([`needs_host_grant`]) for a company without
+/// the `hostExecution` grant, when the server requires it (token mode).
 pub async fn check_host_execution(
     store: &dyn Store,
     company_id: CompanyId,
     env: &Environment,
     grant_required: bool,
 ) -> Result<Result<(), HostExecutionDenied>, berth_store::StoreError> {
-    if env.driver != Driver::Local || !grant_required {
+    if !needs_host_grant(env) || !grant_required {
         return Ok(Ok(()));
     }
     let company = store.get_company(company_id).await?;
@@ -126,6 +148,7 @@ pub async fn check_host_execution(
             company: other.map(|c| c.name).unwrap_or_default(),
             company_id,
             environment: env.name.clone(),
+            driver: env.driver,
         }),
     })
 }

@@ -8,10 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use berth_core::Driver;
+use berth_core::config::SandboxNetwork;
 use berth_exec::error::HostKeyRejection;
 use berth_exec::shell::quote;
 use berth_exec::ssh::SshTimeouts;
-use berth_exec::{ExecError, LocalTransport, SshPool, SshTarget, SshTransport, Transport};
+use berth_exec::{
+    ExecError, LocalTransport, RemoteLayout, SandboxPolicy, SandboxTransport, SshPool, SshTarget,
+    SshTransport, Transport,
+};
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -80,6 +84,8 @@ pub enum ProbeTarget {
         target: SshTarget,
         remote_workspace_path: String,
     },
+    /// A bubblewrap sandbox on the control-plane host.
+    Sandbox { policy: SandboxPolicy },
     /// A driver whose probe is not available in this build.
     Unsupported(Driver),
 }
@@ -96,6 +102,7 @@ pub async fn probe(
     let driver = match &target {
         ProbeTarget::Local { .. } => Driver::Local,
         ProbeTarget::Ssh { .. } => Driver::Ssh,
+        ProbeTarget::Sandbox { .. } => Driver::Sandbox,
         ProbeTarget::Unsupported(d) => *d,
     };
     let (mut checks, mut details, describe) =
@@ -157,6 +164,7 @@ fn describe_target(target: &ProbeTarget) -> String {
             "SSH environment {}@{}:{}",
             target.username, target.host, target.port
         ),
+        ProbeTarget::Sandbox { .. } => "The sandbox environment".to_string(),
         ProbeTarget::Unsupported(d) => format!("The {d} environment"),
     }
 }
@@ -177,6 +185,10 @@ async fn run_checks(
             json!({}),
             describe,
         ),
+        ProbeTarget::Sandbox { policy } => {
+            let (checks, facts) = sandbox_checks(policy, agent_commands).await;
+            (checks, facts, describe)
+        }
         ProbeTarget::Local { workspace_root } => {
             let transport: Arc<dyn Transport> = Arc::new(LocalTransport::new());
             let mut checks = vec![Check::new(
@@ -574,6 +586,161 @@ printf '@@end\n'
     }
     facts["agentClis"] = Value::Object(agents);
     (checks, facts)
+}
+
+/// `bwrap` and user namespaces on this host, the host-side tools sync needs (in the sandbox
+/// root), then the agent CLIs and `socat` as the agent sees them: looked up *inside* a sandbox
+/// built like a run's.
+async fn sandbox_checks(policy: &SandboxPolicy, agent_commands: &[String]) -> (Vec<Check>, Value) {
+    let mut checks = Vec::new();
+    let root = policy.root.display().to_string();
+    if let Err(why) = tokio::task::spawn_blocking(berth_exec::sandbox::host_support)
+        .await
+        .unwrap_or_else(|e| {
+            Err(berth_exec::sandbox::SandboxUnavailable {
+                reason: format!("the check did not finish: {e}"),
+                hint: String::new(),
+            })
+        })
+    {
+        checks.push(Check::new("bwrap", Level::Error, why.reason).hint(why.hint));
+        return (checks, json!({"root": root}));
+    }
+    checks.push(Check::new(
+        "bwrap",
+        Level::Info,
+        "bwrap creates user, PID, IPC, UTS and network namespaces on this host.",
+    ));
+    let transport = SandboxTransport::new(policy.clone());
+    let (more, mut facts) = host_checks(&transport, &root, &[]).await;
+    checks.extend(more);
+    // The API bridge and the egress proxy are Unix sockets: their paths must fit SUN_LEN.
+    let longest = policy.api_dir().join("e-000000000000.sock");
+    if policy.network != SandboxNetwork::Open && longest.as_os_str().len() >= 108 {
+        checks.push(
+            Check::new(
+                "api_socket",
+                Level::Warn,
+                format!(
+                    "The sandbox's socket directory {} is too deep for Unix sockets (108 bytes): \
+                     agents would get no BERTH_API_URL and no egress proxy.",
+                    policy.api_dir().display()
+                ),
+            )
+            .hint("Set runsRoot (BERTH_RUNS_ROOT) to a shorter directory."),
+        );
+    }
+
+    // Inside: a scratch directory of the root is a valid sandbox working directory.
+    let dir = RemoteLayout::new(&root).scratch_dir(&format!("probe-{}", uuid::Uuid::new_v4()));
+    let mut lookups: Vec<String> = agent_commands
+        .iter()
+        .filter(|c| !c.is_empty() && !c.contains(['\n', '\0']))
+        .cloned()
+        .collect();
+    let needs_socat = policy.network != SandboxNetwork::Open;
+    if needs_socat {
+        lookups.push("socat".to_string());
+    }
+    let inner = format!(
+        "for c in {}; do p=$(command -v -- \"$c\" 2>/dev/null); printf '%s\\t%s\\n' \"$c\" \"$p\"; done",
+        if lookups.is_empty() {
+            "''".to_string()
+        } else {
+            lookups
+                .iter()
+                .map(|c| quote(c))
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+    );
+    let confined = match transport.confine(&inner) {
+        Ok(c) => c,
+        Err(e) => {
+            checks.push(Check::new("sandbox", Level::Error, e.to_string()));
+            return (checks, facts);
+        }
+    };
+    let script = format!(
+        "mkdir -p -- {d} && cd -- {d} || exit 125\n( {confined} )\nrc=$?\ncd / && rm -rf -- {d}\nexit $rc",
+        d = quote(&dir),
+    );
+    let done = match transport.run(&script, bytes::Bytes::new()).await {
+        Ok(done) => done,
+        Err(e) => {
+            checks.push(Check::new(
+                "sandbox",
+                Level::Error,
+                format!("Cannot start a sandbox: {e}"),
+            ));
+            return (checks, facts);
+        }
+    };
+    if !done.outcome.success() {
+        checks.push(
+            Check::new(
+                "sandbox",
+                Level::Error,
+                format!("A sandbox like a run's did not start ({}).", done.outcome),
+            )
+            .detail(done.stderr_text())
+            .hint("Check readOnlyPaths and that the sandbox root is writable."),
+        );
+        return (checks, facts);
+    }
+    checks.push(Check::new(
+        "sandbox",
+        Level::Info,
+        "A sandbox like a run's starts (empty root, read-only system, private /tmp).",
+    ));
+    let mut agents = serde_json::Map::new();
+    for line in done.stdout_text().lines() {
+        let (name, path) = line.split_once('\t').unwrap_or((line, ""));
+        if name.is_empty() {
+            continue;
+        }
+        if name == "socat" && needs_socat {
+            if path.is_empty() {
+                checks.push(
+                    Check::new(
+                        "tool_socat",
+                        Level::Warn,
+                        "`socat` is not available inside the sandbox: with network \"none\" agents get no BERTH_API_URL.",
+                    )
+                    .hint("Install socat on the host (Debian: apt-get install socat)."),
+                );
+            } else {
+                checks.push(Check::new(
+                    "tool_socat",
+                    Level::Info,
+                    format!("`socat` found inside the sandbox at {path}: agents reach Berth's API with network \"none\"."),
+                ));
+            }
+            continue;
+        }
+        if path.is_empty() {
+            checks.push(
+                Check::new(
+                    "agent_cli",
+                    Level::Warn,
+                    format!("Agent CLI `{name}` is not visible inside the sandbox."),
+                )
+                .hint(format!(
+                    "Install `{name}` under /usr, or add the directory it lives in to readOnlyPaths."
+                )),
+            );
+        } else {
+            checks.push(Check::new(
+                "agent_cli",
+                Level::Info,
+                format!("Agent CLI `{name}` found inside the sandbox at {path}."),
+            ));
+            agents.insert(name.to_string(), json!({"path": path}));
+        }
+    }
+    facts["agentClis"] = Value::Object(agents);
+    facts["network"] = json!(policy.network);
+    (checks, json!({"root": root, "host": facts}))
 }
 
 fn debian_package(tool: &str) -> &'static str {

@@ -412,7 +412,7 @@ impl EnvironmentCleaner {
                         .await
                         .map_err(|e| e.to_string())?;
                     out.extend(envs.items.into_iter().filter(|e| {
-                        matches!(e.driver, Driver::Local | Driver::Ssh)
+                        matches!(e.driver, Driver::Local | Driver::Ssh | Driver::Sandbox)
                             && e.status != EnvironmentStatus::Archived
                     }));
                     match envs.next_cursor {
@@ -516,6 +516,20 @@ impl EnvironmentCleaner {
                     scope_key: "*".into(),
                     reason,
                 });
+            }
+        }
+        // A sandbox's whole root (its HOME, assets and sockets as well as the copies) is this
+        // host's and this environment's alone: it goes with the environment.
+        if stranded.is_empty() && env.driver == Driver::Sandbox {
+            let root = crate::resolve::sandbox_root(&self.local_root, env.id);
+            match tokio::fs::remove_dir_all(&root).await {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => stranded.push(StrandedLease {
+                    lease_id: LeaseId(uuid::Uuid::nil()),
+                    scope_key: "*".into(),
+                    reason: format!("failed to remove the sandbox root {}: {e}", root.display()),
+                }),
             }
         }
         Ok(stranded)

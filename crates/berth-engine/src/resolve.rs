@@ -4,10 +4,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use berth_core::config::{DriverConfig, SecretRef, SshConfig, WorkspaceMode};
+use berth_core::config::{DriverConfig, SandboxConfig, SecretRef, SshConfig, WorkspaceMode};
 use berth_core::model::Environment;
-use berth_core::{CompanyId, Secret};
-use berth_exec::{LocalTransport, SshPool, SshTarget, SshTransport, Transport};
+use berth_core::{CompanyId, EnvironmentId, Secret};
+use berth_exec::{
+    LocalTransport, SandboxPolicy, SandboxTransport, SshPool, SshTarget, SshTransport, Transport,
+};
 use berth_store::Store;
 
 use crate::secrets::SecretBox;
@@ -83,6 +85,26 @@ pub fn ssh_root(config: &SshConfig) -> String {
     }
 }
 
+/// Where a sandbox environment keeps its files on this host: `<local root>/sandboxes/<id>`,
+/// beside local runs' scratch and never in `BERTH_HOME`. Each lease's workspace copy is
+/// `<that>/.berth/ws/<scope>/`.
+pub fn sandbox_root(local_root: &Path, environment_id: EnvironmentId) -> PathBuf {
+    local_root
+        .join("sandboxes")
+        .join(environment_id.to_string())
+}
+
+/// The bubblewrap policy of a sandbox environment rooted at `root`.
+pub fn sandbox_policy(root: PathBuf, config: &SandboxConfig) -> SandboxPolicy {
+    SandboxPolicy {
+        root,
+        network: config.network,
+        allow_hosts: config.allow_hosts.clone(),
+        read_only_paths: config.read_only_paths.clone(),
+        memory_limit_mb: config.memory_limit_mb,
+    }
+}
+
 /// A transport for a stored environment plus its Berth root (`<root>/.berth/…`); a local
 /// environment without a `workspaceRoot` uses `local_root`.
 pub async fn transport_for(
@@ -114,6 +136,14 @@ pub async fn transport_for(
             Ok((
                 Arc::new(SshTransport::new(pool.clone(), target)),
                 ssh_root(&ssh),
+            ))
+        }
+        DriverConfig::Sandbox(sandbox) if sandbox.provider == "bubblewrap" => {
+            let root = sandbox_root(local_root, env.id);
+            let display = root.display().to_string();
+            Ok((
+                Arc::new(SandboxTransport::new(sandbox_policy(root, &sandbox))),
+                display,
             ))
         }
         other => Err(ResolveError::Unsupported {

@@ -412,14 +412,15 @@ impl Launcher {
             }
             env_file.push_str(&format!("export {k}={}\n", quote(v.expose())));
         }
+        // The sandbox transport wraps the command so it starts inside `bwrap`.
+        let command = self.transport.confine(&spec.command)?;
         let dir = self.run_dir(&spec.run_id);
         // Framed stdin: "<env bytes> <cmd bytes>\n", the env file, the command, then stdin.
         let mut payload =
-            Vec::with_capacity(env_file.len() + spec.command.len() + spec.stdin.len() + 32);
-        payload
-            .extend_from_slice(format!("{} {}\n", env_file.len(), spec.command.len()).as_bytes());
+            Vec::with_capacity(env_file.len() + command.len() + spec.stdin.len() + 32);
+        payload.extend_from_slice(format!("{} {}\n", env_file.len(), command.len()).as_bytes());
         payload.extend_from_slice(env_file.as_bytes());
-        payload.extend_from_slice(spec.command.as_bytes());
+        payload.extend_from_slice(command.as_bytes());
         payload.extend_from_slice(&spec.stdin);
         let script = format!(
             r#"set -e

@@ -250,7 +250,7 @@ impl Completed {
 /// Who and where a transport executes, for session-resume identity and logs.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct RemoteIdentity {
-    /// `local` or `ssh`.
+    /// `local`, `ssh` or `sandbox`.
     pub transport: String,
     pub host: Option<String>,
     pub port: Option<u16>,
@@ -281,6 +281,13 @@ pub trait Transport: Send + Sync {
         Ok(None)
     }
 
+    /// The agent command as this transport runs it: unchanged by default; the sandbox
+    /// transport wraps it so that it starts inside `bwrap`. The result is `sh` text that the
+    /// launcher runs in the agent's working directory.
+    fn confine(&self, command: &str) -> Result<String, ExecError> {
+        Ok(command.to_owned())
+    }
+
     /// Make a TCP service listening at `local` (on the control plane) reachable from commands
     /// this transport runs; returns the address they should connect to. `Ok(None)`: this
     /// transport cannot (the default).
@@ -300,6 +307,16 @@ pub trait Transport: Send + Sync {
         _remote_port: u16,
     ) -> Result<Option<std::net::SocketAddr>, ExecError> {
         self.expose_local_port(local).await
+    }
+
+    /// Start what lets run `key`'s agent leave its environment under an egress policy (the
+    /// sandbox's allowlist proxy), before its launch or after a re-attach; the receiver yields
+    /// every refused attempt. `Ok(None)`: no egress policy on this transport (the default).
+    async fn egress(
+        &self,
+        _key: &str,
+    ) -> Result<Option<tokio::sync::mpsc::Receiver<crate::egress::EgressRefusal>>, ExecError> {
+        Ok(None)
     }
 
     async fn run(&self, script: &str, stdin: Bytes) -> Result<Completed, ExecError> {

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 
 use berth_core::adapters::default_command;
 use berth_core::config::DriverConfig;
-use berth_core::{CompanyId, Secret};
+use berth_core::{CompanyId, EnvironmentId, Secret};
 use berth_engine::probe::{DEFAULT_DEADLINE, ProbeResult, ProbeTarget, probe};
-use berth_engine::resolve::{ResolveError, ssh_root, ssh_target};
+use berth_engine::resolve::{ResolveError, sandbox_policy, sandbox_root, ssh_root, ssh_target};
 use berth_store::Page;
 
 use crate::error::{ApiError, ApiResult};
@@ -45,6 +45,7 @@ async fn agent_commands(state: &AppState, company_id: CompanyId) -> ApiResult<Ve
 pub async fn probe_config(
     state: &AppState,
     company_id: CompanyId,
+    environment_id: Option<EnvironmentId>,
     config: &DriverConfig,
     raw_key: Option<Secret<String>>,
     raw_passphrase: Option<Secret<String>>,
@@ -71,6 +72,16 @@ pub async fn probe_config(
             ProbeTarget::Ssh {
                 target,
                 remote_workspace_path: ssh_root(ssh),
+            }
+        }
+        DriverConfig::Sandbox(sandbox) if sandbox.provider == "bubblewrap" => {
+            // A saved environment probes its own root; an unsaved config a shared one.
+            let root = match environment_id {
+                Some(id) => sandbox_root(&state.local_root, id),
+                None => state.local_root.join("sandboxes").join("probe"),
+            };
+            ProbeTarget::Sandbox {
+                policy: sandbox_policy(root, sandbox),
             }
         }
         other => ProbeTarget::Unsupported(other.driver()),

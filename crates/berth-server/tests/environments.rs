@@ -666,17 +666,28 @@ async fn agent_env_values_may_be_secret_references_of_the_company_only() {
 /// switching to one) is refused naming the field, instead of runs failing later with
 /// `workspace_realization_failed`.
 #[tokio::test]
-async fn drivers_that_cannot_run_yet_are_reported_and_refused_up_front() {
+async fn drivers_that_cannot_run_here_are_reported_and_refused_up_front() {
     let s = TestServer::start().await;
     let c = s.default_company().await;
     let caps = s
         .get(&format!("/api/companies/{c}/environments/capabilities"))
         .await;
     assert_eq!(caps.status, 200, "{}", caps.text);
+    // The sandbox runs where bwrap works (the test command installs it; CI must have it).
+    let bwrap = berth_exec::sandbox::host_support();
+    assert!(
+        bwrap.is_ok() || !berth_testkit::in_ci(),
+        "bwrap must work under CI=true: {bwrap:?}"
+    );
+    let sandbox = if bwrap.is_ok() {
+        "supported"
+    } else {
+        "unsupported"
+    };
     for (driver, expected) in [
         ("local", "supported"),
         ("ssh", "supported"),
-        ("sandbox", "unsupported"),
+        ("sandbox", sandbox),
         ("plugin", "unsupported"),
     ] {
         assert_eq!(caps.body["drivers"][driver], expected, "{}", caps.text);
@@ -685,9 +696,31 @@ async fn drivers_that_cannot_run_yet_are_reported_and_refused_up_front() {
         }
     }
     let before = s.get(&format!("/api/companies/{c}/environments")).await;
-    for (driver, config) in [
-        ("sandbox", json!({"provider": "bubblewrap"})),
-        ("plugin", json!({"command": "/bin/true"})),
+    for (driver, config, path, says) in [
+        (
+            "plugin",
+            json!({"command": "/bin/true"}),
+            "driver",
+            "use local, ssh or sandbox",
+        ),
+        (
+            "sandbox",
+            json!({"provider": "e2b"}),
+            "config.provider",
+            "plugins cannot run in this build",
+        ),
+        (
+            "sandbox",
+            json!({"network": "allowlist", "allowHosts": ["no-port.example"]}),
+            "config.allowHosts",
+            "host:port",
+        ),
+        (
+            "sandbox",
+            json!({"readOnlyPaths": [s.home.path()]}),
+            "config.readOnlyPaths",
+            "BERTH_HOME",
+        ),
     ] {
         let r = s
             .post(
@@ -696,15 +729,39 @@ async fn drivers_that_cannot_run_yet_are_reported_and_refused_up_front() {
             )
             .await;
         assert_eq!(r.status, 422, "{}", r.text);
-        assert_eq!(r.body["details"][0]["path"], "driver", "{}", r.text);
+        let issue = if r.body["details"].is_array() {
+            &r.body["details"][0]["path"]
+        } else {
+            &r.body["details"]["issues"][0]["path"]
+        };
+        assert_eq!(issue, path, "{}", r.text);
         assert!(
-            r.body["error"]
-                .as_str()
-                .unwrap()
-                .contains("use local or ssh"),
+            r.body["error"].as_str().unwrap().contains(says),
             "{}",
             r.text
         );
+    }
+    let sandbox = s
+        .post(
+            &format!("/api/companies/{c}/environments"),
+            json!({"name": "sb", "driver": "sandbox", "config": {"provider": "bubblewrap", "network": "none"}}),
+        )
+        .await;
+    if bwrap.is_ok() {
+        assert_eq!(sandbox.status, 201, "{}", sandbox.text);
+        assert_eq!(
+            sandbox.body["config"]["network"], "none",
+            "{}",
+            sandbox.text
+        );
+        s.delete(&format!(
+            "/api/environments/{}",
+            sandbox.body["id"].as_str().unwrap()
+        ))
+        .await;
+    } else {
+        assert_eq!(sandbox.status, 422, "{}", sandbox.text);
+        assert!(sandbox.text.contains("bwrap"), "{}", sandbox.text);
     }
     let after = s.get(&format!("/api/companies/{c}/environments")).await;
     assert_eq!(before.body, after.body, "nothing was written");

@@ -375,3 +375,180 @@ async fn only_an_instance_admin_lends_the_operators_ssh_agent() {
         .await;
     assert_eq!(stored.body["config"]["host"], "127.0.0.1");
 }
+
+/// A sandbox with network `none` sees none of the host's files beyond its own root and none of
+/// its network, so a tenant runs there without `hostExecution`; with network `open` it shares
+/// the host's loopback services, so it needs the grant like `local`.
+#[tokio::test]
+async fn a_sandbox_without_network_needs_no_host_grant_and_one_with_network_does() {
+    let support = berth_exec::sandbox::host_support();
+    if !berth_testkit::require(
+        &format!("a working bwrap ({:?})", support.as_ref().err()),
+        support.is_ok(),
+    )
+    .unwrap()
+    {
+        return;
+    }
+    let s = TestServer::start().await;
+    let tenant = s
+        .post("/api/companies", json!({"name": "tenant"}))
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let admin = s
+        .post(
+            "/api/tokens",
+            json!({"name": "admin", "kind": "board", "instanceAdmin": true}),
+        )
+        .await
+        .body["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let board = s
+        .call(
+            Method::POST,
+            "/api/tokens",
+            Some(&admin),
+            Some(json!({"name": "t", "kind": "board", "companyIds": [tenant],
+                "grants": ["environments:manage"]})),
+        )
+        .await
+        .body["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut outcomes = Vec::new();
+    for network in ["none", "open"] {
+        let env = s
+            .call(
+                Method::POST,
+                &format!("/api/companies/{tenant}/environments"),
+                Some(&board),
+                Some(
+                    json!({"name": format!("box-{network}"), "driver": "sandbox",
+                    "config": {"network": network}}),
+                ),
+            )
+            .await;
+        assert_eq!(env.status, 201, "{}", env.text);
+        let agent = s
+            .call(
+                Method::POST,
+                &format!("/api/companies/{tenant}/agents"),
+                Some(&board),
+                Some(
+                    json!({"name": format!("a-{network}"), "adapterType": "process",
+                    "defaultEnvironmentId": env.body["id"],
+                    "adapterConfig": {"command": "true"}}),
+                ),
+            )
+            .await;
+        assert_eq!(agent.status, 201, "{}", agent.text);
+        let r = s
+            .call(
+                Method::POST,
+                &format!("/api/companies/{tenant}/runs"),
+                Some(&board),
+                Some(json!({"agentId": agent.body["id"], "prompt": "p"})),
+            )
+            .await;
+        outcomes.push((network, r.status.as_u16(), r.text.clone(), r.body.clone()));
+    }
+    let (_, status, text, run) = &outcomes[0];
+    assert_eq!(*status, 202, "network none needs no grant: {text}");
+    let id = run["id"].as_str().unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let r = s
+            .call(Method::GET, &format!("/api/runs/{id}"), Some(&board), None)
+            .await;
+        if !matches!(r.body["status"].as_str(), Some("queued" | "running")) {
+            assert_eq!(r.body["status"], "succeeded", "{}", r.text);
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{}", r.text);
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let (_, status, text, _) = &outcomes[1];
+    assert_eq!(*status, 403, "network open needs the grant: {text}");
+    assert!(text.contains("hostExecution"), "{text}");
+}
+
+/// `readOnlyPaths` shows host directories (another company's workspace, if named) to a
+/// sandbox's agents: only an instance admin sets them, and never over BERTH_HOME or the runs
+/// root that holds every sandbox's copies.
+#[tokio::test]
+async fn only_an_instance_admin_sets_sandbox_read_only_paths_and_never_over_the_runs_root() {
+    let support = berth_exec::sandbox::host_support();
+    if !berth_testkit::require(
+        &format!("a working bwrap ({:?})", support.as_ref().err()),
+        support.is_ok(),
+    )
+    .unwrap()
+    {
+        return;
+    }
+    let s = TestServer::start().await;
+    let tenant = s
+        .post("/api/companies", json!({"name": "tenant"}))
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let admin = s
+        .post(
+            "/api/tokens",
+            json!({"name": "admin", "kind": "board", "instanceAdmin": true}),
+        )
+        .await
+        .body["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let board = s
+        .call(
+            Method::POST,
+            "/api/tokens",
+            Some(&admin),
+            Some(json!({"name": "t", "kind": "board", "companyIds": [tenant],
+                "grants": ["environments:manage"]})),
+        )
+        .await
+        .body["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let create = |token: String, paths: Value| {
+        let s = &s;
+        let tenant = tenant.clone();
+        async move {
+            s.call(
+                Method::POST,
+                &format!("/api/companies/{tenant}/environments"),
+                Some(&token),
+                Some(
+                    json!({"name": format!("box-{}", uuid::Uuid::now_v7()), "driver": "sandbox",
+                    "config": {"readOnlyPaths": paths}}),
+                ),
+            )
+            .await
+        }
+    };
+    let other_company = tempfile::tempdir().unwrap();
+    let r = create(board.clone(), json!([other_company.path()])).await;
+    assert_eq!(r.status, 403, "{}", r.text);
+    assert!(r.text.contains("instance admin"), "{}", r.text);
+    let r = create(admin.clone(), json!([s.runs.path()])).await;
+    assert_eq!(r.status, 422, "{}", r.text);
+    assert!(r.text.contains("runs root"), "{}", r.text);
+    let r = create(admin.clone(), json!(["/opt"])).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    // The tenant may still create a sandbox without them.
+    let r = create(board.clone(), json!([])).await;
+    assert_eq!(r.status, 201, "{}", r.text);
+}

@@ -540,3 +540,109 @@ async fn postgres_runs_of_a_sigkilled_instance_are_finished_by_another() {
     let _ = second.wait();
     db.cleanup().await.unwrap();
 }
+
+/// A sandboxed agent (network `none`) outlives a SIGKILLed server: the next start re-attaches,
+/// streams the rest exactly once, re-opens the API bridge on the agent's unchanged
+/// `BERTH_API_URL`, and restores the sandbox's copy of the workspace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sandbox_run_survives_a_sigkilled_server_and_reaches_the_new_one() {
+    let support = berth_exec::sandbox::host_support();
+    if !berth_testkit::require(
+        &format!("a working bwrap ({:?})", support.as_ref().err()),
+        support.is_ok(),
+    )
+    .unwrap()
+    {
+        return;
+    }
+    let Served {
+        dir,
+        home,
+        progress: _,
+        server: mut first,
+        api,
+        company: c,
+    } = Served::start().await;
+    let env = api
+        .post(
+            &format!("/api/companies/{c}/environments"),
+            json!({"name": "box", "driver": "sandbox", "config": {"network": "none"}}),
+        )
+        .await;
+    let env = env["id"].as_str().unwrap().to_string();
+    let repo = dir.path().join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(repo.join("README.md"), "local\n").unwrap();
+    let ws = api
+        .post(
+            &format!("/api/companies/{c}/execution-workspaces"),
+            json!({"localPath": repo}),
+        )
+        .await;
+    // The host's progress directory is invisible in the sandbox: progress is read from the
+    // run's stdout file instead. printf is a builtin: the token stays out of every argv.
+    let script = format!(
+        "for i in $(seq 1 {LINES}); do echo \"line $i of $BERTH_RUN_ID\"; sleep 0.2; done; \
+         echo written-in-the-sandbox > made-by-agent.txt; hp=${{BERTH_API_URL#http://}}; \
+         s=$(printf 'GET /api/runs/%s HTTP/1.0\\r\\nHost: %s\\r\\nAuthorization: Bearer %s\\r\\n\\r\\n' \
+         \"$BERTH_RUN_ID\" \"$hp\" \"$BERTH_API_TOKEN\" | socat -t 1 STDIO,ignoreeof \"TCP:$hp\" | head -n 1 | tr -d '\\r'); \
+         echo \"api $s\""
+    );
+    let agent = api
+        .post(
+            &format!("/api/companies/{c}/agents"),
+            json!({"name": "boxed-printer", "adapterType": "process", "defaultEnvironmentId": env,
+                "adapterConfig": {"command": "sh", "args": ["-c", script]}}),
+        )
+        .await;
+    let run = api
+        .post(
+            &format!("/api/companies/{c}/runs"),
+            json!({"agentId": agent["id"], "prompt": "print", "executionWorkspaceId": ws["id"]}),
+        )
+        .await;
+    let run = run["id"].as_str().unwrap().to_string();
+    let runs_root = {
+        let mut name = home.file_name().unwrap().to_os_string();
+        name.push("-runs");
+        home.with_file_name(name)
+    };
+    let stdout = runs_root
+        .join("sandboxes")
+        .join(&env)
+        .join(".berth/runs")
+        .join(&run)
+        .join("stdout");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let lines = std::fs::read_to_string(&stdout)
+            .unwrap_or_default()
+            .lines()
+            .count();
+        if lines >= 2 {
+            assert!(lines < LINES as usize, "the run finished before the kill");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sandboxed agent never printed"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    kill(&mut first, "-KILL");
+    first.wait().unwrap();
+
+    let (mut second, url) = spawn_serve(&home);
+    let api = Api::new(&url);
+    let r = wait_terminal(&api, &run).await;
+    assert_eq!(r["status"], "succeeded", "{r}");
+    assert_byte_exact(&api, &run, "api HTTP/1.0 200 OK\n").await;
+    assert_eq!(
+        std::fs::read_to_string(repo.join("made-by-agent.txt")).unwrap(),
+        "written-in-the-sandbox\n",
+        "the sandbox's copy was restored after the restart"
+    );
+    no_active_leases(&api, &env).await;
+    let _ = second.kill();
+    let _ = second.wait();
+}

@@ -37,6 +37,15 @@ pub(crate) fn run_timeout(timeout_sec: u64) -> Option<Duration> {
     (timeout_sec > 0).then(|| Duration::from_secs(timeout_sec).min(MAX_RUN_TIMEOUT))
 }
 
+/// Records egress refusals as run events while held; stops (with the proxy) when dropped.
+pub(crate) struct EgressWatch(tokio::task::JoinHandle<()>);
+
+impl Drop for EgressWatch {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 impl Orchestrator {
     /// The newest saved session of this agent on this workspace.
     pub(crate) async fn saved_session(
@@ -86,6 +95,34 @@ impl Orchestrator {
                 None
             }
         }
+    }
+
+    /// Start the environment's egress policy for this run (the sandbox allowlist proxy) and
+    /// record every refusal as a run event until the guard is dropped.
+    pub(crate) async fn watch_egress(
+        &self,
+        run: &Run,
+        transport: &dyn Transport,
+        log: &EventLog,
+    ) -> Result<Option<EgressWatch>, String> {
+        let Some(mut refusals) = transport
+            .egress(&run.id.to_string())
+            .await
+            .map_err(|e| format!("cannot start the egress proxy: {e}"))?
+        else {
+            return Ok(None);
+        };
+        let log = log.clone();
+        Ok(Some(EgressWatch(tokio::spawn(async move {
+            while let Some(r) = refusals.recv().await {
+                log.step(
+                    "egress_refused",
+                    format!("Egress to {} refused: {}.", r.target, r.reason),
+                    json!({"target": r.target, "reason": r.reason}),
+                )
+                .await;
+            }
+        }))))
     }
 
     /// The run's agent, its adapter, its config with secret references resolved, and the
@@ -152,6 +189,10 @@ impl Orchestrator {
             .agent_for(run, ctx, ErrorCode::AgentStartFailed)
             .await?;
         let api = self.api_for_agent(run, transport.as_ref(), log).await;
+        let _egress = self
+            .watch_egress(run, transport.as_ref(), log)
+            .await
+            .map_err(|e| RunError::new(ErrorCode::AgentStartFailed, e))?;
         if let Some((_, token)) = &api {
             env_secrets.push(token.clone());
         }

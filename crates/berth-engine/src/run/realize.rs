@@ -131,6 +131,37 @@ impl Orchestrator {
                 let identity = RemoteIdentity::ssh(&ssh.host, ssh.port, &ssh.username, &cwd);
                 (cwd, identity)
             }
+            (DriverConfig::Sandbox(sandbox), ws) => {
+                // Nothing of BERTH_HOME may be bound into the sandbox, not even read-only.
+                let dirs = std::iter::once(root.as_str())
+                    .chain(sandbox.read_only_paths.iter().map(String::as_str));
+                for dir in dirs {
+                    if crate::host::overlaps_home(Path::new(dir), &self.berth_home) {
+                        return Err(RunError::new(
+                            ErrorCode::WorkspaceRealizationFailed,
+                            crate::host::home_overlap_message(Path::new(dir), &self.berth_home),
+                        ));
+                    }
+                }
+                // Nor the runs root: every sandbox's copies, every local run's scratch.
+                for dir in &sandbox.read_only_paths {
+                    if crate::host::overlaps_home(Path::new(dir), &self.local_root) {
+                        return Err(RunError::new(
+                            ErrorCode::WorkspaceRealizationFailed,
+                            format!(
+                                "readOnlyPaths entry {dir} overlaps the runs root {}",
+                                self.local_root.display()
+                            ),
+                        ));
+                    }
+                }
+                let cwd = match ws {
+                    Some(_) => layout.workspace_copy(&scope_dir(scope)),
+                    None => run_work.clone(),
+                };
+                let identity = RemoteIdentity::sandbox(&env.id.to_string(), &cwd);
+                (cwd, identity)
+            }
             (other, _) => {
                 return Err(RunError::new(
                     ErrorCode::WorkspaceRealizationFailed,
@@ -141,8 +172,8 @@ impl Orchestrator {
                 ));
             }
         };
-        // Copy workspaces to environments other than this host (in-place SSH works on the
-        // developer's own checkout: no copy).
+        // Copy workspaces to environments other than this host itself (in-place SSH works on
+        // the developer's own checkout: no copy; a sandbox gets a copy in its own root).
         let sync = match &ctx.workspace {
             Some(ws)
                 if env.driver != Driver::Local

@@ -259,6 +259,12 @@ impl Orchestrator {
                 .to_std()
                 .unwrap_or(Duration::ZERO),
         };
+        // The egress proxy died with the previous process: serve it again on the socket the
+        // sandbox already binds.
+        let _egress = self
+            .watch_egress(run, plan.transport.as_ref(), log)
+            .await
+            .map_err(|e| RunError::new(ErrorCode::AgentFailed, e))?;
         // The agent's BERTH_API_URL pointed at the previous process: point its port at this
         // one (the run token is derived from the run id, so the agent's token stays valid).
         if let (Some(port), Some(api)) = (session.api_port, self.api_addr) {

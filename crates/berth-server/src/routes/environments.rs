@@ -6,7 +6,8 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use berth_core::adapters::{
-    ADAPTER_TYPES, RUNNABLE_DRIVERS, supported_drivers, unavailable_driver_reason,
+    ADAPTER_TYPES, RUNNABLE_DRIVERS, supported_drivers, unavailable_config_reason,
+    unavailable_driver_reason,
 };
 use berth_core::config::{DriverConfig, ParseMode, SecretRef, parse_config};
 use berth_core::lease::LeaseEvent;
@@ -171,6 +172,11 @@ async fn capabilities(
         .iter()
         .map(|a| {
             let supported = supported_drivers(a).unwrap_or(&[]);
+            let supported: Vec<Driver> = supported
+                .iter()
+                .copied()
+                .filter(|d| runs_here(*d))
+                .collect();
             let drivers: Map<String, Value> = Driver::ALL
                 .iter()
                 .map(|d| {
@@ -188,7 +194,7 @@ async fn capabilities(
     let drivers: Map<String, Value> = Driver::ALL
         .iter()
         .map(|d| {
-            let s = if RUNNABLE_DRIVERS.contains(d) {
+            let s = if RUNNABLE_DRIVERS.contains(d) && runs_here(*d) {
                 "supported"
             } else {
                 "unsupported"
@@ -197,6 +203,11 @@ async fn capabilities(
         })
         .collect();
     Ok(Json(json!({"adapters": adapters, "drivers": drivers})))
+}
+
+/// Whether a driver of this build can run on this host: `sandbox` needs a working `bwrap`.
+fn runs_here(driver: Driver) -> bool {
+    driver != Driver::Sandbox || berth_exec::sandbox::host_support().is_ok()
 }
 
 #[derive(Debug, Deserialize)]
@@ -329,8 +340,62 @@ fn check_config_privileges(
             }
             _ => Ok(()),
         },
+        // readOnlyPaths shows host directories to a tenant's agents (another company's
+        // workspace, if named): an operator's decision. Nothing of BERTH_HOME, and nothing of
+        // the runs root (every sandbox's copies, every local run's scratch), is ever bound.
+        DriverConfig::Sandbox(sandbox) => {
+            if !sandbox.read_only_paths.is_empty() && !actor.is_instance_admin() {
+                return Err(ApiError::Forbidden(
+                    "Only an instance admin may set readOnlyPaths: they show host directories \
+                     to the sandbox's agents."
+                        .into(),
+                ));
+            }
+            for path in &sandbox.read_only_paths {
+                let dir = std::path::Path::new(path);
+                if berth_engine::host::overlaps_home(dir, &state.berth_home) {
+                    return Err(ApiError::unprocessable_field(
+                        "config.readOnlyPaths",
+                        berth_engine::host::home_overlap_message(dir, &state.berth_home),
+                    ));
+                }
+                if berth_engine::host::overlaps_home(dir, &state.local_root) {
+                    return Err(ApiError::unprocessable_field(
+                        "config.readOnlyPaths",
+                        format!(
+                            "{} overlaps the runs root ({}), which holds every sandbox's \
+                             workspace copies and every local run's scratch.",
+                            dir.display(),
+                            state.local_root.display()
+                        ),
+                    ));
+                }
+            }
+            Ok(())
+        }
         _ => Ok(()),
     }
+}
+
+/// A config that validates but cannot run on this host is refused when it is saved, with the
+/// reason and what to do, never accepted and then failed at run time (a sandbox provider other
+/// than bubblewrap; a host where `bwrap` cannot create a sandbox).
+fn check_runnable_here(config: &DriverConfig) -> ApiResult<()> {
+    if let Some((path, reason)) = unavailable_config_reason(config) {
+        return Err(ApiError::unprocessable_field(path, reason));
+    }
+    if let DriverConfig::Sandbox(_) = config
+        && let Err(why) = berth_exec::sandbox::host_support()
+    {
+        return Err(ApiError::unprocessable_field(
+            "driver",
+            format!(
+                "Sandbox environments cannot run on this host: {}. {}",
+                why.reason, why.hint
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Validate a config in persist mode and move raw secrets into new secret rows. Secret refs
@@ -346,6 +411,7 @@ async fn persist_config(
     let parsed =
         parse_config(driver, config, ParseMode::Persist).map_err(ApiError::config_issues)?;
     check_config_privileges(state, actor, &parsed.config)?;
+    check_runnable_here(&parsed.config)?;
     let mut config = parsed.config;
     for id in config.secret_refs() {
         match state.store.get_secret(id).await? {
@@ -706,7 +772,15 @@ pub(crate) async fn probe_environment(
     let env = environment_for(&state, &actor, id).await?;
     actor.require_privileged(env.company_id)?;
     let parsed = env.typed_config().map_err(ApiError::config_issues)?;
-    let result = probing::probe_config(&state, env.company_id, &parsed.config, None, None).await?;
+    let result = probing::probe_config(
+        &state,
+        env.company_id,
+        Some(env.id),
+        &parsed.config,
+        None,
+        None,
+    )
+    .await?;
     observe_probe(&state, &result);
     activity::record(
         &state,
@@ -774,6 +848,7 @@ pub(crate) async fn probe_config(
     let result = probing::probe_config(
         &state,
         company_id,
+        None,
         &parsed.config,
         parsed.private_key,
         parsed.private_key_passphrase,
