@@ -16,6 +16,15 @@ use serde_json::{Value, json};
 use crate::api::Api;
 use crate::ms;
 
+/// The spans between the marks [`Api::one_run`] records.
+const PHASES: [&str; 5] = [
+    "queued → claimed",
+    "claimed → workspace realized (lease, sync out)",
+    "realized → agent started (launch)",
+    "agent started → last output (the agent's 4 s)",
+    "last output → finished (exit seen, restore, release)",
+];
+
 fn make_repo(repo: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(repo)?;
     for i in 0..5 {
@@ -61,14 +70,15 @@ fn percentile(mut v: Vec<f64>, p: f64) -> f64 {
 }
 
 impl Api {
-    /// Start a run of `agent` on a new 5-file workspace; wait for its end. Returns the run id,
-    /// its wall time and the write-to-event delays of its lines (ms).
+    /// Start a run of `agent` on a new 5-file workspace; wait for its end. Returns its wall
+    /// time, the write-to-event delays of its lines (ms) and how long each of its phases took
+    /// (ms, in [`PHASES`] order).
     pub(crate) async fn one_run(
         &self,
         company: &str,
         agent: &str,
         repo: &Path,
-    ) -> anyhow::Result<(Duration, Vec<f64>)> {
+    ) -> anyhow::Result<(Duration, Vec<f64>, Vec<f64>)> {
         make_repo(repo)?;
         let ws = self
             .post(
@@ -99,17 +109,33 @@ impl Api {
         let events = self.text(&format!("/api/runs/{id}/events")).await?;
         let mut delays = Vec::new();
         let mut lines = 0;
+        let time = |v: &Value| {
+            v.as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&chrono::Utc))
+                .context("event time")
+        };
+        // Marks: queued, claimed, realized, started, last output, finished.
+        let mut marks = [None; 6];
+        marks[0] = Some(time(&r["queuedAt"])?);
+        marks[5] = Some(time(&r["finishedAt"])?);
         for data in events.lines().filter_map(|l| l.strip_prefix("data: ")) {
             let Ok(e) = serde_json::from_str::<Value>(data) else {
                 continue;
             };
+            let Ok(at) = time(&e["at"]) else {
+                continue;
+            };
+            match e["payload"]["step"].as_str() {
+                Some("claimed") => marks[1] = Some(at),
+                Some("workspace_realized") => marks[2] = Some(at),
+                Some("agent_started") => marks[3] = Some(at),
+                _ => {}
+            }
             if e["stream"] != "stdout" {
                 continue;
             }
-            let at = e["at"]
-                .as_str()
-                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
-                .context("event time")?;
+            marks[4] = Some(at);
             for line in e["payload"]["text"].as_str().unwrap_or_default().lines() {
                 let Some(ns) = line
                     .strip_prefix("tick ")
@@ -119,13 +145,20 @@ impl Api {
                 };
                 lines += 1;
                 let written = chrono::DateTime::from_timestamp_nanos(ns);
-                delays.push((at.with_timezone(&chrono::Utc) - written).as_seconds_f64() * 1e3);
+                delays.push((at - written).as_seconds_f64() * 1e3);
             }
         }
         if lines != 5 {
             bail!("run {id} recorded {lines} of 5 lines");
         }
-        Ok((took, delays))
+        let mut phases = Vec::new();
+        for w in marks.windows(2) {
+            let (Some(a), Some(b)) = (w[0], w[1]) else {
+                bail!("run {id} lacks a phase mark: {marks:?}");
+            };
+            phases.push((b - a).as_seconds_f64() * 1e3);
+        }
+        Ok((took, delays, phases))
     }
 }
 
@@ -191,11 +224,15 @@ pub async fn run() -> anyhow::Result<()> {
 
     // Baseline: lone runs, one per host, one after another.
     let mut lone = Vec::new();
+    let mut lone_phases: Vec<Vec<f64>> = vec![Vec::new(); PHASES.len()];
     for (i, agent) in agents.iter().enumerate() {
-        let (took, _) = api
+        let (took, _, phases) = api
             .one_run(&company, agent, &dir.path().join(format!("lone{i}")))
             .await?;
         lone.push(ms(took));
+        for (all, p) in lone_phases.iter_mut().zip(phases) {
+            all.push(p);
+        }
     }
     let lone_p50 = percentile(lone.clone(), 0.5);
 
@@ -213,12 +250,16 @@ pub async fn run() -> anyhow::Result<()> {
     }
     let mut durations = Vec::new();
     let mut delays = Vec::new();
+    let mut load_phases: Vec<Vec<f64>> = vec![Vec::new(); PHASES.len()];
     let mut failed = 0;
     for t in tasks {
         match t.await? {
-            Ok((took, d)) => {
+            Ok((took, d, phases)) => {
                 durations.push(ms(took));
                 delays.extend(d);
+                for (all, p) in load_phases.iter_mut().zip(phases) {
+                    all.push(p);
+                }
             }
             Err(e) => {
                 failed += 1;
@@ -272,5 +313,16 @@ pub async fn run() -> anyhow::Result<()> {
         "| peak RSS of the bench process (server + client) | {rss:.0} MB | ≤ 150 MB {} |",
         if rss <= 150.0 { "✓" } else { "✗" }
     );
+    println!();
+    println!("| Phase (ms) | lone p50 | under load p50 / p99 |");
+    println!("|---|---|---|");
+    for ((name, lone), load) in PHASES.iter().zip(lone_phases).zip(load_phases) {
+        println!(
+            "| {name} | {:.0} | {:.0} / {:.0} |",
+            percentile(lone, 0.5),
+            percentile(load.clone(), 0.5),
+            percentile(load, 0.99)
+        );
+    }
     Ok(())
 }
