@@ -181,6 +181,41 @@ async fn a_process_run_succeeds_streams_its_output_and_releases_its_lease() {
     );
 }
 
+/// A character whose bytes arrive in two polls is recorded whole, in the run's events and in
+/// the parsed summary alike.
+#[tokio::test]
+async fn a_character_split_across_two_polls_is_recorded_whole() {
+    let s = TestServer::start().await;
+    let c = s.default_company().await;
+    // "é" is \303\251; "日" is \346\227\245. The pauses put each split in another poll.
+    let a = agent(
+        &s,
+        &c,
+        json!({"command": "sh", "args": ["-c",
+            "printf 'caf\\303'; sleep 0.6; printf '\\251 \\346'; sleep 0.6; printf '\\227\\245\\n'; \
+             printf '\\346\\227' >&2; sleep 0.6; printf '\\245\\n' >&2"]}),
+    )
+    .await;
+    let id = start_run(&s, &c, json!({"agentId": a, "prompt": "p"})).await;
+    let run = wait_run(&s, &id, 30).await;
+    assert_eq!(run["status"], "succeeded", "{run}");
+    let evs = events(&s, &id).await;
+    let text = |stream: &str| -> String {
+        evs.iter()
+            .filter(|e| e["stream"] == stream)
+            .map(|e| e["payload"]["text"].as_str().unwrap())
+            .collect()
+    };
+    assert_eq!(text("stdout"), "café 日\n");
+    assert_eq!(text("stderr"), "日\n");
+    assert!(
+        evs.iter()
+            .filter(|e| e["stream"] == "stdout")
+            .all(|e| !e["payload"]["text"].as_str().unwrap().contains('\u{fffd}')),
+        "no replacement character in any chunk: {evs:?}"
+    );
+}
+
 #[tokio::test]
 async fn failures_timeouts_and_cancels_end_with_their_codes_and_leave_no_process() {
     let s = TestServer::start().await;

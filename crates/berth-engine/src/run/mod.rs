@@ -16,7 +16,7 @@
 //! | 8. restore the workspace (fenced) | `restore.rs` |
 //! | 7/9. judge the outcome, write the run | `finish.rs` |
 //! | after a restart or on another instance: pick a run up again | `reattach.rs` |
-//! | error codes | `error.rs`; the event log: `events.rs`; the stored phase: `phase.rs` |
+//! | error codes | `error.rs`; the event log: `events.rs`; the stored phase: `phase.rs`; output decoding: `utf8.rs` |
 
 pub mod error;
 pub mod events;
@@ -30,6 +30,7 @@ mod reattach;
 mod restore;
 pub mod select;
 mod stream;
+mod utf8;
 pub mod worker;
 
 pub use error::{ErrorCode, RunError};

@@ -125,6 +125,10 @@ impl Orchestrator {
             crate::redact::Redactor::new(secrets.iter()),
             crate::redact::Redactor::new(secrets.iter()),
         ];
+        let mut decoders = [
+            super::utf8::Utf8Stream::default(),
+            super::utf8::Utf8Stream::default(),
+        ];
         let mut summary = RunSummary::default();
         let mut offsets = start.offsets;
         let mut partial: [Vec<u8>; 2] = [Vec::new(), Vec::new()];
@@ -184,15 +188,19 @@ impl Orchestrator {
                             StreamKind::Stderr => offsets.stderr = chunk.end(),
                         }
                         let data = redactors[idx].push(&chunk.data);
-                        // Bytes the redactor holds back are not recorded yet: a re-attach
-                        // reads them again from `end`.
-                        let end = chunk.end().saturating_sub(redactors[idx].held_back() as u64);
-                        let text = String::from_utf8_lossy(&data).to_string();
+                        let text = decoders[idx].push(&data);
+                        // Bytes the redactor or the decoder hold back (a possible start of a
+                        // secret, half a character) are not recorded yet: a re-attach reads
+                        // them again from `end`.
+                        let held = redactors[idx].held_back() + decoders[idx].held_back();
+                        let end = chunk.end().saturating_sub(held as u64);
                         if idx == 1 {
                             stderr_tail.push_str(&text);
                             stderr_tail = tail_of(&stderr_tail, 4096);
                         }
-                        log.append(name, json!({"text": text, "offset": chunk.offset, "end": end})).await;
+                        if !text.is_empty() {
+                            log.append(name, json!({"text": text, "offset": chunk.offset, "end": end})).await;
+                        }
                         partial[idx].extend_from_slice(&data);
                         while let Some(pos) = partial[idx].iter().position(|b| *b == b'\n') {
                             let line: Vec<u8> = partial[idx].drain(..=pos).collect();
@@ -281,15 +289,13 @@ impl Orchestrator {
         // What the redactors held back (a possible start of a secret) is output too.
         for (idx, name, end) in [(0, "stdout", offsets.stdout), (1, "stderr", offsets.stderr)] {
             let rest = redactors[idx].finish();
+            let mut text = decoders[idx].push(&rest);
+            text.push_str(&decoders[idx].finish());
             if idx == 1 {
-                stderr_tail.push_str(&String::from_utf8_lossy(&rest));
+                stderr_tail.push_str(&text);
             }
-            if !rest.is_empty() {
-                log.append(
-                    name,
-                    json!({"text": String::from_utf8_lossy(&rest), "offset": end}),
-                )
-                .await;
+            if !text.is_empty() {
+                log.append(name, json!({"text": text, "offset": end})).await;
                 partial[idx].extend_from_slice(&rest);
             }
         }
