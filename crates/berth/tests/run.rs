@@ -101,3 +101,33 @@ fn run_follow_streams_output_and_exits_with_the_outcome() {
         .json();
     assert_eq!(listed.as_array().unwrap().len(), 1);
 }
+
+/// Output with many multi-byte characters (200 KB in one event, so the event stream arrives in
+/// many network reads, cut anywhere) is printed by `--follow` exactly as the agent wrote it.
+#[test]
+fn run_follow_prints_multibyte_output_intact() {
+    let server = TestServer::start();
+    server
+        .berth()
+        .run([
+            "agent",
+            "create",
+            "--name",
+            "unicode",
+            "--adapter-type",
+            "process",
+            "--adapter-config",
+            r#"{"command": "python3", "args": ["-c", "import sys; sys.stdout.write('é日🚀' * 20000 + '\\n')"]}"#,
+        ])
+        .ok();
+    let run = server
+        .berth()
+        .run(["run", "--agent", "unicode", "--prompt", "x", "--follow"])
+        .ok();
+    let expected = format!("{}\n", "é日🚀".repeat(20_000));
+    assert!(
+        run.stdout.contains(&expected),
+        "the output came out garbled ({} replacement characters)",
+        run.stdout.matches('\u{fffd}').count()
+    );
+}

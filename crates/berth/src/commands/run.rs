@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::Context;
 use berth_core::CompanyId;
+use eventsource_stream::Eventsource as _;
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 
@@ -245,40 +246,23 @@ async fn follow(ctx: &Ctx, client: &Client, id: &str, after: Option<i64>) -> any
                 Failed::new(exit, format!("failed to follow run {id}: {status} {text}")).into(),
             );
         }
-        let mut body = response.bytes_stream();
-        let mut buffer = String::new();
-        while let Some(chunk) = body.next().await {
-            let Ok(chunk) = chunk else { break };
-            buffer.push_str(&String::from_utf8_lossy(&chunk));
-            while let Some(pos) = buffer.find("\n\n") {
-                let frame: String = buffer.drain(..pos + 2).collect();
-                let (mut event, mut data, mut seq) = (String::new(), String::new(), None);
-                for line in frame.lines() {
-                    if let Some(v) = line.strip_prefix("event:") {
-                        event = v.trim().to_string();
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        data.push_str(v.trim_start());
-                    } else if let Some(v) = line.strip_prefix("id:") {
-                        seq = v.trim().parse::<i64>().ok();
-                    }
-                }
-                if let Some(s) = seq {
-                    last = s;
-                }
-                let value: Value = serde_json::from_str(&data).unwrap_or(Value::Null);
-                if event == "end" {
-                    final_status = value["status"].as_str().map(str::to_string);
-                    if ctx.out.json {
-                        ctx.out
-                            .print_json(&json!({"event": "end", "data": value}))?;
-                    }
-                    break;
-                }
-                show_event(ctx, &event, &value)?;
+        // SSE framing (and UTF-8 across chunk boundaries) by a maintained parser.
+        let mut events = response.bytes_stream().eventsource();
+        while let Some(frame) = events.next().await {
+            let Ok(frame) = frame else { break };
+            if let Ok(s) = frame.id.trim().parse::<i64>() {
+                last = s;
             }
-            if final_status.is_some() {
+            let value: Value = serde_json::from_str(&frame.data).unwrap_or(Value::Null);
+            if frame.event == "end" {
+                final_status = value["status"].as_str().map(str::to_string);
+                if ctx.out.json {
+                    ctx.out
+                        .print_json(&json!({"event": "end", "data": value}))?;
+                }
                 break;
             }
+            show_event(ctx, &frame.event, &value)?;
         }
     }
     let status = final_status.unwrap_or_default();
