@@ -79,6 +79,30 @@ fn run_follow_streams_output_and_exits_with_the_outcome() {
     let runs = server.berth().run(["runs", "list", "--json"]).ok().json();
     let runs = runs.as_array().unwrap();
     assert_eq!(runs.len(), 2);
+    // The table names the agent and the environment (with the rule that chose it) and the
+    // duration.
+    let table = server.berth().run(["runs", "list"]).ok().stdout;
+    for expected in [
+        "AGENT",
+        "DURATION",
+        "writer",
+        "breaker",
+        "Local (company_default)",
+    ] {
+        assert!(table.contains(expected), "{expected} missing:\n{table}");
+    }
+    let has_duration = |line: &str| {
+        line.split_whitespace().any(|w| {
+            w.strip_suffix('s')
+                .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        })
+    };
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.contains("writer") || l.contains("breaker"))
+        .collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    assert!(rows.iter().all(|l| has_duration(l)), "{table}");
     let failed_id = runs.iter().find(|r| r["status"] == "failed").unwrap()["id"]
         .as_str()
         .unwrap()

@@ -139,20 +139,62 @@ pub async fn runs(ctx: &Ctx, command: RunsCommand) -> anyhow::Result<()> {
             if ctx.out.json {
                 return ctx.out.print_json(&runs);
             }
+            // Names instead of ids: one listing each of agents and environments.
+            let names = |items: Vec<Value>| -> std::collections::HashMap<String, String> {
+                items
+                    .into_iter()
+                    .filter_map(|v| {
+                        Some((v["id"].as_str()?.to_owned(), v["name"].as_str()?.to_owned()))
+                    })
+                    .collect()
+            };
+            let agents = names(
+                client
+                    .list_all(&format!("/api/companies/{company}/agents"))
+                    .await
+                    .unwrap_or_default(),
+            );
+            let environments = names(
+                client
+                    .list_all(&format!("/api/companies/{company}/environments"))
+                    .await
+                    .unwrap_or_default(),
+            );
+            let name_of = |map: &std::collections::HashMap<String, String>, id: &Value| {
+                id.as_str()
+                    .map(|id| map.get(id).cloned().unwrap_or_else(|| id.to_owned()))
+                    .unwrap_or_else(|| "-".to_owned())
+            };
             let rows: Vec<Vec<String>> = runs
                 .iter()
                 .map(|r| {
+                    let env = match r["environmentSource"].as_str() {
+                        Some(source) => {
+                            format!("{} ({source})", name_of(&environments, &r["environmentId"]))
+                        }
+                        None => name_of(&environments, &r["environmentId"]),
+                    };
                     vec![
                         cell(r.get("id")),
+                        name_of(&agents, &r["agentId"]),
+                        env,
                         cell(r.get("status")),
+                        duration(r),
                         cell(r.get("errorCode")),
-                        cell(r.get("environmentSource")),
                         cell(r.get("queuedAt")),
                     ]
                 })
                 .collect();
             ctx.out.table(
-                &["ID", "STATUS", "ERROR", "ENV SOURCE", "QUEUED"],
+                &[
+                    "ID",
+                    "AGENT",
+                    "ENVIRONMENT (CHOSEN BY)",
+                    "STATUS",
+                    "DURATION",
+                    "ERROR",
+                    "QUEUED",
+                ],
                 rows,
                 "No runs.",
             )
@@ -207,6 +249,25 @@ pub async fn runs(ctx: &Ctx, command: RunsCommand) -> anyhow::Result<()> {
                 cell(run.get("status"))
             ))
         }
+    }
+}
+
+/// How long a run has run (so far, when it is still running): `1m 05s`; `-` before it starts.
+fn duration(run: &Value) -> String {
+    let time = |v: &Value| {
+        v.as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.with_timezone(&chrono::Utc))
+    };
+    let Some(start) = time(&run["startedAt"]) else {
+        return "-".to_owned();
+    };
+    let end = time(&run["finishedAt"]).unwrap_or_else(chrono::Utc::now);
+    let secs = (end - start).num_seconds().max(0);
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m {:02}s", s / 60, s % 60),
+        s => format!("{}h {:02}m", s / 3600, (s % 3600) / 60),
     }
 }
 
