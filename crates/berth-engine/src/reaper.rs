@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument as _;
 
 use berth_core::lease::{FAILURE_RETENTION_SECS, LeaseEvent, REUSE_RETENTION_SECS};
 use berth_core::model::{Environment, Lease};
@@ -148,7 +149,9 @@ impl Reaper {
             if self.awaits_adoption(&lease, now).await? {
                 continue;
             }
-            match self.cleaner.cleanup(&lease).await {
+            let span = tracing::info_span!("lease_cleanup", lease_id = %lease.id,
+                environment_id = %lease.environment_id, fence = lease.fence);
+            match self.cleaner.cleanup(&lease).instrument(span).await {
                 Ok(()) => {
                     let done = self
                         .store

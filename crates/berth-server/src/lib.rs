@@ -30,6 +30,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use berth_store::Store;
+use tracing::Instrument as _;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -346,11 +347,8 @@ async fn observe(State(state): State<SharedState>, req: Request, next: Next) -> 
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".to_string());
     let span = tracing::info_span!("request", %method, route = %route);
-    let response = {
-        let _enter = span.enter();
-        drop(_enter);
-        next.run(req).await
-    };
+    // The handler runs inside the span, so everything it logs carries the request.
+    let response = next.run(req).instrument(span.clone()).await;
     let status = response.status().as_u16().to_string();
     let elapsed = started.elapsed();
     state.metrics.inc(

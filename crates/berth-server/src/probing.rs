@@ -2,6 +2,7 @@
 //! engine's resolver) and the agent CLIs configured for the company.
 
 use std::path::PathBuf;
+use tracing::Instrument as _;
 
 use berth_core::adapters::default_command;
 use berth_core::config::DriverConfig;
@@ -87,5 +88,9 @@ pub async fn probe_config(
         other => ProbeTarget::Unsupported(other.driver()),
     };
     let commands = agent_commands(state, company_id).await?;
-    Ok(probe(&state.ssh_pool, target, &commands, DEFAULT_DEADLINE).await)
+    let span = tracing::info_span!("probe", company_id = %company_id,
+        environment_id = ?environment_id, driver = ?config.driver());
+    Ok(probe(&state.ssh_pool, target, &commands, DEFAULT_DEADLINE)
+        .instrument(span)
+        .await)
 }

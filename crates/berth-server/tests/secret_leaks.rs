@@ -5,30 +5,14 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{TestServer, sentinel_key, ssh_config};
 use reqwest::Method;
 use serde_json::json;
-
-#[derive(Clone, Default)]
-struct Capture(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Capture {
-    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-        if let Ok(mut v) = self.0.lock() {
-            v.extend_from_slice(buf);
-        }
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 fn contains(haystack: &[u8], needle: &str) -> bool {
     haystack
@@ -38,13 +22,7 @@ fn contains(haystack: &[u8], needle: &str) -> bool {
 
 #[tokio::test]
 async fn a_sentinel_private_key_never_appears_in_db_logs_responses_or_activity() {
-    let logs = Capture::default();
-    let writer = logs.clone();
-    tracing_subscriber::fmt()
-        .with_env_filter("trace")
-        .with_writer(move || writer.clone())
-        .json()
-        .init();
+    let logs = common::LogCapture::install_json("trace");
 
     let mut s = TestServer::start().await;
     let c = s.default_company().await;
@@ -123,7 +101,7 @@ async fn a_sentinel_private_key_never_appears_in_db_logs_responses_or_activity()
             );
         }
     }
-    let log_bytes = logs.0.lock().unwrap().clone();
+    let log_bytes = logs.bytes();
     assert!(log_bytes.len() > 1000, "logs were captured");
     for sentinel in sentinels {
         assert!(!contains(&log_bytes, sentinel), "logs leaked {sentinel}");
@@ -202,13 +180,7 @@ fn files_under(root: &Path, out: &mut Vec<std::path::PathBuf>) {
 
 #[tokio::test]
 async fn secrets_never_reach_argv_events_or_files_during_probe_sync_and_run() {
-    let logs = Capture::default();
-    let writer = logs.clone();
-    tracing_subscriber::fmt()
-        .with_env_filter("trace")
-        .with_writer(move || writer.clone())
-        .json()
-        .init();
+    let logs = common::LogCapture::install_json("trace");
     let Some(sshd) = berth_testkit::sshd::Sshd::start_unless_unavailable().unwrap() else {
         return;
     };
@@ -349,7 +321,7 @@ async fn secrets_never_reach_argv_events_or_files_during_probe_sync_and_run() {
             assert!(!text.contains(sentinel), "{what} leaked {sentinel}: {text}");
         }
     }
-    let log_bytes = logs.0.lock().unwrap().clone();
+    let log_bytes = logs.bytes();
     for sentinel in secrets {
         assert!(!contains(&log_bytes, sentinel), "logs leaked {sentinel}");
     }

@@ -48,3 +48,17 @@ impl EventLog {
         self.append("lifecycle", payload).await;
     }
 }
+
+/// The span a run executes in (also after a restart or on another instance): every log line of
+/// its phases carries its ids; the environment and lease are recorded once known.
+pub(crate) fn run_span(run: &berth_core::model::Run) -> tracing::Span {
+    tracing::info_span!(
+        "run",
+        run_id = %run.id,
+        agent_id = %run.agent_id,
+        company_id = %run.company_id,
+        environment_id = tracing::field::Empty,
+        lease_id = tracing::field::Empty,
+        fence = tracing::field::Empty,
+    )
+}

@@ -112,6 +112,7 @@ impl Orchestrator {
                 denied.to_string(),
             ));
         }
+        tracing::Span::current().record("environment_id", tracing::field::display(env.id));
         log.step(
             "environment_selected",
             format!(
@@ -172,6 +173,9 @@ impl Orchestrator {
             _ = cancel.cancelled() => return Err(RunError::new(ErrorCode::Cancelled, "cancelled while waiting for a lease")),
         };
         let lease = held.snapshot().await;
+        tracing::Span::current()
+            .record("lease_id", tracing::field::display(lease.id))
+            .record("fence", lease.fence);
         log.step(
             "lease_acquired",
             format!("Lease acquired (fence {}).", lease.fence),

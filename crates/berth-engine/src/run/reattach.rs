@@ -182,6 +182,10 @@ impl Orchestrator {
             .get_environment(env_id)
             .await?
             .ok_or_else(|| gone("its environment was deleted"))?;
+        tracing::Span::current()
+            .record("environment_id", tracing::field::display(env.id))
+            .record("lease_id", tracing::field::display(lease.id))
+            .record("fence", lease.fence);
         log.step(
             "reattaching",
             format!(

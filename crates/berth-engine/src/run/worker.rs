@@ -11,6 +11,7 @@ use berth_core::RunId;
 use tokio::sync::{Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
 
 use super::execute::Orchestrator;
 use super::phase::{Phase, Resumption};
@@ -133,7 +134,8 @@ impl Worker {
         let me = self.clone();
         tokio::spawn(async move {
             let id = run.id;
-            me.orchestrator.reattach(run, token).await;
+            let span = super::events::run_span(&run);
+            me.orchestrator.reattach(run, token).instrument(span).await;
             me.finished(id);
             drop(permit);
         });
@@ -320,7 +322,11 @@ impl Worker {
                     let me = self.clone();
                     tokio::spawn(async move {
                         let id = claimed.id;
-                        me.orchestrator.execute(claimed, token).await;
+                        let span = super::events::run_span(&claimed);
+                        me.orchestrator
+                            .execute(claimed, token)
+                            .instrument(span)
+                            .await;
                         me.finished(id);
                         drop(permit);
                     });

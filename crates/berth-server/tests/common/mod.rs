@@ -8,6 +8,7 @@
 )]
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use berth_server::{LaunchOptions, ServerConfig, launch_with_options};
 use reqwest::header::HeaderMap;
@@ -221,4 +222,46 @@ pub fn ssh_config(key: Option<&str>) -> Value {
         v["privateKey"] = Value::String(k.to_string());
     }
     v
+}
+
+/// Everything the process logs, as written (install with [`LogCapture::install_json`]).
+#[derive(Clone, Default)]
+pub struct LogCapture(pub Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Ok(mut v) = self.0.lock() {
+            v.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl LogCapture {
+    /// Capture the process's logs as JSON lines (with their spans) at `filter`.
+    pub fn install_json(filter: &str) -> LogCapture {
+        let logs = LogCapture::default();
+        let writer = logs.clone();
+        tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(move || writer.clone())
+            .json()
+            .init();
+        logs
+    }
+
+    pub fn bytes(&self) -> Vec<u8> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// The captured JSON records.
+    pub fn records(&self) -> Vec<Value> {
+        String::from_utf8_lossy(&self.bytes())
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
 }
