@@ -82,7 +82,7 @@ fn assert_names(r: &Reply, field: &str, case: &Value) {
     assert_eq!(r.status, 422, "{case}: {}", r.text);
     let paths: Vec<&str> = r.body["details"]
         .as_array()
-        .map(|d| d.iter().filter_map(|i| i["path"].as_str()).collect())
+        .map(|d| d.iter().filter_map(|i| i["field"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(paths, [field], "{case}: {}", r.text);
 }

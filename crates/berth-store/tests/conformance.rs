@@ -2053,6 +2053,7 @@ async fn experimental_settings_round_trip(fx: &Fx) {
     );
     let on = ExperimentalSettings {
         enable_environments: true,
+        ..ExperimentalSettings::default()
     };
     assert_eq!(s.set_experimental_settings(&on).await.unwrap(), on);
     assert_eq!(s.get_experimental_settings().await.unwrap(), on);
@@ -2214,6 +2215,7 @@ async fn export_import_round_trip_from_sqlite(fx: &Fx) {
     .unwrap();
     src.set_experimental_settings(&ExperimentalSettings {
         enable_environments: true,
+        ..ExperimentalSettings::default()
     })
     .await
     .unwrap();

@@ -134,19 +134,28 @@ async fn list_environments(
     StrictQuery(q): StrictQuery<ListQuery>,
 ) -> ApiResult<Response> {
     company_for(&state, &actor, company_id).await?;
-    let page = PageQuery {
+    let pq = PageQuery {
         limit: q.limit,
         cursor: q.cursor,
-    }
-    .page()?;
+    };
+    let page = pq.page_or_all()?;
     let filter = EnvironmentFilter {
         status: q.status,
         driver: q.driver,
     };
-    let result = state
+    let mut result = state
         .store
         .list_environments(company_id, &filter, &page)
         .await?;
+    if !pq.paginated() {
+        // Paperclip's order: `updatedAt` desc, then `createdAt` desc (pages keep id order,
+        // which a cursor needs).
+        result.items.sort_by(|a, b| {
+            b.updated_at
+                .cmp(&a.updated_at)
+                .then(b.created_at.cmp(&a.created_at))
+        });
+    }
     let privileged = actor.is_privileged(company_id);
     let items: Vec<View<'_>> = result
         .items

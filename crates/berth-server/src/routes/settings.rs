@@ -35,6 +35,10 @@ async fn get_experimental(
 pub(crate) struct PatchExperimental {
     #[serde(default)]
     enable_environments: Option<bool>,
+    #[serde(default)]
+    enable_isolated_workspaces: Option<bool>,
+    #[serde(default)]
+    auto_restart_dev_server_when_idle: Option<bool>,
 }
 
 #[utoipa::path(patch, path = "/api/instance/settings/experimental", tag = "settings",
@@ -48,11 +52,29 @@ pub(crate) async fn patch_experimental(
     actor.require_instance_admin()?;
     let mut settings = state.store.get_experimental_settings().await?;
     let mut changed = Vec::new();
-    if let Some(v) = body.enable_environments {
-        if v != settings.enable_environments {
-            changed.push("enableEnvironments");
+    for (key, value, slot) in [
+        (
+            "enableEnvironments",
+            body.enable_environments,
+            &mut settings.enable_environments,
+        ),
+        (
+            "enableIsolatedWorkspaces",
+            body.enable_isolated_workspaces,
+            &mut settings.enable_isolated_workspaces,
+        ),
+        (
+            "autoRestartDevServerWhenIdle",
+            body.auto_restart_dev_server_when_idle,
+            &mut settings.auto_restart_dev_server_when_idle,
+        ),
+    ] {
+        if let Some(v) = value {
+            if v != *slot {
+                changed.push(key);
+            }
+            *slot = v;
         }
-        settings.enable_environments = v;
     }
     let saved = state.store.set_experimental_settings(&settings).await?;
     // Logged once per company so each company's activity shows the change.
