@@ -501,12 +501,9 @@ async fn probes_report_checks_and_never_fail_the_request_for_an_unreachable_host
     assert_eq!(check["code"], "connect", "{}", r.text);
     assert_eq!(check["level"], "error");
     assert!(check["hint"].as_str().is_some());
-    assert!(
-        r.body["summary"]
-            .as_str()
-            .unwrap()
-            .starts_with("Probe failed for SSH environment agent@127.0.0.1:1")
-    );
+    assert_eq!(r.body["summary"], "SSH probe failed for agent@127.0.0.1.");
+    assert_eq!(r.body["details"]["code"], 255, "{}", r.text);
+    assert!(r.body["details"]["error"].is_string(), "{}", r.text);
     // A key that does not parse is reported as such, before anything is sent.
     let r = s
         .post(

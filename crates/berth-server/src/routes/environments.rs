@@ -208,7 +208,7 @@ async fn capabilities(
     Ok(Json(json!({"adapters": adapters, "drivers": drivers})))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct CreateBody {
     name: String,
@@ -218,10 +218,13 @@ pub(crate) struct CreateBody {
     #[serde(default)]
     status: Option<EnvironmentStatus>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     config: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>, nullable)]
     metadata: Option<Value>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<i64>, nullable)]
     capacity: Option<Option<i64>>,
     #[serde(default)]
     lease_policy: Option<LeasePolicy>,
@@ -386,7 +389,7 @@ async fn persist_config(
 }
 
 #[utoipa::path(post, path = "/api/companies/{company_id}/environments", tag = "environments",
-    params(("company_id" = CompanyId, Path)), request_body = Object,
+    params(("company_id" = CompanyId, Path)), request_body = CreateBody,
     responses((status = 201, body = Environment), (status = 400), (status = 403), (status = 409), (status = 422)))]
 pub(crate) async fn create_environment(
     State(state): State<SharedState>,
@@ -453,22 +456,26 @@ async fn get_environment(
     Ok(Json(view(&env, actor.is_privileged(env.company_id))))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct PatchBody {
     #[serde(default)]
     name: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, nullable)]
     description: Option<Option<String>>,
     #[serde(default)]
     driver: Option<Driver>,
     #[serde(default)]
     status: Option<EnvironmentStatus>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     config: Option<Value>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Object>, nullable)]
     metadata: Option<Option<Value>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<i64>, nullable)]
     capacity: Option<Option<i64>>,
     #[serde(default)]
     lease_policy: Option<LeasePolicy>,
@@ -479,7 +486,7 @@ fn top_level_keys(v: &Value) -> usize {
 }
 
 #[utoipa::path(patch, path = "/api/environments/{id}", tag = "environments",
-    params(("id" = EnvironmentId, Path)), request_body = Object,
+    params(("id" = EnvironmentId, Path)), request_body = PatchBody,
     responses((status = 200, body = Environment), (status = 400), (status = 403), (status = 404), (status = 409), (status = 422)))]
 pub(crate) async fn update_environment(
     State(state): State<SharedState>,
@@ -743,7 +750,7 @@ fn observe_probe(state: &AppState, result: &berth_engine::probe::ProbeResult) {
     );
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct ProbeConfigBody {
     #[serde(default)]
@@ -757,14 +764,16 @@ pub(crate) struct ProbeConfigBody {
     description: Option<String>,
     driver: Driver,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     config: Option<Value>,
     #[serde(default)]
     #[allow(dead_code, reason = "accepted for compatibility")]
+    #[schema(value_type = Option<Object>, nullable)]
     metadata: Option<Value>,
 }
 
 #[utoipa::path(post, path = "/api/companies/{company_id}/environments/probe-config", tag = "environments",
-    params(("company_id" = CompanyId, Path)), request_body = Object,
+    params(("company_id" = CompanyId, Path)), request_body = ProbeConfigBody,
     responses((status = 200, body = Object), (status = 400), (status = 422)))]
 pub(crate) async fn probe_config(
     State(state): State<SharedState>,

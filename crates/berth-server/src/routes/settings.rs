@@ -30,7 +30,7 @@ async fn get_experimental(
     Ok(Json(state.store.get_experimental_settings().await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct PatchExperimental {
     #[serde(default)]
@@ -42,7 +42,7 @@ pub(crate) struct PatchExperimental {
 }
 
 #[utoipa::path(patch, path = "/api/instance/settings/experimental", tag = "settings",
-    request_body = Object,
+    request_body = PatchExperimental,
     responses((status = 200, body = ExperimentalSettings), (status = 400), (status = 403)))]
 pub(crate) async fn patch_experimental(
     State(state): State<SharedState>,
