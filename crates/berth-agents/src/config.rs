@@ -428,9 +428,12 @@ pub(crate) fn berth_env(env: &mut BTreeMap<String, String>, ctx: &BuildContext) 
     env.insert("BERTH_WORKSPACE_CWD".into(), ctx.cwd_on_environment.clone());
     if let Some(url) = &ctx.api_url {
         env.insert("BERTH_API_URL".into(), url.clone());
+        // Skills written for Paperclip look for its names; same values (docs/paperclip-compat.md).
+        env.insert("PAPERCLIP_API_URL".into(), url.clone());
     }
     if let Some(token) = &ctx.api_token {
         env.insert("BERTH_API_TOKEN".into(), token.expose().clone());
+        env.insert("PAPERCLIP_API_KEY".into(), token.expose().clone());
     }
 }
 

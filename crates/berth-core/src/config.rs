@@ -43,6 +43,21 @@ pub struct SecretRef {
     pub version: SecretVersion,
 }
 
+/// The secrets an agent's `adapterConfig.env` references (values that are
+/// `{type: "secret_ref", …}` objects; plain strings reference nothing).
+pub fn agent_env_secret_refs(adapter_config: &serde_json::Value) -> Vec<SecretId> {
+    adapter_config
+        .get("env")
+        .and_then(serde_json::Value::as_object)
+        .map(|env| {
+            env.values()
+                .filter_map(|v| serde_json::from_value::<SecretRef>(v.clone()).ok())
+                .map(|r| r.secret_id)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum SecretRefKind {
     #[serde(rename = "secret_ref")]

@@ -100,6 +100,8 @@ pub struct Lease {
     pub environment_id: EnvironmentId,
     pub execution_workspace_id: Option<ExecutionWorkspaceId>,
     pub issue_id: Option<IssueId>,
+    /// Paperclip's name for the run holding the lease.
+    #[serde(rename = "heartbeatRunId")]
     pub run_id: Option<RunId>,
     pub agent_id: Option<AgentId>,
     pub status: LeaseStatus,
@@ -112,6 +114,9 @@ pub struct Lease {
     pub acquired_at: DateTime<Utc>,
     pub last_used_at: DateTime<Utc>,
     pub heartbeat_at: DateTime<Utc>,
+    /// When the lease lapses unless renewed (Berth's heartbeat TTL). Paperclip's `expiresAt`
+    /// is null for local and SSH leases, so the API answers it under this name.
+    #[serde(rename = "heartbeatExpiresAt")]
     pub expires_at: DateTime<Utc>,
     pub released_at: Option<DateTime<Utc>>,
     pub failure_reason: Option<String>,
@@ -280,6 +285,13 @@ pub struct ActivityEntry {
 pub struct ExperimentalSettings {
     #[serde(default)]
     pub enable_environments: bool,
+    /// Paperclip's flag; stored and returned so its clients round-trip it. Berth's selection
+    /// does not depend on it (docs/paperclip-compat.md).
+    #[serde(default)]
+    pub enable_isolated_workspaces: bool,
+    /// Paperclip's flag; stored and returned, no effect in Berth.
+    #[serde(default)]
+    pub auto_restart_dev_server_when_idle: bool,
 }
 
 /// The permission that mutations of environments need.

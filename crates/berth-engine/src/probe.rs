@@ -129,23 +129,23 @@ pub async fn probe(
             "Nothing could be checked.",
         ));
     }
-    let summary = if ok {
-        let warns = checks.iter().filter(|c| c.level == Level::Warn).count();
-        if warns == 0 {
-            format!("{describe} is ready.")
+    let first_error = checks.iter().find(|c| c.level == Level::Error);
+    let summary = paperclip_summary(&target, ok).unwrap_or_else(|| {
+        if ok {
+            let warns = checks.iter().filter(|c| c.level == Level::Warn).count();
+            if warns == 0 {
+                format!("{describe} is ready.")
+            } else {
+                format!("{describe} is usable, with {warns} warning(s).")
+            }
         } else {
-            format!("{describe} is usable, with {warns} warning(s).")
+            let first = first_error.map(|c| c.message.clone()).unwrap_or_default();
+            format!("Probe failed for {describe}: {first}")
         }
-    } else {
-        let first = checks
-            .iter()
-            .find(|c| c.level == Level::Error)
-            .map(|c| c.message.clone())
-            .unwrap_or_default();
-        format!("Probe failed for {describe}: {first}")
-    };
+    });
     if let Value::Object(map) = &mut details {
         map.insert("target".into(), json!(describe));
+        paperclip_details(map, &target, ok, first_error);
     }
     ProbeResult {
         ok,
@@ -154,6 +154,81 @@ pub async fn probe(
         details,
         checks,
         duration_ms: started.elapsed().as_millis() as u64,
+    }
+}
+
+/// Paperclip's probe summaries (reference §8), which its clients show and its tests assert.
+fn paperclip_summary(target: &ProbeTarget, ok: bool) -> Option<String> {
+    match (target, ok) {
+        (ProbeTarget::Local { .. }, true) => {
+            Some("Local environment is available on this Paperclip host.".to_string())
+        }
+        (ProbeTarget::Ssh { target, .. }, true) => Some(format!(
+            "Connected to {}@{} and verified the remote workspace path.",
+            target.username, target.host
+        )),
+        (ProbeTarget::Ssh { target, .. }, false) => Some(format!(
+            "SSH probe failed for {}@{}.",
+            target.username, target.host
+        )),
+        _ => None,
+    }
+}
+
+/// Paperclip's probe `details` fields beside Berth's: local `hostname` and `cwd`; SSH
+/// `remoteCwd` on success, `error` and `code` on failure. `code` is 255 when the connection
+/// itself failed (what OpenSSH exits with; Berth speaks SSH in-process, so there is no exit
+/// status) and null when a check on the connected host failed.
+fn paperclip_details(
+    map: &mut serde_json::Map<String, Value>,
+    target: &ProbeTarget,
+    ok: bool,
+    first_error: Option<&Check>,
+) {
+    match target {
+        ProbeTarget::Local { .. } => {
+            let hostname = std::fs::read_to_string("/proc/sys/kernel/hostname")
+                .ok()
+                .map(|h| h.trim().to_string());
+            let cwd = std::env::current_dir()
+                .ok()
+                .map(|d| d.display().to_string());
+            map.insert("hostname".into(), json!(hostname));
+            map.insert("cwd".into(), json!(cwd));
+        }
+        ProbeTarget::Ssh {
+            remote_workspace_path,
+            ..
+        } => {
+            if ok {
+                let resolved = map
+                    .get("remote")
+                    .and_then(|r| r.get("workspacePath"))
+                    .cloned()
+                    .unwrap_or_else(|| json!(remote_workspace_path));
+                map.insert("remoteCwd".into(), resolved);
+            } else {
+                let error = first_error.map(|c| {
+                    c.detail
+                        .as_deref()
+                        .filter(|d| !d.trim().is_empty())
+                        .map_or_else(|| c.message.clone(), |d| d.trim().to_string())
+                });
+                let connection = first_error.is_some_and(|c| {
+                    matches!(
+                        c.code.as_str(),
+                        "connect" | "host_key" | "auth" | "probe_timeout"
+                    )
+                });
+                map.insert("error".into(), json!(error));
+                map.insert(
+                    "code".into(),
+                    if connection { json!(255) } else { Value::Null },
+                );
+            }
+        }
+        // Paperclip has no bubblewrap sandbox probe to match; Berth's checks say it all.
+        ProbeTarget::Sandbox { .. } | ProbeTarget::Unsupported(_) => {}
     }
 }
 

@@ -81,7 +81,8 @@ async fn run(
             return Err(format!("create failed: {}", r.status()));
         }
     }
-    let url = format!("{base}/api/companies/{cid}/environments?limit=1000");
+    // Paperclip's request: no `limit`, every row in `updatedAt` desc order.
+    let url = format!("{base}/api/companies/{cid}/environments");
     let mut samples = Vec::with_capacity(requests);
     for _ in 0..(requests / 10) {
         client.get(&url).send().await.map_err(|e| e.to_string())?;

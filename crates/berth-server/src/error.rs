@@ -143,10 +143,18 @@ impl IntoResponse for ApiError {
         let status = self.status_code();
         let body = match &self {
             ApiError::Validation(details) => {
+                let details: Vec<Value> = details.iter().map(paperclip_issue).collect();
                 json!({"error": "Validation error", "details": details})
             }
-            ApiError::Unprocessable { message, details }
-            | ApiError::Conflict { message, details } => {
+            ApiError::Unprocessable { message, details } => {
+                let details = paperclip_details(details);
+                if details.is_null() {
+                    json!({"error": message})
+                } else {
+                    json!({"error": message, "details": details})
+                }
+            }
+            ApiError::Conflict { message, details } => {
                 if details.is_null() {
                     json!({"error": message})
                 } else {
@@ -160,5 +168,63 @@ impl IntoResponse for ApiError {
             other => json!({"error": other.to_string()}),
         };
         (status, Json(body)).into_response()
+    }
+}
+
+/// Validation details as Paperclip's (zod) issues carry them: `path` an array of segments
+/// (array indices as numbers) and a `code`; `field` keeps Berth's dotted path, which its own
+/// clients show next to form fields (docs/paperclip-compat.md).
+fn paperclip_issue(item: &Value) -> Value {
+    let Value::Object(map) = item else {
+        return item.clone();
+    };
+    let Some(dotted) = map.get("path").and_then(Value::as_str) else {
+        return item.clone();
+    };
+    let message = map.get("message").and_then(Value::as_str).unwrap_or("");
+    let segments: Vec<Value> = if matches!(dotted, "body" | "query" | "") {
+        Vec::new()
+    } else {
+        dotted
+            .split('.')
+            .map(|seg| match seg.parse::<u64>() {
+                Ok(n) => json!(n),
+                Err(_) => json!(seg),
+            })
+            .collect()
+    };
+    let code = if message.starts_with("unknown field") {
+        "unrecognized_keys"
+    } else if message.starts_with("invalid type")
+        || message.starts_with("missing field")
+        || message.starts_with("invalid value")
+    {
+        "invalid_type"
+    } else {
+        "custom"
+    };
+    let mut out = map.clone();
+    out.insert("path".into(), Value::Array(segments));
+    out.insert("field".into(), json!(dotted));
+    out.entry("code").or_insert_with(|| json!(code));
+    Value::Object(out)
+}
+
+/// [`paperclip_issue`] over a details array or a `details.issues` array.
+fn paperclip_details(details: &Value) -> Value {
+    match details {
+        Value::Array(items) => Value::Array(items.iter().map(paperclip_issue).collect()),
+        Value::Object(map) => match map.get("issues") {
+            Some(Value::Array(items)) => {
+                let mut out = map.clone();
+                out.insert(
+                    "issues".into(),
+                    Value::Array(items.iter().map(paperclip_issue).collect()),
+                );
+                Value::Object(out)
+            }
+            _ => details.clone(),
+        },
+        other => other.clone(),
     }
 }

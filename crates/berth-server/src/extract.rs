@@ -35,6 +35,21 @@ pub struct PageQuery {
 }
 
 impl PageQuery {
+    /// Whether the client asked for a page. Without `limit` or `cursor` the routes that
+    /// Paperclip also serves answer every item in Paperclip's order (docs/paperclip-compat.md).
+    pub fn paginated(&self) -> bool {
+        self.limit.is_some() || self.cursor.is_some()
+    }
+
+    /// [`Self::page`] when the client asked for one, otherwise everything.
+    pub fn page_or_all(&self) -> Result<Page, ApiError> {
+        if self.paginated() {
+            self.page()
+        } else {
+            Ok(Page::all())
+        }
+    }
+
     pub fn page(&self) -> Result<Page, ApiError> {
         let limit = self.limit.unwrap_or(Page::DEFAULT_LIMIT);
         if limit == 0 || limit > Page::MAX_LIMIT {

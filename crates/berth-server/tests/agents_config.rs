@@ -82,7 +82,7 @@ fn assert_names(r: &Reply, field: &str, case: &Value) {
     assert_eq!(r.status, 422, "{case}: {}", r.text);
     let paths: Vec<&str> = r.body["details"]
         .as_array()
-        .map(|d| d.iter().filter_map(|i| i["path"].as_str()).collect())
+        .map(|d| d.iter().filter_map(|i| i["field"].as_str()).collect())
         .unwrap_or_default();
     assert_eq!(paths, [field], "{case}: {}", r.text);
 }
@@ -157,4 +157,59 @@ async fn agent_config_out_of_range_is_a_422_naming_the_field_on_postgres() {
     out_of_range_configs_are_refused_and_change_nothing(&s).await;
     s.stop().await;
     db.cleanup().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_secret_an_agent_env_references_cannot_be_deleted_until_the_agent_lets_go() {
+    let s = TestServer::start().await;
+    let c = s.default_company().await;
+    let r = s
+        .post(
+            &format!("/api/companies/{c}/secrets"),
+            json!({"name": "api-key", "value": "s3cret-value"}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let secret = r.body["id"].as_str().unwrap().to_string();
+    let r = s
+        .post(
+            &format!("/api/companies/{c}/agents"),
+            json!({"name": "uses-key", "adapterType": "process",
+                   "adapterConfig": {"command": "true", "env": {"API_KEY":
+                       {"type": "secret_ref", "secretId": secret, "version": "latest"}}}}),
+        )
+        .await;
+    assert_eq!(r.status, 201, "{}", r.text);
+    let agent = r.body["id"].as_str().unwrap().to_string();
+
+    let r = s.delete(&format!("/api/secrets/{secret}")).await;
+    assert_eq!(r.status, 409, "{}", r.text);
+    assert_eq!(r.body["details"]["code"], "in_use");
+    assert_eq!(r.body["details"]["agents"], json!(["uses-key"]));
+    assert!(
+        r.body["error"].as_str().unwrap().contains("uses-key"),
+        "{}",
+        r.text
+    );
+    assert_eq!(
+        s.get(&format!("/api/companies/{c}/secrets"))
+            .await
+            .body
+            .as_array()
+            .unwrap()
+            .len(),
+        1,
+        "the refused delete kept the secret"
+    );
+
+    // Once the agent's env holds a plain value, the secret can go.
+    let r = s
+        .patch(
+            &format!("/api/agents/{agent}"),
+            json!({"adapterConfig": {"command": "true", "env": {"API_KEY": "plain"}}}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{}", r.text);
+    let r = s.delete(&format!("/api/secrets/{secret}")).await;
+    assert_eq!(r.status, 200, "{}", r.text);
 }

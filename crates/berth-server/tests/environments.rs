@@ -126,11 +126,11 @@ async fn bad_shapes_are_400_and_bad_configs_are_422_naming_the_field() {
     assert!(r.text.contains("bogus"), "{}", r.text);
     let r = s.post(&url, json!({"name": "x", "driver": "docker"})).await;
     assert_eq!(r.status, 400, "{}", r.text);
-    assert_eq!(r.body["details"][0]["path"], "driver");
+    assert_eq!(r.body["details"][0]["field"], "driver");
     let r = s.post(&url, json!({"name": "x", "driver": "ssh", "config": {"username": "u", "remoteWorkspacePath": "/w"}})).await;
     assert_eq!(r.status, 422);
     assert_eq!(r.body["error"], "SSH environments require a host.");
-    assert_eq!(r.body["details"]["issues"][0]["path"], "config.host");
+    assert_eq!(r.body["details"]["issues"][0]["field"], "config.host");
     let r = s.post(&url, json!({"name": "x", "driver": "ssh", "config": {"host": "h", "username": "u", "remoteWorkspacePath": "relative"}})).await;
     assert_eq!(r.status, 422);
     assert!(r.body["error"].as_str().unwrap().contains("absolute"));
@@ -139,7 +139,7 @@ async fn bad_shapes_are_400_and_bad_configs_are_422_naming_the_field() {
     assert_eq!(r.body["error"], "Unknown key \"config.colour\".");
     let r = s.post(&url, json!({"name": "  ", "driver": "local"})).await;
     assert_eq!(r.status, 400);
-    assert_eq!(r.body["details"][0]["path"], "name");
+    assert_eq!(r.body["details"][0]["field"], "name");
     let r = s.call(reqwest::Method::POST, &url, None, None).await;
     assert_eq!(
         r.status, 415,
@@ -390,7 +390,7 @@ async fn selection_guards_refuse_missing_foreign_and_archived_environments() {
         )
         .await;
     assert_eq!(r.status, 422, "{}", r.text);
-    assert_eq!(r.body["details"][0]["path"], "adapterConfig.assets.home");
+    assert_eq!(r.body["details"][0]["field"], "adapterConfig.assets.home");
     let home = tempfile::tempdir().unwrap();
     let r = s
         .post(
@@ -501,12 +501,9 @@ async fn probes_report_checks_and_never_fail_the_request_for_an_unreachable_host
     assert_eq!(check["code"], "connect", "{}", r.text);
     assert_eq!(check["level"], "error");
     assert!(check["hint"].as_str().is_some());
-    assert!(
-        r.body["summary"]
-            .as_str()
-            .unwrap()
-            .starts_with("Probe failed for SSH environment agent@127.0.0.1:1")
-    );
+    assert_eq!(r.body["summary"], "SSH probe failed for agent@127.0.0.1.");
+    assert_eq!(r.body["details"]["code"], 255, "{}", r.text);
+    assert!(r.body["details"]["error"].is_string(), "{}", r.text);
     // A key that does not parse is reported as such, before anything is sent.
     let r = s
         .post(
@@ -594,14 +591,18 @@ async fn health_openapi_metrics_and_settings() {
         r.text
     );
     let r = s.get("/api/instance/settings/experimental").await;
-    assert_eq!(r.body, json!({"enableEnvironments": false}));
+    assert_eq!(
+        r.body,
+        json!({"enableEnvironments": false, "enableIsolatedWorkspaces": false,
+               "autoRestartDevServerWhenIdle": false})
+    );
     let r = s
         .patch(
             "/api/instance/settings/experimental",
             json!({"enableEnvironments": true}),
         )
         .await;
-    assert_eq!(r.body, json!({"enableEnvironments": true}));
+    assert_eq!(r.body["enableEnvironments"], true);
     let r = s
         .patch(
             "/api/instance/settings/experimental",
@@ -659,7 +660,7 @@ async fn agent_env_values_may_be_secret_references_of_the_company_only() {
         )
         .await;
     assert_eq!(r.status, 422, "{}", r.text);
-    assert_eq!(r.body["details"][0]["path"], "adapterConfig.env.API_KEY");
+    assert_eq!(r.body["details"][0]["field"], "adapterConfig.env.API_KEY");
 }
 
 /// Sandbox and plugin drivers are not built yet: capabilities say so, and creating one (or
@@ -730,9 +731,9 @@ async fn drivers_that_cannot_run_here_are_reported_and_refused_up_front() {
             .await;
         assert_eq!(r.status, 422, "{}", r.text);
         let issue = if r.body["details"].is_array() {
-            &r.body["details"][0]["path"]
+            &r.body["details"][0]["field"]
         } else {
-            &r.body["details"]["issues"][0]["path"]
+            &r.body["details"]["issues"][0]["field"]
         };
         assert_eq!(issue, path, "{}", r.text);
         assert!(

@@ -23,7 +23,7 @@ fn named_paths(r: &Reply) -> Vec<String> {
         .unwrap_or_default();
     items
         .iter()
-        .filter_map(|i| i["path"].as_str().map(str::to_string))
+        .filter_map(|i| i["field"].as_str().map(str::to_string))
         .collect()
 }
 

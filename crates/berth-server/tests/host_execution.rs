@@ -91,7 +91,7 @@ async fn workspaces_inside_or_above_berth_home_are_refused() {
     for path in [s.home.path().to_path_buf(), inside, parent, "/".into()] {
         let r = s.post(&url, json!({"localPath": path})).await;
         assert_eq!(r.status, 422, "{}: {}", path.display(), r.text);
-        assert_eq!(r.body["details"][0]["path"], "localPath", "{}", r.text);
+        assert_eq!(r.body["details"][0]["field"], "localPath", "{}", r.text);
         assert!(r.text.contains("BERTH_HOME"), "{}", r.text);
     }
     assert_eq!(s.get(&url).await.body.as_array().unwrap().len(), 0);
@@ -122,7 +122,7 @@ async fn asset_directories_stay_out_of_berth_home() {
             )
             .await;
         assert_eq!(r.status, 422, "{}: {}", dir.display(), r.text);
-        assert_eq!(r.body["details"][0]["path"], "adapterConfig.assets.home");
+        assert_eq!(r.body["details"][0]["field"], "adapterConfig.assets.home");
         assert!(r.text.contains("BERTH_HOME"), "{}", r.text);
     }
     let r = s
@@ -134,7 +134,7 @@ async fn asset_directories_stay_out_of_berth_home() {
         .await;
     assert_eq!(r.status, 422, "{}", r.text);
     assert_eq!(
-        r.body["details"][0]["path"],
+        r.body["details"][0]["field"],
         "adapterConfig.instructionsFilePath"
     );
     assert_eq!(s.get(&url).await.body.as_array().unwrap().len(), 0);
@@ -161,7 +161,7 @@ async fn asset_directories_stay_under_the_workspace_roots() {
             )
             .await;
         assert_eq!(r.status, 422, "{}", r.text);
-        assert_eq!(r.body["details"][0]["path"], "adapterConfig.assets.home");
+        assert_eq!(r.body["details"][0]["field"], "adapterConfig.assets.home");
         assert!(
             r.text.contains("outside every workspace root"),
             "{}",

@@ -506,7 +506,12 @@ async fn an_operator_manages_an_ssh_environment_and_watches_a_run_in_a_real_brow
     assert!(probe.contains("ok"), "{probe}");
     assert!(b.find_all("#probe ul.checks li").await.unwrap().len() >= 3);
     b.goto(&env_url).await.unwrap();
-    assert!(b.text("dl.props").await.unwrap().contains("is ready"));
+    assert!(
+        b.text("dl.props")
+            .await
+            .unwrap()
+            .contains("verified the remote workspace path")
+    );
     b.goto(&format!("{base}/environments")).await.unwrap();
     let list = b.text("main table").await.unwrap();
     assert!(

@@ -2101,6 +2101,7 @@ async fn experimental_settings_round_trip(fx: &Fx) {
     );
     let on = ExperimentalSettings {
         enable_environments: true,
+        ..ExperimentalSettings::default()
     };
     assert_eq!(s.set_experimental_settings(&on).await.unwrap(), on);
     assert_eq!(s.get_experimental_settings().await.unwrap(), on);
@@ -2262,6 +2263,7 @@ async fn export_import_round_trip_from_sqlite(fx: &Fx) {
     .unwrap();
     src.set_experimental_settings(&ExperimentalSettings {
         enable_environments: true,
+        ..ExperimentalSettings::default()
     })
     .await
     .unwrap();

@@ -184,15 +184,19 @@ fn describe_details(details: &Value) -> Vec<String> {
         let lines: Vec<String> = issues
             .iter()
             .map(|issue| {
-                let path = issue.get("path").map(|p| match p {
-                    Value::String(s) => s.clone(),
-                    Value::Array(parts) => parts
-                        .iter()
-                        .map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_string))
-                        .collect::<Vec<_>>()
-                        .join("."),
-                    other => other.to_string(),
-                });
+                // `field` is the dotted path; `path` is Paperclip's segment array.
+                let path = issue
+                    .get("field")
+                    .or_else(|| issue.get("path"))
+                    .map(|p| match p {
+                        Value::String(s) => s.clone(),
+                        Value::Array(parts) => parts
+                            .iter()
+                            .map(|p| p.as_str().map_or_else(|| p.to_string(), str::to_string))
+                            .collect::<Vec<_>>()
+                            .join("."),
+                        other => other.to_string(),
+                    });
                 let message = issue
                     .get("message")
                     .and_then(Value::as_str)

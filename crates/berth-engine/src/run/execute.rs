@@ -155,8 +155,8 @@ impl Orchestrator {
             run_id: Some(run.id),
             agent_id: Some(run.agent_id),
             provider: Some(env.driver.to_string()),
-            provider_lease_id: None,
-            metadata: Some(json!({"driver": env.driver})),
+            provider_lease_id: provider_lease_id(&env),
+            metadata: Some(lease_metadata(&env, ctx.workspace.is_some())),
             wait: Some(self.lease_wait),
         };
         phase::enter(&self.store, run.id, Phase::Lease).await;
@@ -176,6 +176,8 @@ impl Orchestrator {
         tracing::Span::current()
             .record("lease_id", tracing::field::display(lease.id))
             .record("fence", lease.fence);
+        self.lease_activity("environment.lease_acquired", &lease, None)
+            .await;
         log.step(
             "lease_acquired",
             format!("Lease acquired (fence {}).", lease.fence),
@@ -345,4 +347,38 @@ impl Orchestrator {
         }
         Ok(self.restore(run, &plan, outcome, log, &lost).await)
     }
+}
+
+/// Paperclip's `providerLeaseId`: `ssh://user@host:port<remoteCwd>` for SSH, none otherwise.
+/// Berth's remote cwd is the configured workspace path (per-workspace directories live
+/// under it).
+fn provider_lease_id(env: &Environment) -> Option<String> {
+    match env.typed_config().ok()?.config {
+        berth_core::config::DriverConfig::Ssh(ssh) => Some(format!(
+            "ssh://{}@{}:{}{}",
+            ssh.username, ssh.host, ssh.port, ssh.remote_workspace_path
+        )),
+        _ => None,
+    }
+}
+
+/// Paperclip's lease metadata: `{driver, executionWorkspaceMode}` and for SSH the host,
+/// port, username, remoteWorkspacePath and remoteCwd.
+fn lease_metadata(env: &Environment, has_workspace: bool) -> serde_json::Value {
+    let mode = if has_workspace { "isolated" } else { "shared" };
+    let mut meta = json!({"driver": env.driver, "executionWorkspaceMode": mode});
+    if let Ok(parsed) = env.typed_config()
+        && let berth_core::config::DriverConfig::Ssh(ssh) = parsed.config
+        && let Some(map) = meta.as_object_mut()
+    {
+        map.insert("host".into(), json!(ssh.host));
+        map.insert("port".into(), json!(ssh.port));
+        map.insert("username".into(), json!(ssh.username));
+        map.insert(
+            "remoteWorkspacePath".into(),
+            json!(ssh.remote_workspace_path),
+        );
+        map.insert("remoteCwd".into(), json!(ssh.remote_workspace_path));
+    }
+    meta
 }

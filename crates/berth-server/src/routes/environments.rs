@@ -135,19 +135,28 @@ async fn list_environments(
     StrictQuery(q): StrictQuery<ListQuery>,
 ) -> ApiResult<Response> {
     company_for(&state, &actor, company_id).await?;
-    let page = PageQuery {
+    let pq = PageQuery {
         limit: q.limit,
         cursor: q.cursor,
-    }
-    .page()?;
+    };
+    let page = pq.page_or_all()?;
     let filter = EnvironmentFilter {
         status: q.status,
         driver: q.driver,
     };
-    let result = state
+    let mut result = state
         .store
         .list_environments(company_id, &filter, &page)
         .await?;
+    if !pq.paginated() {
+        // Paperclip's order: `updatedAt` desc, then `createdAt` desc (pages keep id order,
+        // which a cursor needs).
+        result.items.sort_by(|a, b| {
+            b.updated_at
+                .cmp(&a.updated_at)
+                .then(b.created_at.cmp(&a.created_at))
+        });
+    }
     let privileged = actor.is_privileged(company_id);
     let items: Vec<View<'_>> = result
         .items
@@ -210,7 +219,7 @@ fn runs_here(driver: Driver) -> bool {
     driver != Driver::Sandbox || berth_exec::sandbox::host_support().is_ok()
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct CreateBody {
     name: String,
@@ -220,10 +229,13 @@ pub(crate) struct CreateBody {
     #[serde(default)]
     status: Option<EnvironmentStatus>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     config: Option<Value>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>, nullable)]
     metadata: Option<Value>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<i64>, nullable)]
     capacity: Option<Option<i64>>,
     #[serde(default)]
     lease_policy: Option<LeasePolicy>,
@@ -443,7 +455,7 @@ async fn persist_config(
 }
 
 #[utoipa::path(post, path = "/api/companies/{company_id}/environments", tag = "environments",
-    params(("company_id" = CompanyId, Path)), request_body = Object,
+    params(("company_id" = CompanyId, Path)), request_body = CreateBody,
     responses((status = 201, body = Environment), (status = 400), (status = 403), (status = 409), (status = 422)))]
 pub(crate) async fn create_environment(
     State(state): State<SharedState>,
@@ -510,22 +522,26 @@ async fn get_environment(
     Ok(Json(view(&env, actor.is_privileged(env.company_id))))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct PatchBody {
     #[serde(default)]
     name: Option<String>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<String>, nullable)]
     description: Option<Option<String>>,
     #[serde(default)]
     driver: Option<Driver>,
     #[serde(default)]
     status: Option<EnvironmentStatus>,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     config: Option<Value>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<Object>, nullable)]
     metadata: Option<Option<Value>>,
     #[serde(default, deserialize_with = "double_option")]
+    #[schema(value_type = Option<i64>, nullable)]
     capacity: Option<Option<i64>>,
     #[serde(default)]
     lease_policy: Option<LeasePolicy>,
@@ -536,7 +552,7 @@ fn top_level_keys(v: &Value) -> usize {
 }
 
 #[utoipa::path(patch, path = "/api/environments/{id}", tag = "environments",
-    params(("id" = EnvironmentId, Path)), request_body = Object,
+    params(("id" = EnvironmentId, Path)), request_body = PatchBody,
     responses((status = 200, body = Environment), (status = 400), (status = 403), (status = 404), (status = 409), (status = 422)))]
 pub(crate) async fn update_environment(
     State(state): State<SharedState>,
@@ -808,7 +824,7 @@ fn observe_probe(state: &AppState, result: &berth_engine::probe::ProbeResult) {
     );
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct ProbeConfigBody {
     #[serde(default)]
@@ -822,14 +838,16 @@ pub(crate) struct ProbeConfigBody {
     description: Option<String>,
     driver: Driver,
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     config: Option<Value>,
     #[serde(default)]
     #[allow(dead_code, reason = "accepted for compatibility")]
+    #[schema(value_type = Option<Object>, nullable)]
     metadata: Option<Value>,
 }
 
 #[utoipa::path(post, path = "/api/companies/{company_id}/environments/probe-config", tag = "environments",
-    params(("company_id" = CompanyId, Path)), request_body = Object,
+    params(("company_id" = CompanyId, Path)), request_body = ProbeConfigBody,
     responses((status = 200, body = Object), (status = 400), (status = 422)))]
 pub(crate) async fn probe_config(
     State(state): State<SharedState>,

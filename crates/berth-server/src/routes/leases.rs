@@ -40,14 +40,47 @@ async fn list_leases(
 ) -> ApiResult<Response> {
     let env = environment_for(&state, &actor, id).await?;
     actor.require_privileged(env.company_id)?;
-    let page = PageQuery {
+    let pq = PageQuery {
         limit: q.limit,
         cursor: q.cursor,
+    };
+    let mut result = state
+        .store
+        .list_leases(id, q.status, &pq.page_or_all()?)
+        .await?;
+    if !pq.paginated() {
+        // Paperclip's order: `lastUsedAt` desc, then `createdAt` desc.
+        result.items.sort_by(|a, b| {
+            b.last_used_at
+                .cmp(&a.last_used_at)
+                .then(b.created_at.cmp(&a.created_at))
+        });
     }
-    .page()?;
-    Ok(list_response(
-        state.store.list_leases(id, q.status, &page).await?,
-    ))
+    Ok(list_response(berth_store::PageOf {
+        items: result.items.iter().map(LeaseView::of).collect::<Vec<_>>(),
+        next_cursor: result.next_cursor,
+    }))
+}
+
+/// A lease as the API answers it: Paperclip's fields (`heartbeatRunId`, `expiresAt: null`
+/// for local and SSH leases) plus `runId` for Berth's own clients.
+#[derive(serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LeaseView<'a> {
+    #[serde(flatten)]
+    lease: &'a Lease,
+    run_id: Option<berth_core::RunId>,
+    expires_at: Option<()>,
+}
+
+impl<'a> LeaseView<'a> {
+    pub fn of(lease: &'a Lease) -> Self {
+        LeaseView {
+            lease,
+            run_id: lease.run_id,
+            expires_at: None,
+        }
+    }
 }
 
 #[utoipa::path(get, path = "/api/environment-leases/{lease_id}", tag = "leases",
@@ -57,11 +90,13 @@ async fn get_lease(
     State(state): State<SharedState>,
     actor: Actor,
     Path(lease_id): Path<LeaseId>,
-) -> ApiResult<Json<Lease>> {
+) -> ApiResult<Json<serde_json::Value>> {
     let lease = match state.store.get_lease(lease_id).await? {
         Some(l) if actor.can_access_company(l.company_id) => l,
         _ => return Err(ApiError::NotFound("Environment lease not found".into())),
     };
     actor.require_privileged(lease.company_id)?;
-    Ok(Json(lease))
+    Ok(Json(
+        serde_json::to_value(LeaseView::of(&lease)).map_err(ApiError::internal)?,
+    ))
 }

@@ -4,6 +4,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use berth_core::config::agent_env_secret_refs;
 use berth_core::model::SecretMeta;
 use berth_core::{CompanyId, Secret, SecretId};
 use berth_store::{NewSecret, Page};
@@ -125,13 +126,31 @@ async fn delete_secret(
         })
         .map(|e| e.name.clone())
         .collect();
-    if !users.is_empty() {
+    // Agents reference secrets from `adapterConfig.env`; deleting one of those would fail
+    // every later run of the agent with a missing secret.
+    let agents: Vec<String> = state
+        .store
+        .list_agents(company_id, &Page::all())
+        .await?
+        .items
+        .iter()
+        .filter(|a| agent_env_secret_refs(&a.adapter_config).contains(&id))
+        .map(|a| a.name.clone())
+        .collect();
+    if !users.is_empty() || !agents.is_empty() {
+        let mut holders = Vec::new();
+        if !users.is_empty() {
+            holders.push(format!("environment(s): {}", users.join(", ")));
+        }
+        if !agents.is_empty() {
+            holders.push(format!("agent(s): {}", agents.join(", ")));
+        }
         return Err(ApiError::Conflict {
             message: format!(
-                "Secret is referenced by environment(s): {}. Update them first.",
-                users.join(", ")
+                "Secret is referenced by {}. Update them first.",
+                holders.join("; ")
             ),
-            details: json!({"code": "in_use", "environments": users}),
+            details: json!({"code": "in_use", "environments": users, "agents": agents}),
         });
     }
     state.store.delete_secret(id).await?;

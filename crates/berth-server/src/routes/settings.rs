@@ -30,15 +30,19 @@ async fn get_experimental(
     Ok(Json(state.store.get_experimental_settings().await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub(crate) struct PatchExperimental {
     #[serde(default)]
     enable_environments: Option<bool>,
+    #[serde(default)]
+    enable_isolated_workspaces: Option<bool>,
+    #[serde(default)]
+    auto_restart_dev_server_when_idle: Option<bool>,
 }
 
 #[utoipa::path(patch, path = "/api/instance/settings/experimental", tag = "settings",
-    request_body = Object,
+    request_body = PatchExperimental,
     responses((status = 200, body = ExperimentalSettings), (status = 400), (status = 403)))]
 pub(crate) async fn patch_experimental(
     State(state): State<SharedState>,
@@ -48,11 +52,29 @@ pub(crate) async fn patch_experimental(
     actor.require_instance_admin()?;
     let mut settings = state.store.get_experimental_settings().await?;
     let mut changed = Vec::new();
-    if let Some(v) = body.enable_environments {
-        if v != settings.enable_environments {
-            changed.push("enableEnvironments");
+    for (key, value, slot) in [
+        (
+            "enableEnvironments",
+            body.enable_environments,
+            &mut settings.enable_environments,
+        ),
+        (
+            "enableIsolatedWorkspaces",
+            body.enable_isolated_workspaces,
+            &mut settings.enable_isolated_workspaces,
+        ),
+        (
+            "autoRestartDevServerWhenIdle",
+            body.auto_restart_dev_server_when_idle,
+            &mut settings.auto_restart_dev_server_when_idle,
+        ),
+    ] {
+        if let Some(v) = value {
+            if v != *slot {
+                changed.push(key);
+            }
+            *slot = v;
         }
-        settings.enable_environments = v;
     }
     let saved = state.store.set_experimental_settings(&settings).await?;
     // Logged once per company so each company's activity shows the change.
