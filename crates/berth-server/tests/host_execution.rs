@@ -18,6 +18,52 @@ use common::TestServer;
 use reqwest::Method;
 use serde_json::{Value, json};
 
+/// Whether bwrap works here (under `CI=true` its absence fails the test).
+fn bwrap_works() -> bool {
+    let support = berth_exec::sandbox::host_support();
+    berth_testkit::require(
+        &format!("a working bwrap ({:?})", support.as_ref().err()),
+        support.is_ok(),
+    )
+    .unwrap()
+}
+
+/// A company `tenant`, an instance-admin token, and a board token of the tenant with
+/// `environments:manage`.
+async fn tenant_admin_and_manager(s: &TestServer) -> (String, String, String) {
+    let tenant = s
+        .post("/api/companies", json!({"name": "tenant"}))
+        .await
+        .body["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let admin = s
+        .post(
+            "/api/tokens",
+            json!({"name": "admin", "kind": "board", "instanceAdmin": true}),
+        )
+        .await
+        .body["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let board = s
+        .call(
+            Method::POST,
+            "/api/tokens",
+            Some(&admin),
+            Some(json!({"name": "t", "kind": "board", "companyIds": [tenant],
+                "grants": ["environments:manage"]})),
+        )
+        .await
+        .body["token"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    (tenant, admin, board)
+}
+
 async fn wait_for_end(s: &TestServer, run: &str, token: Option<&str>) -> Value {
     for _ in 0..800 {
         let r = s
@@ -182,23 +228,7 @@ async fn asset_directories_stay_under_the_workspace_roots() {
 async fn a_tenant_needs_the_host_execution_grant_in_token_mode() {
     let s = TestServer::start().await;
     let default = s.default_company().await;
-    let tenant = s
-        .post("/api/companies", json!({"name": "tenant"}))
-        .await
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let admin = s
-        .post(
-            "/api/tokens",
-            json!({"name": "admin", "kind": "board", "instanceAdmin": true}),
-        )
-        .await
-        .body["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (tenant, admin, _) = tenant_admin_and_manager(&s).await;
     let token = |body: Value| {
         let s = &s;
         let admin = admin.clone();
@@ -381,46 +411,11 @@ async fn only_an_instance_admin_lends_the_operators_ssh_agent() {
 /// the host's loopback services, so it needs the grant like `local`.
 #[tokio::test]
 async fn a_sandbox_without_network_needs_no_host_grant_and_one_with_network_does() {
-    let support = berth_exec::sandbox::host_support();
-    if !berth_testkit::require(
-        &format!("a working bwrap ({:?})", support.as_ref().err()),
-        support.is_ok(),
-    )
-    .unwrap()
-    {
+    if !bwrap_works() {
         return;
     }
     let s = TestServer::start().await;
-    let tenant = s
-        .post("/api/companies", json!({"name": "tenant"}))
-        .await
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let admin = s
-        .post(
-            "/api/tokens",
-            json!({"name": "admin", "kind": "board", "instanceAdmin": true}),
-        )
-        .await
-        .body["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let board = s
-        .call(
-            Method::POST,
-            "/api/tokens",
-            Some(&admin),
-            Some(json!({"name": "t", "kind": "board", "companyIds": [tenant],
-                "grants": ["environments:manage"]})),
-        )
-        .await
-        .body["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (tenant, _admin, board) = tenant_admin_and_manager(&s).await;
     let mut outcomes = Vec::new();
     for network in ["none", "open"] {
         let env = s
@@ -483,46 +478,11 @@ async fn a_sandbox_without_network_needs_no_host_grant_and_one_with_network_does
 /// root that holds every sandbox's copies.
 #[tokio::test]
 async fn only_an_instance_admin_sets_sandbox_read_only_paths_and_never_over_the_runs_root() {
-    let support = berth_exec::sandbox::host_support();
-    if !berth_testkit::require(
-        &format!("a working bwrap ({:?})", support.as_ref().err()),
-        support.is_ok(),
-    )
-    .unwrap()
-    {
+    if !bwrap_works() {
         return;
     }
     let s = TestServer::start().await;
-    let tenant = s
-        .post("/api/companies", json!({"name": "tenant"}))
-        .await
-        .body["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let admin = s
-        .post(
-            "/api/tokens",
-            json!({"name": "admin", "kind": "board", "instanceAdmin": true}),
-        )
-        .await
-        .body["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let board = s
-        .call(
-            Method::POST,
-            "/api/tokens",
-            Some(&admin),
-            Some(json!({"name": "t", "kind": "board", "companyIds": [tenant],
-                "grants": ["environments:manage"]})),
-        )
-        .await
-        .body["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let (tenant, admin, board) = tenant_admin_and_manager(&s).await;
     let create = |token: String, paths: Value| {
         let s = &s;
         let tenant = tenant.clone();
