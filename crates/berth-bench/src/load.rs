@@ -13,7 +13,7 @@ use anyhow::{Context, bail};
 use berth_testkit::sshd::Sshd;
 use serde_json::{Value, json};
 
-use crate::api::Api;
+use crate::api::{Api, Served};
 use crate::ms;
 
 /// The spans between the marks [`Api::one_run`] records.
@@ -174,30 +174,11 @@ pub async fn run() -> anyhow::Result<()> {
         .context("failed to start the 4 namespaced sshds (root and `ip netns` needed)")?;
     let home = dir.path().join("home");
     let config = berth_server::ServerConfig {
-        database_url: format!("sqlite://{}", home.join("berth.db").display()),
-        berth_home: home.clone(),
         runs_root: Some(dir.path().join("runs")),
-        ..Default::default()
+        ..Served::sqlite_config(&home)
     };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(berth_server::launch_with_listener(
-        config,
-        listener,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let api = std::sync::Arc::new(Api::new(base));
-    for _ in 0..200 {
-        if api.get("/api/health").await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let company = api.get("/api/companies").await?;
-    let company = company[0]["id"].as_str().context("company")?.to_string();
+    let served = Served::start(config).await?;
+    let (api, company) = (served.api.clone(), served.company.clone());
     let mut agents = Vec::new();
     for (i, h) in hosts.iter().enumerate() {
         let env = api
@@ -268,8 +249,7 @@ pub async fn run() -> anyhow::Result<()> {
         }
     }
     let wall = start.elapsed();
-    let _ = stop.send(());
-    let _ = server.await;
+    served.stop().await;
     drop(hosts);
     if durations.is_empty() {
         bail!("no run succeeded");

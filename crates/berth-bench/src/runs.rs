@@ -11,7 +11,7 @@ use anyhow::{Context, bail};
 use futures::StreamExt as _;
 use serde_json::{Value, json};
 
-use crate::api::Api;
+use crate::api::{Api, Served};
 use crate::{median, ms, n};
 
 pub async fn run() -> anyhow::Result<()> {
@@ -86,32 +86,9 @@ impl Api {
 async fn inner(lab: &berth_lab::LabState, dir: &Path) -> anyhow::Result<()> {
     let runs = n().min(20);
     let home = dir.join("home");
-    let config = berth_server::ServerConfig {
-        database_url: format!("sqlite://{}", home.join("berth.db").display()),
-        berth_home: home.clone(),
-        master_key_hex: None,
-        workspace_roots: Vec::new(),
-        ..Default::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(berth_server::launch_with_listener(
-        config,
-        listener,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let api = Api::new(base);
-    for _ in 0..200 {
-        if api.get("/api/health").await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let company = api.get("/api/companies").await?;
-    let company = company[0]["id"].as_str().context("company")?.to_string();
+    let config = Served::sqlite_config(&home);
+    let served = Served::start(config).await?;
+    let (api, company) = (served.api.clone(), served.company.clone());
     let env = api
         .post(
             &format!("/api/companies/{company}/environments"),
@@ -201,8 +178,7 @@ async fn inner(lab: &berth_lab::LabState, dir: &Path) -> anyhow::Result<()> {
         first_event.push(first_event_latency(&api, &company, talk.clone()).await?);
     }
 
-    let _ = stop.send(());
-    let _ = server.await;
+    served.stop().await;
 
     let warm_m = median(warm.clone());
     let base_m = median(baseline);

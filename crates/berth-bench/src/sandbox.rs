@@ -4,12 +4,10 @@
 //! lease → [sync out] → launch → exit → [sync back] → release). Runs alternate between the two
 //! so that background load hits both alike.
 
-use std::time::Duration;
-
 use anyhow::{Context, bail};
 use serde_json::json;
 
-use crate::api::Api;
+use crate::api::Served;
 use crate::runs::make_repo;
 use crate::{median, ms, n};
 
@@ -19,32 +17,9 @@ pub async fn run() -> anyhow::Result<()> {
     let runs = n().min(20);
     let dir = tempfile::tempdir()?;
     let home = dir.path().join("home");
-    let config = berth_server::ServerConfig {
-        database_url: format!("sqlite://{}", home.join("berth.db").display()),
-        berth_home: home.clone(),
-        master_key_hex: None,
-        workspace_roots: Vec::new(),
-        ..Default::default()
-    };
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(berth_server::launch_with_listener(
-        config,
-        listener,
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    let api = Api::new(base);
-    for _ in 0..200 {
-        if api.get("/api/health").await.is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(25)).await;
-    }
-    let company = api.get("/api/companies").await?;
-    let company = company[0]["id"].as_str().context("company")?.to_string();
+    let config = Served::sqlite_config(&home);
+    let served = Served::start(config).await?;
+    let (api, company) = (served.api.clone(), served.company.clone());
     let sandbox = api
         .post(
             &format!("/api/companies/{company}/environments"),
@@ -114,7 +89,6 @@ pub async fn run() -> anyhow::Result<()> {
         ms(cold[0]),
         ms(cold[1]) / ms(cold[0])
     );
-    let _ = stop.send(());
-    let _ = server.await;
+    served.stop().await;
     Ok(())
 }
