@@ -28,6 +28,19 @@ fn bwrap_works() -> bool {
     .unwrap()
 }
 
+/// A new instance-admin board token.
+async fn admin_token(s: &TestServer) -> String {
+    s.post(
+        "/api/tokens",
+        json!({"name": "admin", "kind": "board", "instanceAdmin": true}),
+    )
+    .await
+    .body["token"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 /// A company `tenant`, an instance-admin token, and a board token of the tenant with
 /// `environments:manage`.
 async fn tenant_admin_and_manager(s: &TestServer) -> (String, String, String) {
@@ -38,16 +51,7 @@ async fn tenant_admin_and_manager(s: &TestServer) -> (String, String, String) {
         .as_str()
         .unwrap()
         .to_string();
-    let admin = s
-        .post(
-            "/api/tokens",
-            json!({"name": "admin", "kind": "board", "instanceAdmin": true}),
-        )
-        .await
-        .body["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let admin = admin_token(s).await;
     let board = s
         .call(
             Method::POST,
@@ -330,16 +334,7 @@ async fn a_tenant_needs_the_host_execution_grant_in_token_mode() {
 async fn only_an_instance_admin_lends_the_operators_ssh_agent() {
     let s = TestServer::start().await;
     let c = s.default_company().await;
-    let admin = s
-        .post(
-            "/api/tokens",
-            json!({"name": "admin", "kind": "board", "instanceAdmin": true}),
-        )
-        .await
-        .body["token"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let admin = admin_token(&s).await;
     let manager = s
         .call(
             Method::POST,

@@ -301,6 +301,20 @@ async fn assert_requeued_and_ran_once(api: &Api, run: &str) {
     );
 }
 
+/// A local directory `repo` under `dir` with a README, registered as an execution workspace.
+async fn local_workspace(api: &Api, c: &str, dir: &Path) -> (std::path::PathBuf, Value) {
+    let repo = dir.join("repo");
+    std::fs::create_dir(&repo).unwrap();
+    std::fs::write(repo.join("README.md"), "local\n").unwrap();
+    let ws = api
+        .post(
+            &format!("/api/companies/{c}/execution-workspaces"),
+            json!({"localPath": repo}),
+        )
+        .await;
+    (repo, ws)
+}
+
 async fn no_active_leases(api: &Api, env: &str) {
     let leases = api.get(&format!("/api/environments/{env}/leases")).await;
     let active: Vec<&Value> = leases
@@ -327,15 +341,7 @@ async fn ssh_runs_survive_a_sigkilled_server_and_finish_byte_exact_with_their_wo
     } = Served::start().await;
     let env = api.ssh_environment(&c, "lab", 64, &sshd).await;
     // One run works on a synced workspace: it must come back after the restart.
-    let repo = dir.path().join("repo");
-    std::fs::create_dir(&repo).unwrap();
-    std::fs::write(repo.join("README.md"), "local\n").unwrap();
-    let ws = api
-        .post(
-            &format!("/api/companies/{c}/execution-workspaces"),
-            json!({"localPath": repo}),
-        )
-        .await;
+    let (repo, ws) = local_workspace(&api, &c, dir.path()).await;
     let mut runs = Vec::new();
     for i in 0..runs_per_scenario() {
         // An agent each: runs of one agent without a workspace share a lease scope.
@@ -570,15 +576,7 @@ async fn a_sandbox_run_survives_a_sigkilled_server_and_reaches_the_new_one() {
         )
         .await;
     let env = env["id"].as_str().unwrap().to_string();
-    let repo = dir.path().join("repo");
-    std::fs::create_dir(&repo).unwrap();
-    std::fs::write(repo.join("README.md"), "local\n").unwrap();
-    let ws = api
-        .post(
-            &format!("/api/companies/{c}/execution-workspaces"),
-            json!({"localPath": repo}),
-        )
-        .await;
+    let (repo, ws) = local_workspace(&api, &c, dir.path()).await;
     // The host's progress directory is invisible in the sandbox: progress is read from the
     // run's stdout file instead. printf is a builtin: the token stays out of every argv.
     let script = format!(
