@@ -126,10 +126,32 @@ async fn sandbox_writes_outside_the_workspace_fail() {
     );
     assert!(outcome.success(), "{outcome:?} {err}");
     assert!(out.contains("WORKSPACE_OK"), "{out}{err}");
-    assert!(
-        !out.contains("WROTE"),
-        "a write outside the workspace worked: {out}"
-    );
+    // Nothing written outside the workspace reaches the host. (When the test's directories lie
+    // under /tmp, a write there lands in the sandbox's private /tmp, so it "works" inside
+    // but the host never sees it; the read-only system paths must refuse it either way.)
+    for p in [
+        f.root.join("berth-x"),
+        sibling.join("berth-x"),
+        home.join("berth-x"),
+    ] {
+        assert!(
+            !p.exists(),
+            "a write outside the workspace reached the host: {}",
+            p.display()
+        );
+    }
+    for p in ["/usr/berth-x", "/etc/berth-x", "/berth-x"] {
+        assert!(
+            !out.contains(&format!("WROTE {p}\n")),
+            "a write outside the workspace worked: {out}"
+        );
+    }
+    if !f.root.starts_with("/tmp") {
+        assert!(
+            !out.contains("WROTE"),
+            "a write outside the workspace worked: {out}"
+        );
+    }
     assert!(
         out.contains("TMP_OK") && out.contains("DEVNULL_OK"),
         "{out}{err}"

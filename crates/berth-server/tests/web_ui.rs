@@ -549,7 +549,15 @@ async fn an_operator_manages_an_ssh_environment_and_watches_a_run_in_a_real_brow
     ))
     .await
     .unwrap();
-    let agent_row = s.get(&format!("/api/agents/{agent}")).await.body;
+    // The click submits the form; the browser's navigation completes on its own time.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let agent_row = loop {
+        let row = s.get(&format!("/api/agents/{agent}")).await.body;
+        if row["defaultEnvironmentId"] == eid.as_str() || std::time::Instant::now() > deadline {
+            break row;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
     assert_eq!(agent_row["defaultEnvironmentId"], eid.as_str());
     b.fill(&format!("#prompt-{agent}"), "tick").await.unwrap();
     b.click(&format!("form[action='/agents/{agent}/runs'] button"))
